@@ -1,0 +1,430 @@
+//! Implements `wasmgate:plugin/http`: the borrowed `request` and `response` resources.
+//!
+//! The handles carry no state. A plugin can only hold them during a phase call, and for that
+//! call the store holds the one exchange in flight, so every method reads and writes it
+//! directly: no table entry and no copy per call. Everything a plugin writes is validated
+//! here, before the host keeps it.
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Method, StatusCode};
+use wasmtime::Result;
+use wasmtime::component::Resource;
+
+use crate::pipeline::{Exchange, Phase};
+use crate::plugins::bindings::wasmgate::plugin::http::{Host, HostRequest, HostResponse};
+use crate::plugins::bindings::{ErrorCode, Reply};
+use crate::plugins::state::HostState;
+
+/// The `request` resource: stands for the exchange in flight.
+pub struct RequestHandle;
+/// The `response` resource: stands for the exchange's response in flight.
+pub struct ResponseHandle;
+
+/// Headers the host manages itself, because they frame the message on the wire. A plugin that
+/// could set them could smuggle a second request past the upstream.
+fn is_framing(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "content-length"
+            | "transfer-encoding"
+            | "connection"
+            | "keep-alive"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "proxy-connection"
+    )
+}
+
+fn value_string(v: &HeaderValue) -> String {
+    match v.to_str() {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+    }
+}
+
+fn get_header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).map(value_string)
+}
+
+fn header_values(headers: &HeaderMap, name: &str) -> Vec<String> {
+    headers.get_all(name).iter().map(value_string).collect()
+}
+
+fn all_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), value_string(v)))
+        .collect()
+}
+
+/// Checks a header a plugin wants to write.
+pub fn parse_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), ErrorCode> {
+    let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| ErrorCode::InvalidName)?;
+    if is_framing(&name) {
+        return Err(ErrorCode::NotAllowed);
+    }
+    let value = HeaderValue::from_str(value).map_err(|_| ErrorCode::InvalidValue)?;
+    Ok((name, value))
+}
+
+fn write_header(
+    headers: &mut HeaderMap,
+    name: &str,
+    value: &str,
+    append: bool,
+) -> Result<(), ErrorCode> {
+    let (name, value) = parse_header(name, value)?;
+    if append {
+        headers.append(name, value);
+    } else {
+        headers.insert(name, value);
+    }
+    Ok(())
+}
+
+fn remove_header(headers: &mut HeaderMap, name: &str) {
+    if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+        if !is_framing(&name) {
+            headers.remove(name);
+        }
+    }
+}
+
+fn read_body(allowed: bool, body: &Option<Bytes>) -> Result<Vec<u8>, ErrorCode> {
+    if !allowed {
+        return Err(ErrorCode::BodyNotDeclared);
+    }
+    Ok(body.as_deref().unwrap_or_default().to_vec())
+}
+
+/// Most variables one request may carry, and their sizes; past these `set-var` is ignored.
+const MAX_VARS: usize = 128;
+const MAX_VAR_BYTES: usize = 16 * 1024;
+
+impl Host for HostState {}
+
+impl HostRequest for HostState {
+    fn method(&mut self, _: Resource<RequestHandle>) -> Result<String> {
+        Ok(self.exchange()?.request.method.as_str().to_owned())
+    }
+
+    fn set_method(
+        &mut self,
+        _: Resource<RequestHandle>,
+        method: String,
+    ) -> Result<Result<(), ErrorCode>> {
+        let ex = self.exchange()?;
+        if ex.phase != Phase::Request {
+            return Ok(Err(ErrorCode::NotAllowed));
+        }
+        Ok(match Method::from_bytes(method.as_bytes()) {
+            Ok(m) => {
+                ex.request.method = m;
+                Ok(())
+            }
+            Err(_) => Err(ErrorCode::InvalidValue),
+        })
+    }
+
+    fn path(&mut self, _: Resource<RequestHandle>) -> Result<String> {
+        Ok(self.exchange()?.request.uri.path().to_owned())
+    }
+
+    fn set_path(
+        &mut self,
+        _: Resource<RequestHandle>,
+        path: String,
+    ) -> Result<Result<(), ErrorCode>> {
+        let ex = self.exchange()?;
+        if ex.phase != Phase::Request {
+            return Ok(Err(ErrorCode::NotAllowed));
+        }
+        if !path.starts_with('/') || path.contains('?') || path.contains('#') {
+            return Ok(Err(ErrorCode::InvalidValue));
+        }
+        let query = ex.request.uri.query();
+        let pq = match query {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        Ok(ex.set_path_and_query(&pq))
+    }
+
+    fn query(&mut self, _: Resource<RequestHandle>) -> Result<Option<String>> {
+        Ok(self.exchange()?.request.uri.query().map(str::to_owned))
+    }
+
+    fn set_query(
+        &mut self,
+        _: Resource<RequestHandle>,
+        query: Option<String>,
+    ) -> Result<Result<(), ErrorCode>> {
+        let ex = self.exchange()?;
+        if ex.phase != Phase::Request {
+            return Ok(Err(ErrorCode::NotAllowed));
+        }
+        if query.as_deref().is_some_and(|q| q.contains('#')) {
+            return Ok(Err(ErrorCode::InvalidValue));
+        }
+        let path = ex.request.uri.path();
+        let pq = match query.as_deref() {
+            Some(q) if !q.is_empty() => format!("{path}?{q}"),
+            _ => path.to_owned(),
+        };
+        Ok(ex.set_path_and_query(&pq))
+    }
+
+    fn header(&mut self, _: Resource<RequestHandle>, name: String) -> Result<Option<String>> {
+        Ok(get_header(&self.exchange()?.request.headers, &name))
+    }
+
+    fn header_values(&mut self, _: Resource<RequestHandle>, name: String) -> Result<Vec<String>> {
+        Ok(header_values(&self.exchange()?.request.headers, &name))
+    }
+
+    fn headers(&mut self, _: Resource<RequestHandle>) -> Result<Vec<(String, String)>> {
+        Ok(all_headers(&self.exchange()?.request.headers))
+    }
+
+    fn set_header(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+        value: String,
+    ) -> Result<Result<(), ErrorCode>> {
+        let ex = self.exchange()?;
+        if ex.phase != Phase::Request {
+            return Ok(Err(ErrorCode::NotAllowed));
+        }
+        Ok(write_header(&mut ex.request.headers, &name, &value, false))
+    }
+
+    fn append_header(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+        value: String,
+    ) -> Result<Result<(), ErrorCode>> {
+        let ex = self.exchange()?;
+        if ex.phase != Phase::Request {
+            return Ok(Err(ErrorCode::NotAllowed));
+        }
+        Ok(write_header(&mut ex.request.headers, &name, &value, true))
+    }
+
+    fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) -> Result<()> {
+        let ex = self.exchange()?;
+        if ex.phase == Phase::Request {
+            remove_header(&mut ex.request.headers, &name);
+        }
+        Ok(())
+    }
+
+    fn client_addr(&mut self, _: Resource<RequestHandle>) -> Result<String> {
+        Ok(self.exchange()?.client.ip().to_string())
+    }
+
+    fn route(&mut self, _: Resource<RequestHandle>) -> Result<String> {
+        Ok(self.exchange()?.route.to_string())
+    }
+
+    fn id(&mut self, _: Resource<RequestHandle>) -> Result<String> {
+        Ok(self.exchange()?.id.to_string())
+    }
+
+    fn body(&mut self, _: Resource<RequestHandle>) -> Result<Result<Vec<u8>, ErrorCode>> {
+        let ex = self.exchange()?;
+        Ok(read_body(ex.allow_request_body, &ex.request_body))
+    }
+
+    fn set_body(
+        &mut self,
+        _: Resource<RequestHandle>,
+        body: Vec<u8>,
+    ) -> Result<Result<(), ErrorCode>> {
+        let ex = self.exchange()?;
+        if !ex.allow_request_body {
+            return Ok(Err(ErrorCode::BodyNotDeclared));
+        }
+        if ex.phase != Phase::Request {
+            return Ok(Err(ErrorCode::NotAllowed));
+        }
+        if body.len() > ex.body_limit {
+            return Ok(Err(ErrorCode::BodyTooLarge));
+        }
+        ex.request_body = Some(Bytes::from(body));
+        Ok(Ok(()))
+    }
+
+    fn get_var(&mut self, _: Resource<RequestHandle>, name: String) -> Result<Option<String>> {
+        Ok(self.exchange()?.var(&name).map(str::to_owned))
+    }
+
+    fn set_var(&mut self, _: Resource<RequestHandle>, name: String, value: String) -> Result<()> {
+        let ex = self.exchange()?;
+        if name.len() + value.len() > MAX_VAR_BYTES {
+            tracing::warn!(route = %ex.route, var = %name.chars().take(64).collect::<String>(), "plugin set an oversized variable; ignored");
+            return Ok(());
+        }
+        if let Some(slot) = ex.vars.iter_mut().find(|(n, _)| *n == name) {
+            slot.1 = value;
+        } else if ex.vars.len() < MAX_VARS {
+            ex.vars.push((name, value));
+        } else {
+            tracing::warn!(route = %ex.route, "plugin set more than {MAX_VARS} variables; ignored");
+        }
+        Ok(())
+    }
+
+    fn drop(&mut self, _: Resource<RequestHandle>) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl HostResponse for HostState {
+    fn status(&mut self, _: Resource<ResponseHandle>) -> Result<u16> {
+        Ok(self.exchange()?.response()?.parts.status.as_u16())
+    }
+
+    fn set_status(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        status: u16,
+    ) -> Result<Result<(), ErrorCode>> {
+        let resp = self.exchange()?.response()?;
+        Ok(match valid_status(status) {
+            Some(s) => {
+                resp.parts.status = s;
+                Ok(())
+            }
+            None => Err(ErrorCode::InvalidValue),
+        })
+    }
+
+    fn header(&mut self, _: Resource<ResponseHandle>, name: String) -> Result<Option<String>> {
+        Ok(get_header(
+            &self.exchange()?.response()?.parts.headers,
+            &name,
+        ))
+    }
+
+    fn header_values(&mut self, _: Resource<ResponseHandle>, name: String) -> Result<Vec<String>> {
+        Ok(header_values(
+            &self.exchange()?.response()?.parts.headers,
+            &name,
+        ))
+    }
+
+    fn headers(&mut self, _: Resource<ResponseHandle>) -> Result<Vec<(String, String)>> {
+        Ok(all_headers(&self.exchange()?.response()?.parts.headers))
+    }
+
+    fn set_header(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        name: String,
+        value: String,
+    ) -> Result<Result<(), ErrorCode>> {
+        let resp = self.exchange()?.response()?;
+        Ok(write_header(&mut resp.parts.headers, &name, &value, false))
+    }
+
+    fn append_header(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        name: String,
+        value: String,
+    ) -> Result<Result<(), ErrorCode>> {
+        let resp = self.exchange()?.response()?;
+        Ok(write_header(&mut resp.parts.headers, &name, &value, true))
+    }
+
+    fn remove_header(&mut self, _: Resource<ResponseHandle>, name: String) -> Result<()> {
+        remove_header(&mut self.exchange()?.response()?.parts.headers, &name);
+        Ok(())
+    }
+
+    fn body(&mut self, _: Resource<ResponseHandle>) -> Result<Result<Vec<u8>, ErrorCode>> {
+        let ex = self.exchange()?;
+        let allowed = ex.allow_response_body;
+        Ok(read_body(allowed, &ex.response()?.body))
+    }
+
+    fn set_body(
+        &mut self,
+        _: Resource<ResponseHandle>,
+        body: Vec<u8>,
+    ) -> Result<Result<(), ErrorCode>> {
+        let ex = self.exchange()?;
+        if !ex.allow_response_body {
+            return Ok(Err(ErrorCode::BodyNotDeclared));
+        }
+        if body.len() > ex.body_limit {
+            return Ok(Err(ErrorCode::BodyTooLarge));
+        }
+        let resp = ex.response()?;
+        resp.body = Some(Bytes::from(body));
+        resp.parts.headers.remove(header::CONTENT_LENGTH);
+        Ok(Ok(()))
+    }
+
+    fn drop(&mut self, _: Resource<ResponseHandle>) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn valid_status(status: u16) -> Option<StatusCode> {
+    if (200..=599).contains(&status) {
+        StatusCode::from_u16(status).ok()
+    } else {
+        None
+    }
+}
+
+/// Why a plugin's reply was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BadReply {
+    #[error("status {0} is not a final HTTP status (200-599)")]
+    Status(u16),
+    #[error("header {0:?} is invalid or host-managed")]
+    Header(String),
+    #[error("body of {0} bytes exceeds the route's limit")]
+    Body(usize),
+}
+
+/// Turns a plugin's reply into a response, checking every part of it.
+pub fn reply_into_parts(
+    reply: Reply,
+    body_limit: usize,
+) -> std::result::Result<(http::response::Parts, Bytes), BadReply> {
+    let status = valid_status(reply.status).ok_or(BadReply::Status(reply.status))?;
+    if reply.body.len() > body_limit {
+        return Err(BadReply::Body(reply.body.len()));
+    }
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = status;
+    for (name, value) in &reply.headers {
+        match parse_header(name, value) {
+            Ok((n, v)) => {
+                parts.headers.append(n, v);
+            }
+            // A reply may state its own length; the host frames it anyway.
+            Err(ErrorCode::NotAllowed) if name.eq_ignore_ascii_case("content-length") => {}
+            Err(_) => return Err(BadReply::Header(name.chars().take(64).collect())),
+        }
+    }
+    Ok((parts, Bytes::from(reply.body)))
+}
+
+impl Exchange {
+    fn set_path_and_query(&mut self, pq: &str) -> std::result::Result<(), ErrorCode> {
+        let pq: PathAndQuery = pq.parse().map_err(|_| ErrorCode::InvalidValue)?;
+        let mut parts = std::mem::take(&mut self.request.uri).into_parts();
+        parts.path_and_query = Some(pq);
+        self.request.uri = http::Uri::from_parts(parts).map_err(|_| ErrorCode::InvalidValue)?;
+        Ok(())
+    }
+}

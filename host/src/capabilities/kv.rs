@@ -1,0 +1,159 @@
+//! Implements `wasmgate:plugin/kv`: a bounded in-memory store per plugin, with per-entry
+//! expiry. Namespaces outlive config reloads. When a namespace is full, the least useful
+//! entries are evicted (moka's TinyLFU), so a plugin can never grow host memory without bound.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use moka::sync::Cache;
+use parking_lot::Mutex;
+use wasmtime::Result;
+
+use crate::plugins::bindings::wasmgate::plugin::kv::{Error, Host};
+use crate::plugins::state::HostState;
+
+pub const MAX_KEY_BYTES: usize = 1024;
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+pub const MAX_ENTRIES: u64 = 10_000;
+
+#[derive(Clone)]
+struct Entry {
+    value: Bytes,
+    ttl: Option<Duration>,
+}
+
+struct Expiry;
+
+impl moka::Expiry<String, Entry> for Expiry {
+    fn expire_after_create(&self, _: &String, e: &Entry, _: Instant) -> Option<Duration> {
+        e.ttl
+    }
+    fn expire_after_update(
+        &self,
+        _: &String,
+        e: &Entry,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        e.ttl
+    }
+}
+
+/// One plugin's keys.
+pub struct Namespace {
+    cache: Cache<String, Entry>,
+}
+
+impl std::fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Namespace({} entries)", self.cache.entry_count())
+    }
+}
+
+impl Namespace {
+    fn new() -> Self {
+        Self {
+            cache: Cache::builder()
+                .max_capacity(MAX_ENTRIES)
+                .expire_after(Expiry)
+                .build(),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<Bytes> {
+        self.cache.get(key).map(|e| e.value)
+    }
+
+    pub fn set(&self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> Result<(), Error> {
+        if key.len() > MAX_KEY_BYTES || value.len() > MAX_VALUE_BYTES {
+            return Err(Error::TooLarge);
+        }
+        let ttl = ttl_ms.map(Duration::from_millis);
+        if ttl == Some(Duration::ZERO) {
+            self.cache.invalidate(&key);
+            return Ok(());
+        }
+        self.cache.insert(
+            key,
+            Entry {
+                value: Bytes::from(value),
+                ttl,
+            },
+        );
+        Ok(())
+    }
+
+    pub fn delete(&self, key: &str) {
+        self.cache.invalidate(key);
+    }
+}
+
+/// Every plugin's namespace, by plugin name.
+#[derive(Default)]
+pub struct Namespaces {
+    by_plugin: Mutex<HashMap<String, Arc<Namespace>>>,
+}
+
+impl std::fmt::Debug for Namespaces {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Namespaces({})", self.by_plugin.lock().len())
+    }
+}
+
+impl Namespaces {
+    pub fn get(&self, plugin: &str) -> Arc<Namespace> {
+        self.by_plugin
+            .lock()
+            .entry(plugin.to_owned())
+            .or_insert_with(|| Arc::new(Namespace::new()))
+            .clone()
+    }
+}
+
+impl Host for HostState {
+    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>> {
+        Ok(self.ctx.kv.get(&key).map(|b| b.to_vec()))
+    }
+
+    fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> Result<Result<(), Error>> {
+        Ok(self.ctx.kv.set(key, value, ttl_ms))
+    }
+
+    fn delete(&mut self, key: String) -> Result<()> {
+        self.ctx.kv.delete(&key);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_and_limits() {
+        let ns = Namespace::new();
+        ns.set("a".into(), b"1".to_vec(), None).unwrap();
+        assert_eq!(ns.get("a").as_deref(), Some(&b"1"[..]));
+        ns.set("b".into(), b"2".to_vec(), Some(30)).unwrap();
+        assert!(ns.get("b").is_some());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(ns.get("b").is_none());
+        assert!(matches!(
+            ns.set("x".repeat(2000), vec![], None),
+            Err(Error::TooLarge)
+        ));
+        assert!(matches!(
+            ns.set("c".into(), vec![0; MAX_VALUE_BYTES + 1], None),
+            Err(Error::TooLarge)
+        ));
+        ns.delete("a");
+        assert!(ns.get("a").is_none());
+    }
+}

@@ -1,0 +1,238 @@
+//! Implements `wasmgate:plugin/rate-limit` with governor's GCRA limiters held by the host.
+//!
+//! Limiters live in a registry that outlives config reloads, keyed by plugin, name and quota:
+//! every instance of a plugin, on every worker, shares one bucket per key, and a reload that
+//! keeps the quota keeps the state.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota as GQuota, RateLimiter};
+use parking_lot::Mutex;
+use wasmtime::Result;
+use wasmtime::component::Resource;
+
+use crate::plugins::bindings::wasmgate::plugin::rate_limit::{Host, HostLimiter, Quota, Verdict};
+use crate::plugins::state::HostState;
+
+type Keyed =
+    RateLimiter<String, DashMapStateStore<String>, DefaultClock, StateInformationMiddleware>;
+
+/// Longest key or limiter name a plugin may use; longer ones are refused (key: counted as a
+/// refusal, so a hostile client cannot grow the table with huge keys).
+const MAX_KEY: usize = 1024;
+
+/// One shared limiter, and what the `limiter` resource in a store points to.
+pub struct Limiter {
+    limiter: Keyed,
+    burst: u32,
+    interval: Duration,
+}
+
+pub struct LimiterHandle(Arc<Limiter>);
+
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+struct RegistryKey {
+    plugin: Arc<str>,
+    name: String,
+    count: u32,
+    period_ms: u64,
+    burst: u32,
+}
+
+/// Every limiter the gateway holds.
+#[derive(Default)]
+pub struct Registry {
+    limiters: Mutex<HashMap<RegistryKey, Arc<Limiter>>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Registry({} limiters)", self.limiters.lock().len())
+    }
+}
+
+impl Registry {
+    fn open(&self, plugin: &Arc<str>, name: String, q: Quota) -> Result<Arc<Limiter>, String> {
+        if name.len() > MAX_KEY {
+            return Err(format!("limiter name longer than {MAX_KEY} bytes"));
+        }
+        let (Some(count), Some(burst)) = (NonZeroU32::new(q.count), NonZeroU32::new(q.burst))
+        else {
+            return Err("count and burst must be greater than 0".into());
+        };
+        if q.period_ms == 0 || q.period_ms > 366 * 24 * 3600 * 1000 {
+            return Err("period-ms must be between 1 ms and a year".into());
+        }
+        let interval = Duration::from_nanos(
+            ((q.period_ms as u128 * 1_000_000) / count.get() as u128).max(1) as u64,
+        );
+        let key = RegistryKey {
+            plugin: plugin.clone(),
+            name,
+            count: q.count,
+            period_ms: q.period_ms,
+            burst: q.burst,
+        };
+        let mut map = self.limiters.lock();
+        let limiter = map.entry(key).or_insert_with(|| {
+            let quota = GQuota::with_period(interval)
+                .expect("interval is non-zero")
+                .allow_burst(burst);
+            Arc::new(Limiter {
+                limiter: RateLimiter::dashmap(quota)
+                    .with_middleware::<StateInformationMiddleware>(),
+                burst: burst.get(),
+                interval,
+            })
+        });
+        Ok(limiter.clone())
+    }
+
+    /// Forgets keys whose buckets are full again (they are indistinguishable from new ones).
+    pub fn housekeeping(&self) {
+        let limiters: Vec<Arc<Limiter>> = self.limiters.lock().values().cloned().collect();
+        for l in limiters {
+            l.limiter.retain_recent();
+            l.limiter.shrink_to_fit();
+        }
+    }
+}
+
+impl Limiter {
+    fn check(&self, key: &str, cost: u32) -> Verdict {
+        let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
+        let denied = |retry: Duration| Verdict {
+            allowed: false,
+            limit: self.burst,
+            remaining: 0,
+            reset_after_ms: ms(retry + self.interval * self.burst.saturating_sub(1)),
+            retry_after_ms: ms(retry).max(1),
+        };
+        let Some(cost) = NonZeroU32::new(cost) else {
+            // A zero-cost check takes nothing: report the state as allowed.
+            return Verdict {
+                allowed: true,
+                limit: self.burst,
+                remaining: self.burst,
+                reset_after_ms: 0,
+                retry_after_ms: 0,
+            };
+        };
+        if key.len() > MAX_KEY {
+            return denied(self.interval);
+        }
+        let key = key.to_owned();
+        match self.limiter.check_key_n(&key, cost) {
+            Ok(Ok(snapshot)) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                Verdict {
+                    allowed: true,
+                    limit: self.burst,
+                    remaining,
+                    reset_after_ms: ms(self.interval * (self.burst - remaining)),
+                    retry_after_ms: 0,
+                }
+            }
+            Ok(Err(not_until)) => denied(not_until.wait_time_from(DefaultClock::default().now())),
+            // More than the whole burst at once can never pass.
+            Err(_) => denied(self.interval * self.burst),
+        }
+    }
+}
+
+impl Host for HostState {}
+
+impl HostLimiter for HostState {
+    fn open(
+        &mut self,
+        name: String,
+        quota: Quota,
+    ) -> Result<Result<Resource<LimiterHandle>, String>> {
+        let opened = self.ctx.limiters.open(&self.ctx.plugin, name, quota);
+        Ok(match opened {
+            Ok(l) => Ok(self.table.push(LimiterHandle(l))?),
+            Err(e) => Err(e),
+        })
+    }
+
+    fn check(&mut self, this: Resource<LimiterHandle>, key: String, cost: u32) -> Result<Verdict> {
+        Ok(self.table.get(&this)?.0.check(&key, cost))
+    }
+
+    fn drop(&mut self, this: Resource<LimiterHandle>) -> Result<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_passes_exactly_then_refuses() {
+        let reg = Registry::default();
+        let plugin: Arc<str> = "p".into();
+        let q = Quota {
+            count: 1,
+            period_ms: 60_000,
+            burst: 3,
+        };
+        let l = reg.open(&plugin, "a".into(), q).unwrap();
+        let passed = (0..5).filter(|_| l.check("k", 1).allowed).count();
+        assert_eq!(passed, 3);
+        let v = l.check("k", 1);
+        assert!(!v.allowed && v.retry_after_ms > 50_000, "{v:?}");
+        assert!(l.check("other", 1).allowed);
+        // Reopening the same quota shares state; a new quota starts fresh.
+        assert!(
+            !reg.open(&plugin, "a".into(), q)
+                .unwrap()
+                .check("k", 1)
+                .allowed
+        );
+        let q2 = Quota { burst: 4, ..q };
+        assert!(
+            reg.open(&plugin, "a".into(), q2)
+                .unwrap()
+                .check("k", 1)
+                .allowed
+        );
+    }
+
+    #[test]
+    fn bad_quotas_are_refused() {
+        let reg = Registry::default();
+        let plugin: Arc<str> = "p".into();
+        assert!(
+            reg.open(
+                &plugin,
+                "a".into(),
+                Quota {
+                    count: 0,
+                    period_ms: 1,
+                    burst: 1
+                }
+            )
+            .is_err()
+        );
+        assert!(
+            reg.open(
+                &plugin,
+                "a".into(),
+                Quota {
+                    count: 1,
+                    period_ms: 0,
+                    burst: 1
+                }
+            )
+            .is_err()
+        );
+    }
+}

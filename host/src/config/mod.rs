@@ -1,0 +1,348 @@
+//! The gateway's TOML config: its typed shape, loading with located errors, and the checks
+//! that run after parsing. Every key is documented in the README's config reference.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    #[serde(default)]
+    pub wasm: WasmConfig,
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginConfig>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Directory the config was read from; plugin paths are relative to it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the proxy listens on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// How long SIGINT/SIGTERM waits for in-flight requests before exiting.
+    #[serde(default = "defaults::drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
+    /// How long a client may take to send a request's headers.
+    #[serde(default = "defaults::header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// Largest body buffered for a plugin that reads bodies (a route may override it).
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+/// How plugin instances are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceMode {
+    /// Instances are initialised once and reused across requests (one call at a time each).
+    Pooled,
+    /// Every call gets a new instance: nothing carries over from one request to the next.
+    Fresh,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WasmConfig {
+    /// Default instance mode for every pipeline entry.
+    #[serde(default = "defaults::instance_mode")]
+    pub instances: InstanceMode,
+    /// Most plugin instances alive at once, across all routes (sizes the pooling allocator).
+    #[serde(default = "defaults::max_instances")]
+    pub max_instances: u32,
+}
+
+impl Default for WasmConfig {
+    fn default() -> Self {
+        Self {
+            instances: defaults::instance_mode(),
+            max_instances: defaults::max_instances(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Path of the component, relative to the config file.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `http://host:port` base URLs, used round robin.
+    pub targets: Vec<String>,
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Time allowed from sending the request to receiving the response headers.
+    #[serde(default = "defaults::timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: String,
+    #[serde(default)]
+    pub host: Option<String>,
+    pub path_prefix: String,
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    pub upstream: String,
+    #[serde(default)]
+    pub strip_prefix: bool,
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
+    #[serde(default)]
+    pub pipeline: Vec<PipelineEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineEntry {
+    pub plugin: String,
+    /// Handed to the plugin's `init` as JSON.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// Overrides `[wasm] instances` for this entry.
+    #[serde(default)]
+    pub instances: Option<InstanceMode>,
+}
+
+mod defaults {
+    use super::InstanceMode;
+    pub fn drain_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn header_read_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn max_body_bytes() -> usize {
+        10 * 1024 * 1024
+    }
+    pub fn instance_mode() -> InstanceMode {
+        InstanceMode::Pooled
+    }
+    pub fn max_instances() -> u32 {
+        1000
+    }
+    pub fn connect_timeout_ms() -> u64 {
+        2_000
+    }
+    pub fn timeout_ms() -> u64 {
+        30_000
+    }
+}
+
+/// Why a config was refused. Each message names where the problem is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {}", .problems.join("; "))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+impl Config {
+    /// Reads, parses and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks config text; `path` is used for messages and relative plugin paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+            ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        config.base_dir = path
+            .parent()
+            .map(Path::to_owned)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// Where a plugin's component file is.
+    pub fn plugin_path(&self, plugin: &PluginConfig) -> PathBuf {
+        self.base_dir.join(&plugin.path)
+    }
+
+    /// Every semantic problem, each naming its key path.
+    fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, up) in &self.upstreams {
+            if up.targets.is_empty() {
+                out.push(format!(
+                    "upstreams.{name}.targets: at least one target is required"
+                ));
+            }
+            for (i, t) in up.targets.iter().enumerate() {
+                if let Err(e) = crate::proxy::parse_target(t) {
+                    out.push(format!("upstreams.{name}.targets[{i}]: {e}"));
+                }
+            }
+            if up.connect_timeout_ms == 0 || up.timeout_ms == 0 {
+                out.push(format!("upstreams.{name}: timeouts must be greater than 0"));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let at = format!("routes[{i}] (\"{}\")", r.name);
+            if r.name.is_empty() {
+                out.push(format!("routes[{i}].name: must not be empty"));
+            } else if !seen.insert(r.name.as_str()) {
+                out.push(format!("{at}.name: duplicate route name"));
+            }
+            if !r.path_prefix.starts_with('/') {
+                out.push(format!("{at}.path_prefix: must start with '/'"));
+            }
+            if let Some(h) = &r.host {
+                if h.is_empty() || h.contains(['/', ' ', ':']) {
+                    out.push(format!(
+                        "{at}.host: `{h}` is not a host name (give it without a port)"
+                    ));
+                }
+            }
+            for m in r.methods.iter().flatten() {
+                if http::Method::from_bytes(m.as_bytes()).is_err() || m.is_empty() {
+                    out.push(format!("{at}.methods: `{m}` is not an HTTP method"));
+                }
+            }
+            if !self.upstreams.contains_key(&r.upstream) {
+                out.push(format!(
+                    "{at}.upstream: unknown upstream `{}` (defined: {})",
+                    r.upstream,
+                    names(self.upstreams.keys())
+                ));
+            }
+            for (j, p) in r.pipeline.iter().enumerate() {
+                if !self.plugins.contains_key(&p.plugin) {
+                    out.push(format!(
+                        "{at}.pipeline[{j}].plugin: unknown plugin `{}` (defined: {})",
+                        p.plugin,
+                        names(self.plugins.keys())
+                    ));
+                }
+            }
+        }
+        if self.wasm.max_instances == 0 {
+            out.push("wasm.max_instances: must be greater than 0".into());
+        }
+        out
+    }
+}
+
+fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<&str> = it.map(String::as_str).collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("gw.toml"))
+    }
+
+    #[test]
+    fn unknown_key_is_located() {
+        let err = parse("[server]\nlisten = \"127.0.0.1:0\"\nlisen = 1\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("gw.toml:3:1: "), "{msg}");
+        assert!(msg.contains("lisen"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_names_are_named() {
+        let err = parse(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+[[routes]]
+name = "a"
+path_prefix = "/a"
+upstream = "nope"
+[[routes.pipeline]]
+plugin = "ghost"
+"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("routes[0] (\"a\").upstream: unknown upstream `nope`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("routes[0] (\"a\").pipeline[0].plugin: unknown plugin `ghost`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+        assert_eq!(line_col("ab", 0), (1, 1));
+    }
+}

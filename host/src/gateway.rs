@@ -1,0 +1,190 @@
+//! The gateway's live state. `Shared` lives as long as the process (engine, limiters, KV
+//! namespaces, metrics); a `Table` is everything one config produces (routes, upstreams,
+//! pipelines) and is swapped whole, so a request sees one config from start to end.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::capabilities::{kv, rate_limit};
+use crate::config::{Config, InstanceMode};
+use crate::metrics::{Metrics, RouteMetrics};
+use crate::pipeline::{Pipeline, Stage};
+use crate::plugins::pool::Instances;
+use crate::plugins::state::StageContext;
+use crate::plugins::{LoadedPlugin, Runtime};
+use crate::proxy::Upstream;
+use crate::router::{Matcher, Router};
+
+/// State that outlives any one config.
+pub struct Shared {
+    pub runtime: Arc<Runtime>,
+    pub limiters: Arc<rate_limit::Registry>,
+    pub kv: kv::Namespaces,
+    pub metrics: Arc<Metrics>,
+    /// Worker threads serving requests: the most calls one pipeline entry can have at once.
+    pub workers: usize,
+}
+
+/// One route, ready to serve.
+pub struct Route {
+    pub name: Arc<str>,
+    pub upstream: Arc<Upstream>,
+    /// The prefix to remove before forwarding, when `strip_prefix` is set.
+    pub strip: Option<String>,
+    pub pipeline: Option<Pipeline>,
+    pub body_limit: usize,
+    pub metrics: RouteMetrics,
+}
+
+/// Everything a config produces.
+pub struct Table {
+    pub router: Router<Arc<Route>>,
+    /// `(name, sha256)` of every plugin the config loaded.
+    pub plugins: Vec<(Arc<str>, Arc<str>)>,
+}
+
+/// The running gateway: shared state and the current table.
+pub struct Gateway {
+    pub shared: Shared,
+    pub table: ArcSwap<Table>,
+}
+
+impl Gateway {
+    /// Builds everything a config describes. Blocking (compiles plugins, runs their `init`):
+    /// call it off the async runtime. All problems are returned, each naming where it is.
+    pub fn build_table(shared: &Shared, config: &Config) -> Result<Table, Vec<String>> {
+        let mut problems = Vec::new();
+
+        let mut loaded: HashMap<&str, LoadedPlugin> = HashMap::new();
+        for (name, p) in &config.plugins {
+            match shared.runtime.load(name, &config.plugin_path(p)) {
+                Ok(l) => {
+                    loaded.insert(name, l);
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+
+        let mut upstreams: HashMap<&str, Arc<Upstream>> = HashMap::new();
+        for (name, u) in &config.upstreams {
+            match Upstream::new(name, u) {
+                Ok(u) => {
+                    upstreams.insert(name, Arc::new(u));
+                }
+                Err(e) => problems.push(format!("upstreams.{name}: {e}")),
+            }
+        }
+
+        let mut routes = Vec::new();
+        for r in &config.routes {
+            let name: Arc<str> = r.name.as_str().into();
+            let body_limit = r.max_body_bytes.unwrap_or(config.server.max_body_bytes);
+            let mut stages = Vec::new();
+            for (j, entry) in r.pipeline.iter().enumerate() {
+                let Some(plugin) = loaded.get(entry.plugin.as_str()) else {
+                    continue; // its load error is already reported
+                };
+                let at = format!(
+                    "route `{}`, pipeline[{j}], plugin `{}`",
+                    r.name, entry.plugin
+                );
+                let json = match serde_json::to_string(&entry.config) {
+                    Ok(j) => j,
+                    Err(e) => {
+                        problems.push(format!("{at}: config cannot be sent as JSON: {e}"));
+                        continue;
+                    }
+                };
+                let ctx = Arc::new(StageContext {
+                    plugin: plugin.name.clone(),
+                    route: name.clone(),
+                    kv: shared.kv.get(&entry.plugin),
+                    limiters: shared.limiters.clone(),
+                });
+                let mode = entry.instances.unwrap_or(config.wasm.instances);
+                match Instances::new(plugin.clone(), json.into(), ctx, mode, shared.workers) {
+                    Ok((instances, registration)) => stages.push(Stage {
+                        plugin: plugin.name.clone(),
+                        hash: plugin.hash.clone(),
+                        registration,
+                        instances,
+                    }),
+                    Err(e) => problems.push(format!("{at}: {e}")),
+                }
+            }
+            let Some(upstream) = upstreams.get(r.upstream.as_str()) else {
+                continue;
+            };
+            let matcher = Matcher::new(r.host.as_deref(), &r.path_prefix, r.methods.as_deref());
+            let strip = (r.strip_prefix && matcher.prefix != "/").then(|| matcher.prefix.clone());
+            let route = Route {
+                name: name.clone(),
+                upstream: upstream.clone(),
+                strip,
+                pipeline: (!stages.is_empty()).then_some(Pipeline { stages }),
+                body_limit,
+                metrics: shared.metrics.route(&r.name),
+            };
+            routes.push((matcher, Arc::new(route)));
+        }
+
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let plugins = loaded
+            .values()
+            .map(|l| (l.name.clone(), l.hash.clone()))
+            .collect();
+        Ok(Table {
+            router: Router::new(routes),
+            plugins,
+        })
+    }
+
+    /// A description of the current routes, for `GET /admin/routes`.
+    pub fn routes_json(&self) -> serde_json::Value {
+        let table = self.table.load();
+        let routes: Vec<_> = table
+            .router
+            .routes()
+            .map(|(m, r)| {
+                let pipeline: Vec<_> = r
+                    .pipeline
+                    .iter()
+                    .flat_map(|p| &p.stages)
+                    .map(|s| {
+                        serde_json::json!({
+                            "plugin": &*s.plugin,
+                            "hash": &*s.hash,
+                            "instances": match s.instances.mode() {
+                                InstanceMode::Pooled => "pooled",
+                                InstanceMode::Fresh => "fresh",
+                            },
+                            "on_request": s.registration.on_request,
+                            "on_response": s.registration.on_response,
+                            "request_body": s.registration.request_body,
+                            "response_body": s.registration.response_body,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "name": &*r.name,
+                    "host": m.host,
+                    "path_prefix": m.prefix,
+                    "methods": m.methods.as_ref().map(|ms| ms.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
+                    "upstream": &*r.upstream.name,
+                    "strip_prefix": r.strip.is_some(),
+                    "pipeline": pipeline,
+                })
+            })
+            .collect();
+        let plugins: serde_json::Map<String, serde_json::Value> = table
+            .plugins
+            .iter()
+            .map(|(n, h)| (n.to_string(), serde_json::Value::from(&**h)))
+            .collect();
+        serde_json::json!({ "routes": routes, "plugins": plugins })
+    }
+}

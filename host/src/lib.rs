@@ -1,0 +1,22 @@
+//! wasmgate: an API gateway whose request handling is extended by sandboxed WebAssembly
+//! components.
+//!
+//! The modules follow a request's journey: [`config`] is read into a [`gateway::Table`];
+//! [`server`] accepts connections; [`router`] picks a route; [`pipeline`] runs the route's
+//! plugins (instances from [`plugins`], host functions from [`capabilities`]); [`proxy`]
+//! forwards to the upstream; [`error`] turns every failure into a JSON answer; [`admin`]
+//! serves health, metrics and the route table.
+
+pub mod admin;
+pub mod body;
+pub mod capabilities;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod metrics;
+pub mod pipeline;
+pub mod plugins;
+pub mod proxy;
+pub mod router;
+pub mod run;
+pub mod server;

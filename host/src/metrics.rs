@@ -1,0 +1,141 @@
+//! Prometheus metrics. The families live for the whole process, across config reloads; each
+//! route holds its own handles, fetched once when the route is built, so recording a request
+//! is a few atomic adds with no label lookup.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteStatus {
+    route: String,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginError {
+    route: String,
+    plugin: String,
+    kind: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to ~6.5 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RouteStatus, Counter>,
+    latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    plugin_errors: Family<PluginError, Counter>,
+    unmatched: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// One route's handles.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    by_class: [Counter; 5],
+    latency: Histogram,
+}
+
+impl RouteMetrics {
+    pub fn record(&self, status: http::StatusCode, elapsed: Duration) {
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.by_class[class].inc();
+        self.latency.observe(elapsed.as_secs_f64());
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("wasmgate");
+        let requests = Family::<RouteStatus, Counter>::default();
+        let latency = Family::<RouteLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        let plugin_errors = Family::<PluginError, Counter>::default();
+        let unmatched = Counter::default();
+        registry.register(
+            "requests",
+            "Requests answered, by route and status class",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from the request's arrival to its response headers, by route",
+            latency.clone(),
+        );
+        registry.register(
+            "plugin_errors",
+            "Plugin failures, by route, plugin and kind (error, timeout, trap, instantiate, bad_output)",
+            plugin_errors.clone(),
+        );
+        registry.register(
+            "unmatched_requests",
+            "Requests that matched no route",
+            unmatched.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            requests,
+            latency,
+            plugin_errors,
+            unmatched,
+        })
+    }
+
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        let by_class = CLASSES.map(|status| {
+            self.requests.get_or_create_owned(&RouteStatus {
+                route: route.to_owned(),
+                status,
+            })
+        });
+        let latency = self.latency.get_or_create_owned(&RouteLabel {
+            route: route.to_owned(),
+        });
+        RouteMetrics { by_class, latency }
+    }
+
+    pub fn unmatched(&self) {
+        self.unmatched.inc();
+    }
+
+    pub fn plugin_error(&self, route: &str, plugin: &str, kind: &'static str) {
+        self.plugin_errors
+            .get_or_create(&PluginError {
+                route: route.to_owned(),
+                plugin: plugin.to_owned(),
+                kind,
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,230 @@
+//! Running a route's plugins: the request phase in pipeline order, the response phase in
+//! reverse, over one `Exchange` that carries the request, its variables and the response.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http::{request, response};
+
+use crate::capabilities::http::reply_into_parts;
+use crate::metrics::Metrics;
+use crate::plugins::bindings::{Decision, Registration};
+use crate::plugins::pool::{Failure, Instances};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Request,
+    Response,
+}
+
+/// A request id, unique within the process: a random prefix drawn at start and a counter.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestId(u64);
+
+impl RequestId {
+    pub fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+        let prefix = PREFIX.get_or_init(rand::random);
+        write!(f, "{prefix:08x}{:016x}", self.0)
+    }
+}
+
+/// The response as the response phase sees it.
+pub struct ResponseState {
+    pub parts: response::Parts,
+    /// The whole body when it was buffered or replaced; `None` while it streams.
+    pub body: Option<Bytes>,
+}
+
+/// Everything plugins can see and change about one request.
+pub struct Exchange {
+    pub request: request::Parts,
+    /// The whole request body, when a plugin asked for it.
+    pub request_body: Option<Bytes>,
+    pub response: Option<ResponseState>,
+    pub vars: Vec<(String, String)>,
+    pub client: SocketAddr,
+    pub route: Arc<str>,
+    pub id: RequestId,
+    pub phase: Phase,
+    /// Set per call from the running plugin's registration.
+    pub allow_request_body: bool,
+    pub allow_response_body: bool,
+    pub body_limit: usize,
+}
+
+impl Exchange {
+    pub fn new(
+        request: request::Parts,
+        client: SocketAddr,
+        route: Arc<str>,
+        body_limit: usize,
+    ) -> Self {
+        Self {
+            request,
+            request_body: None,
+            response: None,
+            vars: Vec::new(),
+            client,
+            route,
+            id: RequestId::next(),
+            phase: Phase::Request,
+            allow_request_body: false,
+            allow_response_body: false,
+            body_limit,
+        }
+    }
+
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.vars
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn response(&mut self) -> wasmtime::Result<&mut ResponseState> {
+        self.response
+            .as_mut()
+            .ok_or_else(|| wasmtime::format_err!("no response in this phase"))
+    }
+}
+
+/// One pipeline entry.
+pub struct Stage {
+    pub plugin: Arc<str>,
+    pub hash: Arc<str>,
+    pub registration: Registration,
+    pub instances: Instances,
+}
+
+/// How the request phase ended.
+pub enum RequestOutcome {
+    /// Send the (possibly changed) request upstream.
+    Forward,
+    /// A plugin answered; this is its checked reply.
+    Reply(response::Parts, Bytes),
+    /// A plugin failed; the client gets a 500.
+    Failed,
+}
+
+/// A route's plugins, in order.
+pub struct Pipeline {
+    pub stages: Vec<Stage>,
+}
+
+impl Pipeline {
+    /// Whether any plugin reads the request body, which must then be buffered.
+    pub fn needs_request_body(&self) -> bool {
+        self.stages.iter().any(|s| s.registration.request_body)
+    }
+
+    /// Whether any of the first `ran` stages has a response phase.
+    pub fn has_response_phase(&self, ran: usize) -> bool {
+        self.stages[..ran]
+            .iter()
+            .any(|s| s.registration.on_response)
+    }
+
+    /// Whether any of the first `ran` stages reads the response body.
+    pub fn needs_response_body(&self, ran: usize) -> bool {
+        self.stages[..ran]
+            .iter()
+            .any(|s| s.registration.on_response && s.registration.response_body)
+    }
+
+    /// Runs the request phase. Returns the exchange, how many stages took part (their
+    /// response phases run later, in reverse), and the outcome.
+    pub fn on_request(
+        &self,
+        mut ex: Box<Exchange>,
+        metrics: &Metrics,
+    ) -> (Box<Exchange>, usize, RequestOutcome) {
+        ex.phase = Phase::Request;
+        for (i, stage) in self.stages.iter().enumerate() {
+            if !stage.registration.on_request {
+                continue;
+            }
+            ex.allow_request_body = stage.registration.request_body;
+            ex.allow_response_body = false;
+            let (back, result) = stage.instances.on_request(ex);
+            ex = back;
+            match result {
+                Ok(Decision::Continue) => {}
+                Ok(Decision::Respond(reply)) => match reply_into_parts(reply, ex.body_limit) {
+                    Ok((parts, body)) => return (ex, i, RequestOutcome::Reply(parts, body)),
+                    Err(e) => {
+                        fail(&ex, stage, &Failure::BadOutput(e.to_string()), metrics);
+                        return (ex, i, RequestOutcome::Failed);
+                    }
+                },
+                Err(f) => {
+                    fail(&ex, stage, &f, metrics);
+                    return (ex, i, RequestOutcome::Failed);
+                }
+            }
+        }
+        (ex, self.stages.len(), RequestOutcome::Forward)
+    }
+
+    /// Runs the response phase of the first `ran` stages, in reverse. `ex.response` must be
+    /// set. A plugin's reply replaces the response, and earlier plugins see the replacement.
+    pub fn on_response(
+        &self,
+        mut ex: Box<Exchange>,
+        ran: usize,
+        metrics: &Metrics,
+    ) -> (Box<Exchange>, Result<(), ()>) {
+        ex.phase = Phase::Response;
+        for stage in self.stages[..ran].iter().rev() {
+            if !stage.registration.on_response {
+                continue;
+            }
+            ex.allow_request_body = false;
+            ex.allow_response_body = stage.registration.response_body;
+            let (back, result) = stage.instances.on_response(ex);
+            ex = back;
+            match result {
+                Ok(Decision::Continue) => {}
+                Ok(Decision::Respond(reply)) => match reply_into_parts(reply, ex.body_limit) {
+                    Ok((parts, body)) => {
+                        ex.response = Some(ResponseState {
+                            parts,
+                            body: Some(body),
+                        })
+                    }
+                    Err(e) => {
+                        fail(&ex, stage, &Failure::BadOutput(e.to_string()), metrics);
+                        return (ex, Err(()));
+                    }
+                },
+                Err(f) => {
+                    fail(&ex, stage, &f, metrics);
+                    return (ex, Err(()));
+                }
+            }
+        }
+        (ex, Ok(()))
+    }
+}
+
+fn fail(ex: &Exchange, stage: &Stage, failure: &Failure, metrics: &Metrics) {
+    tracing::error!(
+        route = %ex.route,
+        plugin = %stage.plugin,
+        request_id = %ex.id,
+        phase = ?ex.phase,
+        kind = failure.kind(),
+        error = %failure,
+        "plugin failed"
+    );
+    metrics.plugin_error(&ex.route, &stage.plugin, failure.kind());
+}

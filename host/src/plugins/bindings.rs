@@ -1,0 +1,16 @@
+//! The host's bindings for `wasmgate:plugin@0.1.0`, generated once from `wit/`. Nothing else
+//! edits them; capabilities implement the generated traits in `crate::capabilities`.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "wasmgate:plugin/plugin",
+    imports: { default: trappable },
+    with: {
+        "wasmgate:plugin/http.request": crate::capabilities::http::RequestHandle,
+        "wasmgate:plugin/http.response": crate::capabilities::http::ResponseHandle,
+        "wasmgate:plugin/rate-limit.limiter": crate::capabilities::rate_limit::LimiterHandle,
+    },
+});
+
+pub use exports::wasmgate::plugin::handler::{ConfigError, Registration};
+pub use wasmgate::plugin::http::{Decision, ErrorCode, Reply};

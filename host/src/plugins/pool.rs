@@ -1,0 +1,211 @@
+//! The instances one pipeline entry runs its calls on.
+//!
+//! Calls are synchronous and short, so a worker thread runs at most one call of an entry at a
+//! time: a pooled entry never needs more idle instances than there are workers. In pooled mode
+//! an instance is initialised once and reused; in fresh mode each call gets a new instance, so
+//! nothing can carry over from one request to the next. An instance that trapped is never
+//! reused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use wasmtime::component::Resource;
+use wasmtime::{Store, StoreLimitsBuilder, Trap};
+
+use super::bindings::{Decision, Plugin, Registration};
+use super::state::{HostState, StageContext};
+use super::{CALL_TIMEOUT, EPOCH_TICK, LoadedPlugin, MEMORY_LIMIT};
+use crate::config::InstanceMode;
+use crate::pipeline::Exchange;
+
+/// Init may parse a large config or warm caches: it gets longer than a request call.
+const INIT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a call did not produce a decision.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Failure {
+    #[error("plugin returned an error: {0}")]
+    Plugin(String),
+    #[error("plugin ran past its {0} ms deadline")]
+    Timeout(u64),
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+    #[error("plugin could not be instantiated: {0}")]
+    Instantiate(String),
+    #[error("plugin returned invalid output: {0}")]
+    BadOutput(String),
+}
+
+impl Failure {
+    /// Short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Plugin(_) => "error",
+            Self::Timeout(_) => "timeout",
+            Self::Trap(_) => "trap",
+            Self::Instantiate(_) => "instantiate",
+            Self::BadOutput(_) => "bad_output",
+        }
+    }
+
+    fn from_trap(e: wasmtime::Error) -> Self {
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => Self::Timeout(CALL_TIMEOUT.as_millis() as u64),
+            _ => Self::Trap(format!("{e:#}")),
+        }
+    }
+}
+
+struct Instance {
+    store: Store<HostState>,
+    plugin: Plugin,
+}
+
+/// The instances of one pipeline entry: one plugin, with one route's config.
+pub struct Instances {
+    loaded: LoadedPlugin,
+    config: Arc<str>,
+    ctx: Arc<StageContext>,
+    mode: InstanceMode,
+    idle: Mutex<Vec<Instance>>,
+    max_idle: usize,
+}
+
+fn ticks(d: Duration) -> u64 {
+    d.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64
+}
+
+impl Instances {
+    /// Creates the first instance and calls `init` with the config, which must succeed.
+    /// Blocking: call it off the async runtime.
+    pub fn new(
+        loaded: LoadedPlugin,
+        config: Arc<str>,
+        ctx: Arc<StageContext>,
+        mode: InstanceMode,
+        max_idle: usize,
+    ) -> Result<(Self, Registration), String> {
+        let this = Self {
+            loaded,
+            config,
+            ctx,
+            mode,
+            idle: Mutex::new(Vec::new()),
+            max_idle: max_idle.max(1),
+        };
+        let (first, registration) = this.instantiate().map_err(|f| match f {
+            Failure::Instantiate(m) => m,
+            other => other.to_string(),
+        })?;
+        if mode == InstanceMode::Pooled {
+            this.idle.lock().push(first);
+        }
+        Ok((this, registration))
+    }
+
+    pub fn mode(&self) -> InstanceMode {
+        self.mode
+    }
+
+    fn instantiate(&self) -> Result<(Instance, Registration), Failure> {
+        let engine = self.loaded.pre.instance_pre().engine();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(MEMORY_LIMIT)
+            .table_elements(20_000)
+            .instances(64)
+            .tables(16)
+            .memories(4)
+            .build();
+        let mut store = Store::new(engine, HostState::new(self.ctx.clone(), limits));
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(ticks(INIT_TIMEOUT));
+        let plugin = self
+            .loaded
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
+        let registration = match plugin
+            .wasmgate_plugin_handler()
+            .call_init(&mut store, &self.config)
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                return Err(Failure::Instantiate(match e.key {
+                    Some(key) => format!("config key `{key}`: {}", e.message),
+                    None => format!("config: {}", e.message),
+                }));
+            }
+            Err(e) => return Err(Failure::Instantiate(format!("init trapped: {e:#}"))),
+        };
+        Ok((Instance { store, plugin }, registration))
+    }
+
+    fn checkout(&self) -> Result<Instance, Failure> {
+        if self.mode == InstanceMode::Pooled {
+            if let Some(i) = self.idle.lock().pop() {
+                return Ok(i);
+            }
+        }
+        self.instantiate().map(|(i, _)| i)
+    }
+
+    fn checkin(&self, instance: Instance) {
+        if self.mode == InstanceMode::Pooled {
+            let mut idle = self.idle.lock();
+            if idle.len() < self.max_idle {
+                idle.push(instance);
+            }
+        }
+    }
+
+    /// Runs one phase call with the exchange lent to the store for its length.
+    fn call(
+        &self,
+        ex: Box<Exchange>,
+        f: impl FnOnce(&Plugin, &mut Store<HostState>) -> wasmtime::Result<Result<Decision, String>>,
+    ) -> (Box<Exchange>, Result<Decision, Failure>) {
+        let mut inst = match self.checkout() {
+            Ok(i) => i,
+            Err(e) => return (ex, Err(e)),
+        };
+        inst.store.set_epoch_deadline(ticks(CALL_TIMEOUT));
+        inst.store.data_mut().exchange = Some(ex);
+        let result = f(&inst.plugin, &mut inst.store);
+        let ex = inst
+            .store
+            .data_mut()
+            .exchange
+            .take()
+            .expect("the store gives back the exchange it was lent");
+        match result {
+            Ok(Ok(decision)) => {
+                self.checkin(inst);
+                (ex, Ok(decision))
+            }
+            Ok(Err(message)) => {
+                self.checkin(inst);
+                (ex, Err(Failure::Plugin(message)))
+            }
+            // A trapped instance may be in any state: drop it.
+            Err(e) => (ex, Err(Failure::from_trap(e))),
+        }
+    }
+
+    pub fn on_request(&self, ex: Box<Exchange>) -> (Box<Exchange>, Result<Decision, Failure>) {
+        self.call(ex, |p, store| {
+            p.wasmgate_plugin_handler()
+                .call_on_request(store, Resource::new_borrow(0))
+        })
+    }
+
+    pub fn on_response(&self, ex: Box<Exchange>) -> (Box<Exchange>, Result<Decision, Failure>) {
+        self.call(ex, |p, store| {
+            p.wasmgate_plugin_handler().call_on_response(
+                store,
+                Resource::new_borrow(0),
+                Resource::new_borrow(0),
+            )
+        })
+    }
+}

@@ -1,0 +1,211 @@
+//! One request's journey: match a route, run its pipeline, forward upstream, run the response
+//! phase, answer. Routes without plugins take a path that never touches the plugin machinery.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, header};
+use hyper::body::Incoming;
+
+use crate::body::{self, Body, CollectError};
+use crate::error::GatewayError;
+use crate::gateway::{Gateway, Route};
+use crate::pipeline::{Exchange, Pipeline, RequestOutcome, ResponseState};
+use crate::proxy;
+use crate::router::has_dot_segments;
+
+pub async fn handle(
+    gw: Arc<Gateway>,
+    req: Request<Incoming>,
+    client: SocketAddr,
+) -> Response<Body> {
+    let started = Instant::now();
+    if has_dot_segments(req.uri().path()) {
+        return GatewayError::BadRequest.into_response();
+    }
+    let route = {
+        let table = gw.table.load();
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri().host());
+        table
+            .router
+            .find(host, req.uri().path(), req.method())
+            .cloned()
+    };
+    let Some(route) = route else {
+        gw.shared.metrics.unmatched();
+        return GatewayError::NotFound.into_response();
+    };
+    let resp = match &route.pipeline {
+        None => forward(&route, req, client).await,
+        Some(p) => with_pipeline(&gw, &route, p, req, client).await,
+    };
+    route.metrics.record(resp.status(), started.elapsed());
+    resp
+}
+
+/// The plain proxy path: no buffering, no copies.
+async fn forward(route: &Route, req: Request<Incoming>, client: SocketAddr) -> Response<Body> {
+    let (mut parts, incoming) = req.into_parts();
+    prepare_upstream_request(route, &mut parts.uri, &mut parts.headers, client);
+    match route
+        .upstream
+        .send(Request::from_parts(parts, Body::Left(incoming)))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn prepare_upstream_request(
+    route: &Route,
+    uri: &mut http::Uri,
+    headers: &mut HeaderMap,
+    client: SocketAddr,
+) {
+    if let Some(prefix) = &route.strip {
+        strip_prefix(uri, prefix);
+    }
+    proxy::forwarded_headers(headers, client);
+}
+
+/// `/api/users/7` less `/api/users` is `/7`; the prefix itself becomes `/`.
+fn strip_prefix(uri: &mut http::Uri, prefix: &str) {
+    let path = uri.path();
+    let Some(rest) = path.strip_prefix(prefix) else {
+        return;
+    };
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return;
+    }
+    let new_path = if rest.is_empty() { "/" } else { rest };
+    let pq = match uri.query() {
+        Some(q) => format!("{new_path}?{q}"),
+        None => new_path.to_owned(),
+    };
+    if let Ok(pq) = pq.parse() {
+        let mut parts = std::mem::take(uri).into_parts();
+        parts.path_and_query = Some(pq);
+        if let Ok(u) = http::Uri::from_parts(parts) {
+            *uri = u;
+        }
+    }
+}
+
+async fn with_pipeline(
+    gw: &Gateway,
+    route: &Route,
+    pipeline: &Pipeline,
+    req: Request<Incoming>,
+    client: SocketAddr,
+) -> Response<Body> {
+    let metrics = &gw.shared.metrics;
+    let (parts, incoming) = req.into_parts();
+    let mut ex = Box::new(Exchange::new(
+        parts,
+        client,
+        route.name.clone(),
+        route.body_limit,
+    ));
+
+    let mut streaming = Some(incoming);
+    if pipeline.needs_request_body() {
+        let incoming = streaming.take().expect("body not yet taken");
+        match body::collect(Body::Left(incoming), route.body_limit).await {
+            Ok(b) => ex.request_body = Some(b),
+            Err(CollectError::TooLarge(_)) => return GatewayError::PayloadTooLarge.into_response(),
+            Err(CollectError::Io(e)) => {
+                tracing::debug!(route = %route.name, error = %e, "client body could not be read");
+                return GatewayError::BadRequest.into_response();
+            }
+        }
+    }
+
+    let (back, ran, outcome) = pipeline.on_request(ex, metrics);
+    ex = back;
+    let response_phase = pipeline.has_response_phase(ran);
+
+    let (parts, resp_body): (http::response::Parts, Body) = match outcome {
+        RequestOutcome::Failed => return GatewayError::PluginFailed.into_response(),
+        RequestOutcome::Reply(parts, bytes) => (parts, body::full(bytes)),
+        RequestOutcome::Forward => {
+            let upstream_req = upstream_request(route, &mut ex, streaming.take(), response_phase);
+            match route.upstream.send(upstream_req).await {
+                Ok(r) => r.into_parts(),
+                Err(e) => e.into_response().into_parts(),
+            }
+        }
+    };
+
+    if !response_phase {
+        return Response::from_parts(parts, resp_body);
+    }
+
+    let mut state = ResponseState { parts, body: None };
+    let mut streaming_resp = None;
+    if pipeline.needs_response_body(ran) {
+        match body::collect(resp_body, route.body_limit).await {
+            Ok(b) => {
+                state.parts.headers.remove(header::CONTENT_LENGTH);
+                state.body = Some(b);
+            }
+            Err(e) => {
+                tracing::warn!(route = %route.name, request_id = %ex.id, error = %e, "upstream body could not be buffered for the response phase");
+                return GatewayError::UpstreamBadResponse.into_response();
+            }
+        }
+    } else {
+        streaming_resp = Some(resp_body);
+    }
+    ex.response = Some(state);
+
+    let (mut ex, result) = pipeline.on_response(ex, ran, metrics);
+    if result.is_err() {
+        return GatewayError::PluginFailed.into_response();
+    }
+    let state = ex
+        .response
+        .take()
+        .expect("response phase keeps the response");
+    let body = match (state.body, streaming_resp) {
+        (Some(b), _) => body::full(b),
+        (None, Some(s)) => s,
+        (None, None) => body::empty(),
+    };
+    Response::from_parts(state.parts, body)
+}
+
+/// The request to send upstream, built from the exchange. When a response phase will run, the
+/// exchange keeps a copy of the request headers so plugins can still read them.
+fn upstream_request(
+    route: &Route,
+    ex: &mut Exchange,
+    streaming: Option<Incoming>,
+    keep_copy: bool,
+) -> Request<Body> {
+    let mut req = Request::new(body::empty());
+    *req.method_mut() = ex.request.method.clone();
+    *req.uri_mut() = ex.request.uri.clone();
+    *req.headers_mut() = if keep_copy {
+        ex.request.headers.clone()
+    } else {
+        std::mem::take(&mut ex.request.headers)
+    };
+    let (mut parts, _) = req.into_parts();
+    prepare_upstream_request(route, &mut parts.uri, &mut parts.headers, ex.client);
+    let body = match (ex.request_body.take(), streaming) {
+        (Some(bytes), _) => {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            body::full(bytes)
+        }
+        (None, Some(incoming)) => Body::Left(incoming),
+        (None, None) => body::full(Bytes::new()),
+    };
+    Request::from_parts(parts, body)
+}

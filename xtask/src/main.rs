@@ -1,0 +1,157 @@
+//! Project automation, so that two commands do everything on a fresh machine:
+//!
+//! - `cargo xtask build`: the release gateway (`target/release/wasmgate`) and every plugin
+//!   (`target/wasm32-wasip2/release/*.wasm`).
+//! - `cargo xtask run`: builds, starts a demo upstream and the gateway on
+//!   `config/gateway.toml`, and prints requests to try.
+//! - `cargo xtask test`: formatting, lints, and every test, as CI runs them.
+
+mod demo;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+
+const WASM_TARGET: &str = "wasm32-wasip2";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("build") => build(),
+        Some("run") => run(),
+        Some("test") => test(),
+        _ => {
+            eprintln!("usage: cargo xtask <build | run | test>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn exec(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// Installs the Wasm target plugins build for, when it is missing.
+fn ensure_wasm_target() -> Result<()> {
+    let out = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("running rustup (plugins need the wasm32-wasip2 target)")?;
+    if String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim() == WASM_TARGET)
+    {
+        return Ok(());
+    }
+    exec(Command::new("rustup").args(["target", "add", WASM_TARGET]))
+}
+
+/// Package names of every Rust plugin: the samples and the test fixtures.
+fn plugin_packages() -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for dir in ["plugins", "tests/plugins"] {
+        let Ok(entries) = std::fs::read_dir(root().join(dir)) else {
+            continue;
+        };
+        for e in entries {
+            let manifest = e?.path().join("Cargo.toml");
+            let Ok(text) = std::fs::read_to_string(&manifest) else {
+                continue;
+            };
+            let name = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("name = \""))
+                .and_then(|rest| rest.strip_suffix('"'))
+                .with_context(|| format!("no package name in {}", manifest.display()))?;
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+fn build_plugins() -> Result<()> {
+    ensure_wasm_target()?;
+    let mut cmd = cargo();
+    cmd.args(["build", "--release", "--target", WASM_TARGET]);
+    for p in plugin_packages()? {
+        cmd.args(["--package", &p]);
+    }
+    exec(&mut cmd)
+}
+
+fn build() -> Result<()> {
+    build_plugins()?;
+    exec(cargo().args(["build", "--release", "--package", "wasmgate"]))
+}
+
+fn test() -> Result<()> {
+    exec(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    build_plugins()?;
+    exec(cargo().args([
+        "clippy",
+        "--release",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    exec(cargo().args(["test", "--release", "--workspace"]))
+}
+
+fn run() -> Result<()> {
+    build()?;
+    let upstream = demo::start(demo::ADDR).context("starting the demo upstream")?;
+    let gateway = "127.0.0.1:8080";
+    println!();
+    println!(
+        "demo upstream on http://{upstream}; gateway on http://{gateway} (admin on 127.0.0.1:9901)"
+    );
+    println!("try:");
+    println!(
+        "  curl -i http://{gateway}/echo/hello            # headers plugin adds X-Request-ID and X-Served-By"
+    );
+    println!("  curl -i -H 'X-Request-ID: my-id-1' http://{gateway}/echo/hello");
+    println!("  curl -i http://{gateway}/plain/hello           # no plugins: the fast path");
+    println!("  curl -i http://{gateway}/nowhere               # 404 as JSON");
+    println!("  curl -s http://127.0.0.1:9901/admin/routes     # routes, pipelines, plugin hashes");
+    println!("  curl -s http://127.0.0.1:9901/metrics");
+    println!("Ctrl-C stops both.");
+    println!();
+    let status = Command::new(root().join("target/release/wasmgate"))
+        .args(["run", "--config", "config/gateway.toml"])
+        .current_dir(root())
+        .status()
+        .context("starting target/release/wasmgate")?;
+    if !status.success() && status.code().is_some() {
+        bail!("wasmgate exited with {status}");
+    }
+    Ok(())
+}
