@@ -1,0 +1,227 @@
+//! The request and response a hook sees. Each wraps a backend: the host's resource on wasm,
+//! the mock host natively.
+
+use crate::HostError;
+
+/// What a [`Request`] is a view of (the WIT `request` resource, or a mock).
+pub(crate) trait RequestBackend {
+    fn method(&self) -> String;
+    fn set_method(&mut self, method: &str) -> Result<(), HostError>;
+    fn path(&self) -> String;
+    fn set_path(&mut self, path: &str) -> Result<(), HostError>;
+    fn query(&self) -> Option<String>;
+    fn set_query(&mut self, query: Option<&str>) -> Result<(), HostError>;
+    fn header(&self, name: &str) -> Option<String>;
+    fn header_values(&self, name: &str) -> Vec<String>;
+    fn headers(&self) -> Vec<(String, String)>;
+    fn set_header(&mut self, name: &str, value: &str) -> Result<(), HostError>;
+    fn append_header(&mut self, name: &str, value: &str) -> Result<(), HostError>;
+    fn remove_header(&mut self, name: &str);
+    fn client_addr(&self) -> String;
+    fn route(&self) -> String;
+    fn id(&self) -> String;
+    fn body(&self) -> Result<Vec<u8>, HostError>;
+    fn set_body(&mut self, body: &[u8]) -> Result<(), HostError>;
+    fn var(&self, name: &str) -> Option<String>;
+    fn set_var(&mut self, name: &str, value: &str);
+}
+
+/// What a [`Response`] is a view of (the WIT `response` resource, or a mock).
+pub(crate) trait ResponseBackend {
+    fn status(&self) -> u16;
+    fn set_status(&mut self, status: u16) -> Result<(), HostError>;
+    fn header(&self, name: &str) -> Option<String>;
+    fn header_values(&self, name: &str) -> Vec<String>;
+    fn headers(&self) -> Vec<(String, String)>;
+    fn set_header(&mut self, name: &str, value: &str) -> Result<(), HostError>;
+    fn append_header(&mut self, name: &str, value: &str) -> Result<(), HostError>;
+    fn remove_header(&mut self, name: &str);
+    fn body(&self) -> Result<Vec<u8>, HostError>;
+    fn set_body(&mut self, body: &[u8]) -> Result<(), HostError>;
+}
+
+/// The client's request, lent to a hook for the length of one call. The host owns it; every
+/// read is a call to the host and returns a copy.
+///
+/// Header names are case-insensitive and come back lower-case. Setting a header the host owns
+/// (the framing headers `content-length`, `transfer-encoding`, `connection`, `keep-alive`,
+/// `te`, `trailer`, `upgrade`, `proxy-connection`) is [`HostError::NotAllowed`]. In the
+/// response phase the request is read-only: changes are refused with
+/// [`HostError::NotAllowed`], but vars can still be set.
+pub struct Request<'a> {
+    inner: &'a mut dyn RequestBackend,
+}
+
+impl<'a> Request<'a> {
+    pub(crate) fn new(inner: &'a mut dyn RequestBackend) -> Self {
+        Self { inner }
+    }
+
+    /// The method (`GET`, `POST`, ...).
+    pub fn method(&self) -> String {
+        self.inner.method()
+    }
+
+    /// Changes the method. [`HostError::InvalidValue`] unless it is an HTTP token.
+    pub fn set_method(&mut self, method: &str) -> Result<(), HostError> {
+        self.inner.set_method(method)
+    }
+
+    /// The path, percent-encoded as received, without the query.
+    pub fn path(&self) -> String {
+        self.inner.path()
+    }
+
+    /// Changes the path sent upstream (percent-encoded, starting with `/`, no query).
+    /// [`HostError::InvalidValue`] when it does not parse.
+    pub fn set_path(&mut self, path: &str) -> Result<(), HostError> {
+        self.inner.set_path(path)
+    }
+
+    /// The query string without the leading `?`, if there is one.
+    pub fn query(&self) -> Option<String> {
+        self.inner.query()
+    }
+
+    /// Replaces the query string (without the leading `?`); `None` removes it.
+    /// [`HostError::InvalidValue`] when it does not parse.
+    pub fn set_query(&mut self, query: Option<&str>) -> Result<(), HostError> {
+        self.inner.set_query(query)
+    }
+
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.inner.header(name)
+    }
+
+    /// Every value of a header, in order.
+    pub fn header_values(&self, name: &str) -> Vec<String> {
+        self.inner.header_values(name)
+    }
+
+    /// All headers, in order, names lower-case.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        self.inner.headers()
+    }
+
+    /// Replaces every value of a header with one value.
+    pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        self.inner.set_header(name, value)
+    }
+
+    /// Adds a value to a header, keeping the ones already there.
+    pub fn append_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        self.inner.append_header(name, value)
+    }
+
+    /// Removes every value of a header (nothing happens when it is absent, or one the host
+    /// owns).
+    pub fn remove_header(&mut self, name: &str) {
+        self.inner.remove_header(name)
+    }
+
+    /// The client's IP address, as text.
+    pub fn client_addr(&self) -> String {
+        self.inner.client_addr()
+    }
+
+    /// The name of the route that matched.
+    pub fn route(&self) -> String {
+        self.inner.route()
+    }
+
+    /// The host's id for this request, unique within the process.
+    pub fn id(&self) -> String {
+        self.inner.id()
+    }
+
+    /// The whole request body. [`HostError::BodyNotDeclared`] unless the registration asked
+    /// for `request_body`; [`HostError::BodyTooLarge`] past the route's limit.
+    pub fn body(&self) -> Result<Vec<u8>, HostError> {
+        self.inner.body()
+    }
+
+    /// Replaces the request body (the host fixes the framing headers). Needs `request_body` in
+    /// the registration, like [`Request::body`].
+    pub fn set_body(&mut self, body: &[u8]) -> Result<(), HostError> {
+        self.inner.set_body(body)
+    }
+
+    /// A per-request variable, shared along the pipeline and into the response phase (an auth
+    /// plugin sets `consumer`; a later plugin reads it).
+    pub fn var(&self, name: &str) -> Option<String> {
+        self.inner.var(name)
+    }
+
+    /// Sets a per-request variable (see [`Request::var`]).
+    pub fn set_var(&mut self, name: &str, value: &str) {
+        self.inner.set_var(name, value)
+    }
+}
+
+/// The upstream's response (or a plugin's reply) on its way back to the client, lent to
+/// [`Plugin::on_response`](crate::Plugin::on_response) for the length of one call.
+///
+/// Headers behave as on [`Request`].
+pub struct Response<'a> {
+    inner: &'a mut dyn ResponseBackend,
+}
+
+impl<'a> Response<'a> {
+    pub(crate) fn new(inner: &'a mut dyn ResponseBackend) -> Self {
+        Self { inner }
+    }
+
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        self.inner.status()
+    }
+
+    /// Changes the status code. [`HostError::InvalidValue`] outside 200 to 599 (final statuses).
+    pub fn set_status(&mut self, status: u16) -> Result<(), HostError> {
+        self.inner.set_status(status)
+    }
+
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.inner.header(name)
+    }
+
+    /// Every value of a header, in order.
+    pub fn header_values(&self, name: &str) -> Vec<String> {
+        self.inner.header_values(name)
+    }
+
+    /// All headers, in order, names lower-case.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        self.inner.headers()
+    }
+
+    /// Replaces every value of a header with one value.
+    pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        self.inner.set_header(name, value)
+    }
+
+    /// Adds a value to a header, keeping the ones already there.
+    pub fn append_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        self.inner.append_header(name, value)
+    }
+
+    /// Removes every value of a header (nothing happens when it is absent, or one the host
+    /// owns).
+    pub fn remove_header(&mut self, name: &str) {
+        self.inner.remove_header(name)
+    }
+
+    /// The whole response body. [`HostError::BodyNotDeclared`] unless the registration asked
+    /// for `response_body`; [`HostError::BodyTooLarge`] past the route's limit.
+    pub fn body(&self) -> Result<Vec<u8>, HostError> {
+        self.inner.body()
+    }
+
+    /// Replaces the response body (the host fixes the framing headers). Needs `response_body`
+    /// in the registration, like [`Response::body`].
+    pub fn set_body(&mut self, body: &[u8]) -> Result<(), HostError> {
+        self.inner.set_body(body)
+    }
+}

@@ -1,0 +1,1291 @@
+//! A mock host, so a plugin's logic is tested natively with `cargo test`: no wasm, no runtime.
+//! (Native targets only.)
+//!
+//! - [`init`] builds a plugin from a JSON config through the same parsing path as the wasm
+//!   `init`, so config errors name the same keys.
+//! - [`MockRequest`] and [`MockResponse`] stand in for the host's request and response, with
+//!   the host's checks: header names must be HTTP tokens ([`HostError::InvalidName`]), values
+//!   must not hold CR, LF or NUL ([`HostError::InvalidValue`]), framing headers are the host's
+//!   ([`HostError::NotAllowed`]), and the request is read-only in the response phase.
+//! - [`on_request`] and [`on_response`] run a hook as the host would (skipping it when the
+//!   plugin's registration says so).
+//! - The capability modules ([`log`](crate::log), [`clock`](crate::clock), [`kv`](crate::kv),
+//!   [`rate_limit`](crate::rate_limit)) talk to mock state that is per thread, so tests (which
+//!   `cargo test` runs on threads of their own) do not see each other's. [`reset`] clears it.
+//!
+//! ```
+//! use wasmgate_sdk::{testing, kv};
+//! testing::set_now_millis(10_000);
+//! kv::set("k", b"v", Some(500)).unwrap();
+//! testing::advance_millis(499);
+//! assert!(kv::get("k").is_some());
+//! testing::advance_millis(1);
+//! assert!(kv::get("k").is_none());
+//! ```
+
+use std::collections::BTreeMap;
+
+use crate::config::parse_config;
+use crate::http::{RequestBackend, ResponseBackend};
+use crate::log::Level;
+use crate::{ConfigError, Decision, Error, HostError, Plugin, Request, Response};
+
+pub use host::KvLimits;
+
+/// Builds a plugin from a JSON config, as the wasm `init` does (`null` and `{}` mean no
+/// config). Also checks that [`Plugin::registration`] does not panic.
+///
+/// ```
+/// # use wasmgate_sdk::{Plugin, ConfigError};
+/// # #[derive(serde::Deserialize)] struct Config { rate: u32 }
+/// # struct Limit;
+/// # impl Plugin for Limit {
+/// #     type Config = Config;
+/// #     fn new(_: Config) -> Result<Self, ConfigError> { Ok(Limit) }
+/// # }
+/// let err = wasmgate_sdk::testing::init::<Limit>(serde_json::json!({ "rate": -1 })).err().unwrap();
+/// assert_eq!(err.key.as_deref(), Some("rate"));
+/// ```
+pub fn init<P: Plugin>(config: serde_json::Value) -> Result<P, ConfigError> {
+    let config = parse_config::<P::Config>(&config.to_string())?;
+    let plugin = P::new(config)?;
+    let _ = plugin.registration();
+    Ok(plugin)
+}
+
+/// Runs `plugin.on_request` on a mock request, as the host would: skipped (returning
+/// [`Decision::Continue`]) when the plugin's registration has `on_request: false`.
+pub fn on_request<P: Plugin>(plugin: &mut P, req: &mut MockRequest) -> Result<Decision, Error> {
+    req.phase = Phase::Request;
+    if !plugin.registration().on_request {
+        return Ok(Decision::Continue);
+    }
+    let mut req = Request::new(req);
+    plugin.on_request(&mut req)
+}
+
+/// Runs `plugin.on_response` on a mock request and response, as the host would: skipped
+/// (returning [`Decision::Continue`]) when the plugin's registration has `on_response: false`.
+/// The request is read-only meanwhile (changes are [`HostError::NotAllowed`]; vars can be
+/// set).
+pub fn on_response<P: Plugin>(
+    plugin: &mut P,
+    req: &mut MockRequest,
+    resp: &mut MockResponse,
+) -> Result<Decision, Error> {
+    req.phase = Phase::Response;
+    if !plugin.registration().on_response {
+        return Ok(Decision::Continue);
+    }
+    let mut req = Request::new(req);
+    let mut resp = Response::new(resp);
+    plugin.on_response(&mut req, &mut resp)
+}
+
+/// Sets the mock clock (milliseconds since the Unix epoch). Until a test sets it, the mock
+/// clock is the real one.
+pub fn set_now_millis(now: u64) {
+    host::set_now_millis(now)
+}
+
+/// Moves the mock clock forward (starting from the real time if it was not set).
+pub fn advance_millis(millis: u64) {
+    host::advance_millis(millis)
+}
+
+/// The lines logged on this thread so far, oldest first.
+pub fn logs() -> Vec<(Level, String)> {
+    host::logs()
+}
+
+/// Keeps only log lines at `level` or above (and makes [`log::enabled`](crate::log::enabled)
+/// say so). Default: everything.
+pub fn set_log_level(level: Level) {
+    host::set_log_level(level)
+}
+
+/// Sets the limits of the mock key-value store. Default: none.
+pub fn set_kv_limits(limits: KvLimits) {
+    host::set_kv_limits(limits)
+}
+
+/// Clears this thread's mock host: the clock goes back to real time, and the store, limiters,
+/// logs and limits are emptied.
+pub fn reset() {
+    host::reset()
+}
+
+/// Which hook a mock request is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Request,
+    Response,
+}
+
+/// A request for [`on_request`] and [`on_response`], built up front and inspected afterwards.
+///
+/// Build it with `with_*` methods; read it (after a hook ran) with the plain ones. Header
+/// names are case-insensitive and stored lower-case.
+///
+/// ```
+/// use wasmgate_sdk::testing::MockRequest;
+/// let req = MockRequest::new("GET", "/items?page=2")
+///     .with_header("Accept", "application/json")
+///     .with_client_addr("10.1.2.3")
+///     .with_var("consumer", "alice");
+/// assert_eq!(req.path(), "/items");
+/// assert_eq!(req.query(), Some("page=2"));
+/// assert_eq!(req.header("accept"), Some("application/json"));
+/// assert_eq!(req.var("consumer"), Some("alice"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct MockRequest {
+    method: String,
+    path: String,
+    query: Option<String>,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    body_access: bool,
+    body_limit: Option<usize>,
+    client_addr: String,
+    route: String,
+    id: String,
+    vars: BTreeMap<String, String>,
+    phase: Phase,
+}
+
+impl MockRequest {
+    /// A request with this method and target (`/path` or `/path?query`). Defaults: no
+    /// headers, empty body (readable), client `127.0.0.1`, route `test`, id `test-request`,
+    /// no vars.
+    pub fn new(method: &str, target: &str) -> Self {
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path.to_string(), Some(query.to_string())),
+            None => (target.to_string(), None),
+        };
+        Self {
+            method: method.to_string(),
+            path,
+            query,
+            headers: Vec::new(),
+            body: Vec::new(),
+            body_access: true,
+            body_limit: None,
+            client_addr: "127.0.0.1".to_string(),
+            route: "test".to_string(),
+            id: "test-request".to_string(),
+            vars: BTreeMap::new(),
+            phase: Phase::Request,
+        }
+    }
+
+    /// Adds a header (not checked: a test may hand a plugin anything a client could send).
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers
+            .push((name.to_ascii_lowercase(), value.to_string()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Whether [`Request::body`] and [`Request::set_body`] work (as when the registration
+    /// declares `request_body`), or fail with [`HostError::BodyNotDeclared`]. Default: true.
+    pub fn with_body_access(mut self, allowed: bool) -> Self {
+        self.body_access = allowed;
+        self
+    }
+
+    /// The route's body limit: [`Request::body`] and [`Request::set_body`] fail with
+    /// [`HostError::BodyTooLarge`] past it. Default: none.
+    pub fn with_body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = Some(bytes);
+        self
+    }
+
+    /// Sets the client's address.
+    pub fn with_client_addr(mut self, addr: &str) -> Self {
+        self.client_addr = addr.to_string();
+        self
+    }
+
+    /// Sets the route name.
+    pub fn with_route(mut self, route: &str) -> Self {
+        self.route = route.to_string();
+        self
+    }
+
+    /// Sets the request id.
+    pub fn with_id(mut self, id: &str) -> Self {
+        self.id = id.to_string();
+        self
+    }
+
+    /// Sets a per-request var, as an earlier plugin would.
+    pub fn with_var(mut self, name: &str, value: &str) -> Self {
+        self.vars.insert(name.to_string(), value.to_string());
+        self
+    }
+
+    /// The method.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The path, without the query.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The query, without the `?`.
+    pub fn query(&self) -> Option<&str> {
+        self.query.as_deref()
+    }
+
+    /// The first value of a header (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header_values(&self.headers, name).next()
+    }
+
+    /// Every value of a header, in order.
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        header_values(&self.headers, name).collect()
+    }
+
+    /// All headers, in order, names lower-case.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// The body.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// A per-request var.
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str)
+    }
+
+    /// Every per-request var.
+    pub fn vars(&self) -> &BTreeMap<String, String> {
+        &self.vars
+    }
+
+    /// The client's address.
+    pub fn client_addr(&self) -> &str {
+        &self.client_addr
+    }
+
+    /// The route name.
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+
+    /// The request id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn writable(&self) -> Result<(), HostError> {
+        match self.phase {
+            Phase::Request => Ok(()),
+            Phase::Response => Err(HostError::NotAllowed),
+        }
+    }
+}
+
+impl RequestBackend for MockRequest {
+    fn method(&self) -> String {
+        self.method.clone()
+    }
+
+    fn set_method(&mut self, method: &str) -> Result<(), HostError> {
+        self.writable()?;
+        if !is_token(method) {
+            return Err(HostError::InvalidValue);
+        }
+        self.method = method.to_string();
+        Ok(())
+    }
+
+    fn path(&self) -> String {
+        self.path.clone()
+    }
+
+    fn set_path(&mut self, path: &str) -> Result<(), HostError> {
+        self.writable()?;
+        if !is_valid_path(path) {
+            return Err(HostError::InvalidValue);
+        }
+        self.path = path.to_string();
+        Ok(())
+    }
+
+    fn query(&self) -> Option<String> {
+        self.query.clone()
+    }
+
+    fn set_query(&mut self, query: Option<&str>) -> Result<(), HostError> {
+        self.writable()?;
+        if let Some(query) = query
+            && !is_valid_query(query)
+        {
+            return Err(HostError::InvalidValue);
+        }
+        self.query = query.map(str::to_string);
+        Ok(())
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        header_values(&self.headers, name)
+            .next()
+            .map(str::to_string)
+    }
+
+    fn header_values(&self, name: &str) -> Vec<String> {
+        header_values(&self.headers, name)
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn headers(&self) -> Vec<(String, String)> {
+        self.headers.clone()
+    }
+
+    fn set_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        self.writable()?;
+        set_header(&mut self.headers, name, value)
+    }
+
+    fn append_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        self.writable()?;
+        append_header(&mut self.headers, name, value)
+    }
+
+    fn remove_header(&mut self, name: &str) {
+        if self.writable().is_ok() {
+            remove_header(&mut self.headers, name)
+        }
+    }
+
+    fn client_addr(&self) -> String {
+        self.client_addr.clone()
+    }
+
+    fn route(&self) -> String {
+        self.route.clone()
+    }
+
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+
+    fn body(&self) -> Result<Vec<u8>, HostError> {
+        read_body(&self.body, self.body_access, self.body_limit)
+    }
+
+    fn set_body(&mut self, body: &[u8]) -> Result<(), HostError> {
+        if !self.body_access {
+            return Err(HostError::BodyNotDeclared);
+        }
+        self.writable()?;
+        write_body(&mut self.body, body, self.body_limit)
+    }
+
+    fn var(&self, name: &str) -> Option<String> {
+        self.vars.get(name).cloned()
+    }
+
+    fn set_var(&mut self, name: &str, value: &str) {
+        self.vars.insert(name.to_string(), value.to_string());
+    }
+}
+
+/// A response for [`on_response`], built up front and inspected afterwards.
+///
+/// ```
+/// use wasmgate_sdk::testing::MockResponse;
+/// let resp = MockResponse::new(200).with_header("Content-Type", "text/plain").with_body("hi");
+/// assert_eq!(resp.header("content-type"), Some("text/plain"));
+/// assert_eq!(resp.body(), b"hi");
+/// ```
+#[derive(Debug, Clone)]
+pub struct MockResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    body_access: bool,
+    body_limit: Option<usize>,
+}
+
+impl MockResponse {
+    /// A response with this status, no headers and an empty body (readable).
+    pub fn new(status: u16) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+            body_access: true,
+            body_limit: None,
+        }
+    }
+
+    /// Adds a header (not checked).
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers
+            .push((name.to_ascii_lowercase(), value.to_string()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Whether [`Response::body`] and [`Response::set_body`] work (as when the registration
+    /// declares `response_body`), or fail with [`HostError::BodyNotDeclared`]. Default: true.
+    pub fn with_body_access(mut self, allowed: bool) -> Self {
+        self.body_access = allowed;
+        self
+    }
+
+    /// The route's body limit: [`Response::body`] and [`Response::set_body`] fail with
+    /// [`HostError::BodyTooLarge`] past it. Default: none.
+    pub fn with_body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = Some(bytes);
+        self
+    }
+
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The first value of a header (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header_values(&self.headers, name).next()
+    }
+
+    /// Every value of a header, in order.
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        header_values(&self.headers, name).collect()
+    }
+
+    /// All headers, in order, names lower-case.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// The body.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+}
+
+impl ResponseBackend for MockResponse {
+    fn status(&self) -> u16 {
+        self.status
+    }
+
+    fn set_status(&mut self, status: u16) -> Result<(), HostError> {
+        if !(200..=599).contains(&status) {
+            return Err(HostError::InvalidValue);
+        }
+        self.status = status;
+        Ok(())
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        header_values(&self.headers, name)
+            .next()
+            .map(str::to_string)
+    }
+
+    fn header_values(&self, name: &str) -> Vec<String> {
+        header_values(&self.headers, name)
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn headers(&self) -> Vec<(String, String)> {
+        self.headers.clone()
+    }
+
+    fn set_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        set_header(&mut self.headers, name, value)
+    }
+
+    fn append_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        append_header(&mut self.headers, name, value)
+    }
+
+    fn remove_header(&mut self, name: &str) {
+        remove_header(&mut self.headers, name)
+    }
+
+    fn body(&self) -> Result<Vec<u8>, HostError> {
+        read_body(&self.body, self.body_access, self.body_limit)
+    }
+
+    fn set_body(&mut self, body: &[u8]) -> Result<(), HostError> {
+        if !self.body_access {
+            return Err(HostError::BodyNotDeclared);
+        }
+        write_body(&mut self.body, body, self.body_limit)
+    }
+}
+
+/// Headers only the host may set: they frame the message on the wire.
+const FRAMING_HEADERS: [&str; 8] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+];
+
+fn header_values<'h>(
+    headers: &'h [(String, String)],
+    name: &str,
+) -> impl Iterator<Item = &'h str> + use<'h> {
+    let name = name.to_ascii_lowercase();
+    headers
+        .iter()
+        .filter(move |(n, _)| *n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The lower-case name, if `name: value` may be set.
+fn check_header(name: &str, value: &str) -> Result<String, HostError> {
+    if !is_token(name) {
+        return Err(HostError::InvalidName);
+    }
+    let name = name.to_ascii_lowercase();
+    if FRAMING_HEADERS.contains(&name.as_str()) {
+        return Err(HostError::NotAllowed);
+    }
+    if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+        return Err(HostError::InvalidValue);
+    }
+    Ok(name)
+}
+
+fn set_header(
+    headers: &mut Vec<(String, String)>,
+    name: &str,
+    value: &str,
+) -> Result<(), HostError> {
+    let name = check_header(name, value)?;
+    headers.retain(|(n, _)| *n != name);
+    headers.push((name, value.to_string()));
+    Ok(())
+}
+
+fn append_header(
+    headers: &mut Vec<(String, String)>,
+    name: &str,
+    value: &str,
+) -> Result<(), HostError> {
+    let name = check_header(name, value)?;
+    headers.push((name, value.to_string()));
+    Ok(())
+}
+
+fn remove_header(headers: &mut Vec<(String, String)>, name: &str) {
+    let name = name.to_ascii_lowercase();
+    if !FRAMING_HEADERS.contains(&name.as_str()) {
+        headers.retain(|(n, _)| *n != name);
+    }
+}
+
+fn read_body(body: &[u8], access: bool, limit: Option<usize>) -> Result<Vec<u8>, HostError> {
+    if !access {
+        return Err(HostError::BodyNotDeclared);
+    }
+    if limit.is_some_and(|limit| body.len() > limit) {
+        return Err(HostError::BodyTooLarge);
+    }
+    Ok(body.to_vec())
+}
+
+fn write_body(body: &mut Vec<u8>, new: &[u8], limit: Option<usize>) -> Result<(), HostError> {
+    if limit.is_some_and(|limit| new.len() > limit) {
+        return Err(HostError::BodyTooLarge);
+    }
+    *body = new.to_vec();
+    Ok(())
+}
+
+/// An HTTP token (RFC 9110 `tchar`s), as header names and methods are.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
+        })
+}
+
+/// An origin-form path: `/`, then visible ASCII without `?` or `#`.
+fn is_valid_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#')
+}
+
+/// A query: visible ASCII without `#` (may be empty).
+fn is_valid_query(query: &str) -> bool {
+    query.bytes().all(|b| b.is_ascii_graphic() && b != b'#')
+}
+
+/// The mock host's per-thread state, which the capability modules call natively.
+pub(crate) mod host {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+    use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+    use crate::kv::KvError;
+    use crate::log::Level;
+    use crate::rate_limit::{Quota, Verdict};
+
+    /// Limits of the mock key-value store (see [`set_kv_limits`](super::set_kv_limits)):
+    /// past them, [`kv::set`](crate::kv::set) fails as the host's would.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct KvLimits {
+        /// Most live entries ([`KvError::Full`] past it).
+        pub max_entries: usize,
+        /// Longest key, in bytes ([`KvError::TooLarge`] past it).
+        pub max_key_bytes: usize,
+        /// Longest value, in bytes ([`KvError::TooLarge`] past it).
+        pub max_value_bytes: usize,
+    }
+
+    impl Default for KvLimits {
+        /// No limits.
+        fn default() -> Self {
+            Self {
+                max_entries: usize::MAX,
+                max_key_bytes: usize::MAX,
+                max_value_bytes: usize::MAX,
+            }
+        }
+    }
+
+    struct Entry {
+        value: Vec<u8>,
+        expires_at: Option<u64>,
+    }
+
+    #[derive(Hash, PartialEq, Eq)]
+    struct BucketKey {
+        name: String,
+        quota: Quota,
+        key: String,
+    }
+
+    struct State {
+        now_millis: Option<u64>,
+        kv: HashMap<String, Entry>,
+        kv_limits: KvLimits,
+        /// GCRA: each bucket's theoretical arrival time, in nanoseconds.
+        buckets: HashMap<BucketKey, u128>,
+        logs: Vec<(Level, String)>,
+        log_level: Level,
+    }
+
+    impl Default for State {
+        fn default() -> Self {
+            Self {
+                now_millis: None,
+                kv: HashMap::new(),
+                kv_limits: KvLimits::default(),
+                buckets: HashMap::new(),
+                logs: Vec::new(),
+                log_level: Level::Trace,
+            }
+        }
+    }
+
+    thread_local! {
+        static STATE: RefCell<State> = RefCell::new(State::default());
+    }
+
+    fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
+        STATE.with(|state| f(&mut state.borrow_mut()))
+    }
+
+    fn real_now_millis() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+
+    fn now(state: &State) -> u64 {
+        state.now_millis.unwrap_or_else(real_now_millis)
+    }
+
+    pub(crate) fn now_millis() -> u64 {
+        with(|s| now(s))
+    }
+
+    pub(crate) fn monotonic_nanos() -> u64 {
+        match with(|s| s.now_millis) {
+            Some(millis) => millis.saturating_mul(1_000_000),
+            None => {
+                static START: OnceLock<Instant> = OnceLock::new();
+                let nanos = START.get_or_init(Instant::now).elapsed().as_nanos();
+                u64::try_from(nanos).unwrap_or(u64::MAX)
+            }
+        }
+    }
+
+    pub(super) fn set_now_millis(millis: u64) {
+        with(|s| s.now_millis = Some(millis))
+    }
+
+    pub(super) fn advance_millis(millis: u64) {
+        with(|s| s.now_millis = Some(now(s).saturating_add(millis)))
+    }
+
+    pub(crate) fn log_enabled(level: Level) -> bool {
+        with(|s| level >= s.log_level)
+    }
+
+    pub(crate) fn log(level: Level, message: &str) {
+        if with(|s| {
+            let keep = level >= s.log_level;
+            if keep {
+                s.logs.push((level, message.to_string()));
+            }
+            keep
+        }) {
+            eprintln!("[plugin {level}] {message}");
+        }
+    }
+
+    pub(super) fn logs() -> Vec<(Level, String)> {
+        with(|s| s.logs.clone())
+    }
+
+    pub(super) fn set_log_level(level: Level) {
+        with(|s| s.log_level = level)
+    }
+
+    pub(super) fn set_kv_limits(limits: KvLimits) {
+        with(|s| s.kv_limits = limits)
+    }
+
+    pub(super) fn reset() {
+        with(|s| *s = State::default())
+    }
+
+    pub(crate) fn kv_get(key: &str) -> Option<Vec<u8>> {
+        with(|s| {
+            let now = now(s);
+            let expired = s.kv.get(key)?.expires_at.is_some_and(|at| now >= at);
+            if expired {
+                s.kv.remove(key);
+                return None;
+            }
+            s.kv.get(key).map(|e| e.value.clone())
+        })
+    }
+
+    pub(crate) fn kv_set(key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<(), KvError> {
+        with(|s| {
+            let now = now(s);
+            if key.len() > s.kv_limits.max_key_bytes || value.len() > s.kv_limits.max_value_bytes {
+                return Err(KvError::TooLarge);
+            }
+            s.kv.retain(|_, e| e.expires_at.is_none_or(|at| now < at));
+            if !s.kv.contains_key(key) && s.kv.len() >= s.kv_limits.max_entries {
+                return Err(KvError::Full);
+            }
+            let expires_at = ttl_ms.map(|ttl| now.saturating_add(ttl));
+            s.kv.insert(
+                key.to_string(),
+                Entry {
+                    value: value.to_vec(),
+                    expires_at,
+                },
+            );
+            Ok(())
+        })
+    }
+
+    pub(crate) fn kv_delete(key: &str) {
+        with(|s| {
+            s.kv.remove(key);
+        })
+    }
+
+    pub(crate) fn limiter_open(name: &str, quota: Quota) -> Result<(), String> {
+        let _ = name;
+        if quota.count == 0 {
+            return Err("quota count must be positive".to_string());
+        }
+        if quota.period_ms == 0 {
+            return Err("quota period must be positive".to_string());
+        }
+        if quota.burst == 0 {
+            return Err("quota burst must be positive".to_string());
+        }
+        Ok(())
+    }
+
+    /// GCRA: each token is worth `interval` of time; a bucket is its theoretical arrival time
+    /// (`tat`), and a request passes while `tat` stays within `burst` intervals of now.
+    pub(crate) fn limiter_check(name: &str, quota: Quota, key: &str, cost: u32) -> Verdict {
+        const NANOS_PER_MILLI: u128 = 1_000_000;
+        let ceil_millis =
+            |nanos: u128| u64::try_from(nanos.div_ceil(NANOS_PER_MILLI)).unwrap_or(u64::MAX);
+        with(|s| {
+            let now = u128::from(now(s)) * NANOS_PER_MILLI;
+            let interval = (u128::from(quota.period_ms) * NANOS_PER_MILLI
+                / u128::from(quota.count.max(1)))
+            .max(1);
+            let capacity = interval * u128::from(quota.burst);
+            let bucket = BucketKey {
+                name: name.to_string(),
+                quota,
+                key: key.to_string(),
+            };
+            let tat = s.buckets.get(&bucket).copied().unwrap_or(now).max(now);
+            let new_tat = tat + interval * u128::from(cost);
+            let remaining = |tat: u128| {
+                let used = tat - now;
+                u32::try_from(capacity.saturating_sub(used) / interval).unwrap_or(u32::MAX)
+            };
+            if new_tat - now <= capacity {
+                if cost > 0 {
+                    s.buckets.insert(bucket, new_tat);
+                }
+                Verdict {
+                    allowed: true,
+                    limit: quota.burst,
+                    remaining: remaining(new_tat),
+                    reset_after_ms: ceil_millis(new_tat - now),
+                    retry_after_ms: 0,
+                }
+            } else {
+                let retry_after_ms = if cost > quota.burst {
+                    u64::MAX
+                } else {
+                    ceil_millis(new_tat - now - capacity)
+                };
+                Verdict {
+                    allowed: false,
+                    limit: quota.burst,
+                    remaining: remaining(tat),
+                    reset_after_ms: ceil_millis(tat - now),
+                    retry_after_ms,
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rate_limit::{Limiter, Quota};
+    use crate::{Registration, Reply, clock, kv, log};
+
+    struct Echo {
+        registration: Registration,
+    }
+
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default, deny_unknown_fields)]
+    struct EchoConfig {
+        request_only: bool,
+    }
+
+    impl Plugin for Echo {
+        type Config = EchoConfig;
+
+        fn new(config: EchoConfig) -> Result<Self, ConfigError> {
+            let registration = if config.request_only {
+                Registration::request_only()
+            } else {
+                Registration::default()
+            };
+            Ok(Echo { registration })
+        }
+
+        fn registration(&self) -> Registration {
+            self.registration
+        }
+
+        fn on_request(&mut self, req: &mut Request<'_>) -> Result<Decision, Error> {
+            if let Some(name) = req.header("x-set") {
+                req.set_header(&name, "v")?;
+            }
+            req.set_var("seen", "yes");
+            Ok(Decision::Continue)
+        }
+
+        fn on_response(
+            &mut self,
+            req: &mut Request<'_>,
+            resp: &mut Response<'_>,
+        ) -> Result<Decision, Error> {
+            resp.set_header("x-seen", &req.var("seen").unwrap_or_default())?;
+            if req.path() == "/reply" {
+                return Ok(Reply::new(418).into());
+            }
+            Ok(Decision::Continue)
+        }
+    }
+
+    fn request_error(plugin: &mut Echo, header: &str) -> Error {
+        let mut req = MockRequest::new("GET", "/").with_header("x-set", header);
+        on_request(plugin, &mut req).unwrap_err()
+    }
+
+    #[test]
+    fn runs_hooks_on_mocks() {
+        let mut plugin = init::<Echo>(serde_json::json!({})).unwrap();
+        let mut req = MockRequest::new("GET", "/a?b=c").with_header("X-Set", "X-Out");
+        assert_eq!(on_request(&mut plugin, &mut req), Ok(Decision::Continue));
+        assert_eq!(req.header("x-out"), Some("v"));
+        assert_eq!(req.header("X-OUT"), Some("v"));
+        assert_eq!(req.var("seen"), Some("yes"));
+
+        let mut resp = MockResponse::new(200);
+        assert_eq!(
+            on_response(&mut plugin, &mut req, &mut resp),
+            Ok(Decision::Continue)
+        );
+        assert_eq!(resp.header("x-seen"), Some("yes"));
+    }
+
+    #[test]
+    fn skips_hooks_the_registration_leaves_out() {
+        let mut plugin = init::<Echo>(serde_json::json!({ "request_only": true })).unwrap();
+        let mut req = MockRequest::new("GET", "/reply");
+        let mut resp = MockResponse::new(200);
+        assert_eq!(
+            on_response(&mut plugin, &mut req, &mut resp),
+            Ok(Decision::Continue)
+        );
+        assert_eq!(resp.header("x-seen"), None);
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let err = init::<Echo>(serde_json::json!({ "request_only": 3 }))
+            .err()
+            .unwrap();
+        assert_eq!(err.key.as_deref(), Some("request_only"));
+        let err = init::<Echo>(serde_json::json!({ "bogus": 3 }))
+            .err()
+            .unwrap();
+        assert_eq!(err.key.as_deref(), Some("bogus"));
+        assert!(init::<Echo>(serde_json::Value::Null).is_ok());
+    }
+
+    #[test]
+    fn validates_headers_like_the_host() {
+        let mut plugin = init::<Echo>(serde_json::json!({})).unwrap();
+        let expect = |e: HostError| Error::from(e);
+        assert_eq!(
+            request_error(&mut plugin, "bad name"),
+            expect(HostError::InvalidName)
+        );
+        assert_eq!(
+            request_error(&mut plugin, ""),
+            expect(HostError::InvalidName)
+        );
+        assert_eq!(
+            request_error(&mut plugin, "x:y"),
+            expect(HostError::InvalidName)
+        );
+        for framing in FRAMING_HEADERS {
+            assert_eq!(
+                request_error(&mut plugin, framing),
+                expect(HostError::NotAllowed)
+            );
+        }
+        assert_eq!(
+            request_error(&mut plugin, "Content-Length"),
+            expect(HostError::NotAllowed)
+        );
+
+        let mut req = MockRequest::new("GET", "/");
+        let mut r = Request::new(&mut req);
+        assert_eq!(r.set_header("x-a", "a\r\nb"), Err(HostError::InvalidValue));
+        assert_eq!(r.set_header("x-a", "a\nb"), Err(HostError::InvalidValue));
+        assert_eq!(r.set_header("x-a", "a\0b"), Err(HostError::InvalidValue));
+        assert_eq!(r.set_header("x-a", "ok value\t\u{e9}"), Ok(()));
+        assert_eq!(r.append_header("X-A", "two"), Ok(()));
+        assert_eq!(r.header_values("x-a"), ["ok value\t\u{e9}", "two"]);
+        assert_eq!(r.set_header("x-a", "one"), Ok(()));
+        assert_eq!(r.header_values("x-a"), ["one"]);
+        r.remove_header("X-A");
+        assert_eq!(r.header("x-a"), None);
+        assert_eq!(r.headers(), Vec::<(String, String)>::new());
+    }
+
+    #[test]
+    fn validates_method_path_query() {
+        let mut req = MockRequest::new("GET", "/a");
+        let mut r = Request::new(&mut req);
+        assert_eq!(r.set_method("PATCH"), Ok(()));
+        assert_eq!(r.set_method("GE T"), Err(HostError::InvalidValue));
+        assert_eq!(r.set_method(""), Err(HostError::InvalidValue));
+        assert_eq!(r.set_path("/b/%20c"), Ok(()));
+        assert_eq!(r.set_path("b"), Err(HostError::InvalidValue));
+        assert_eq!(r.set_path("/b c"), Err(HostError::InvalidValue));
+        assert_eq!(r.set_path("/b?c"), Err(HostError::InvalidValue));
+        assert_eq!(r.set_query(Some("x=1&y=2")), Ok(()));
+        assert_eq!(r.set_query(Some("x=1#f")), Err(HostError::InvalidValue));
+        assert_eq!(r.query().as_deref(), Some("x=1&y=2"));
+        assert_eq!(r.set_query(None), Ok(()));
+        assert_eq!(req.method(), "PATCH");
+        assert_eq!(req.path(), "/b/%20c");
+        assert_eq!(req.query(), None);
+    }
+
+    #[test]
+    fn request_is_read_only_in_the_response_phase() {
+        let mut req = MockRequest::new("GET", "/").with_header("x-a", "1");
+        req.phase = Phase::Response;
+        let mut r = Request::new(&mut req);
+        assert_eq!(r.set_path("/x"), Err(HostError::NotAllowed));
+        assert_eq!(r.set_header("x-b", "1"), Err(HostError::NotAllowed));
+        assert_eq!(r.set_body(b"x"), Err(HostError::NotAllowed));
+        r.remove_header("x-a");
+        r.set_var("v", "1");
+        assert_eq!(req.header("x-a"), Some("1"));
+        assert_eq!(req.var("v"), Some("1"));
+    }
+
+    #[test]
+    fn bodies_need_access_and_respect_limits() {
+        let mut req = MockRequest::new("POST", "/")
+            .with_body("abc")
+            .with_body_access(false);
+        let mut r = Request::new(&mut req);
+        assert_eq!(r.body(), Err(HostError::BodyNotDeclared));
+        assert_eq!(r.set_body(b"x"), Err(HostError::BodyNotDeclared));
+
+        let mut req = MockRequest::new("POST", "/")
+            .with_body("abcd")
+            .with_body_limit(3);
+        let mut r = Request::new(&mut req);
+        assert_eq!(r.body(), Err(HostError::BodyTooLarge));
+        assert_eq!(r.set_body(b"xyzw"), Err(HostError::BodyTooLarge));
+        assert_eq!(r.set_body(b"xy"), Ok(()));
+        assert_eq!(r.body().as_deref(), Ok(&b"xy"[..]));
+
+        let mut resp = MockResponse::new(200).with_body("ok");
+        let mut r = Response::new(&mut resp);
+        assert_eq!(r.set_status(199), Err(HostError::InvalidValue));
+        assert_eq!(r.set_status(600), Err(HostError::InvalidValue));
+        assert_eq!(r.set_status(404), Ok(()));
+        assert_eq!(
+            r.set_header("transfer-encoding", "chunked"),
+            Err(HostError::NotAllowed)
+        );
+        assert_eq!(r.set_body(b"gone"), Ok(()));
+        assert_eq!(resp.status(), 404);
+        assert_eq!(resp.body(), b"gone");
+    }
+
+    #[test]
+    fn mock_request_splits_the_target() {
+        let req = MockRequest::new("GET", "/p?a=1?b");
+        assert_eq!((req.path(), req.query()), ("/p", Some("a=1?b")));
+        let req = MockRequest::new("GET", "/p?");
+        assert_eq!(req.query(), Some(""));
+        let req = MockRequest::new("GET", "/p");
+        assert_eq!(req.query(), None);
+    }
+
+    #[test]
+    fn kv_honours_ttl_on_the_mock_clock() {
+        set_now_millis(1_000);
+        kv::set("a", b"1", Some(100)).unwrap();
+        kv::set("b", b"2", None).unwrap();
+        advance_millis(99);
+        assert_eq!(kv::get("a").as_deref(), Some(&b"1"[..]));
+        advance_millis(1);
+        assert_eq!(kv::get("a"), None);
+        assert_eq!(kv::get("b").as_deref(), Some(&b"2"[..]));
+        kv::delete("b");
+        assert_eq!(kv::get("b"), None);
+        reset();
+        assert_eq!(kv::get("b"), None);
+    }
+
+    #[test]
+    fn kv_limits() {
+        set_now_millis(0);
+        set_kv_limits(KvLimits {
+            max_entries: 2,
+            max_key_bytes: 4,
+            max_value_bytes: 3,
+        });
+        assert_eq!(kv::set("toolong", b"", None), Err(KvError::TooLarge));
+        assert_eq!(kv::set("k", b"1234", None), Err(KvError::TooLarge));
+        kv::set("a", b"1", Some(10)).unwrap();
+        kv::set("b", b"1", None).unwrap();
+        assert_eq!(kv::set("c", b"1", None), Err(KvError::Full));
+        kv::set("b", b"2", None).unwrap(); // replacing is not growing
+        advance_millis(10); // `a` expires, freeing room
+        kv::set("c", b"1", None).unwrap();
+    }
+
+    use crate::kv::KvError;
+
+    #[test]
+    fn limiter_burst_then_refill() {
+        set_now_millis(1_000_000);
+        // 2 per second, burst 3: 3 at once, then one every 500 ms.
+        let quota = Quota {
+            count: 2,
+            period_ms: 1_000,
+            burst: 3,
+        };
+        let limiter = Limiter::open("l", quota).unwrap();
+        for remaining in [2, 1, 0] {
+            let v = limiter.check("k", 1);
+            assert!(v.allowed);
+            assert_eq!((v.limit, v.remaining, v.retry_after_ms), (3, remaining, 0));
+        }
+        let v = limiter.check("k", 1);
+        assert!(!v.allowed);
+        assert_eq!(
+            (v.remaining, v.retry_after_ms, v.reset_after_ms),
+            (0, 500, 1_500)
+        );
+
+        // Other keys, names and quotas have buckets of their own.
+        assert!(limiter.check("other", 1).allowed);
+        assert!(Limiter::open("m", quota).unwrap().check("k", 1).allowed);
+        assert!(
+            Limiter::open("l", quota.with_burst(4))
+                .unwrap()
+                .check("k", 1)
+                .allowed
+        );
+        // The same name and quota share the bucket.
+        assert!(!Limiter::open("l", quota).unwrap().check("k", 1).allowed);
+
+        advance_millis(499);
+        assert!(!limiter.check("k", 1).allowed);
+        advance_millis(1);
+        let v = limiter.check("k", 1);
+        assert!(v.allowed);
+        assert_eq!(v.remaining, 0);
+        assert!(!limiter.check("k", 1).allowed);
+
+        advance_millis(10_000);
+        let v = limiter.check("k", 2);
+        assert!(v.allowed);
+        assert_eq!((v.remaining, v.reset_after_ms), (1, 1_000));
+        let v = limiter.check("k", 0);
+        assert!(v.allowed);
+        assert_eq!(v.remaining, 1);
+        let v = limiter.check("k", 4);
+        assert!(!v.allowed);
+        assert_eq!(v.retry_after_ms, u64::MAX);
+    }
+
+    #[test]
+    fn limiter_burst_one_exactly() {
+        set_now_millis(0);
+        let limiter = Limiter::open("one", Quota::per_minute(1)).unwrap();
+        assert!(limiter.check("k", 1).allowed);
+        let v = limiter.check("k", 1);
+        assert!(!v.allowed);
+        assert_eq!(v.retry_after_ms, 60_000);
+    }
+
+    #[test]
+    fn limiter_refuses_zero_quotas() {
+        for quota in [
+            Quota {
+                count: 0,
+                period_ms: 1,
+                burst: 1,
+            },
+            Quota {
+                count: 1,
+                period_ms: 0,
+                burst: 1,
+            },
+            Quota {
+                count: 1,
+                period_ms: 1,
+                burst: 0,
+            },
+        ] {
+            assert!(Limiter::open("z", quota).is_err());
+        }
+    }
+
+    #[test]
+    fn mock_state_is_per_thread() {
+        set_now_millis(5);
+        kv::set("t", b"1", None).unwrap();
+        log::warn("here");
+        std::thread::spawn(|| {
+            assert_eq!(kv::get("t"), None);
+            assert!(logs().is_empty());
+            assert!(clock::now_millis() > 5);
+        })
+        .join()
+        .unwrap();
+        assert_eq!(clock::now_millis(), 5);
+        assert_eq!(clock::monotonic_nanos(), 5_000_000);
+    }
+
+    #[test]
+    fn captures_logs() {
+        log::info("one");
+        log::debug("two");
+        set_log_level(Level::Info);
+        assert!(!log::enabled(Level::Debug));
+        assert!(log::enabled(Level::Warn));
+        log::debug("dropped");
+        log::error("three");
+        assert_eq!(
+            logs(),
+            [
+                (Level::Info, "one".to_string()),
+                (Level::Debug, "two".to_string()),
+                (Level::Error, "three".to_string())
+            ]
+        );
+        reset();
+        assert!(logs().is_empty());
+    }
+}
