@@ -1,0 +1,286 @@
+//! Plugin pipelines through the real gateway: header changes both ways, short-circuit replies,
+//! variables shared along the pipeline, body access, failures, and both instance modes. The
+//! plugin is `tests/plugins/fixture`, a real component whose behaviour its config selects.
+
+mod support;
+
+use http::{Method, StatusCode};
+use support::upstream::{Behaviour, Upstream};
+use support::{Client, Gateway, plugin};
+
+/// A config with one echo upstream, the fixture plugin, and the given routes.
+fn config(upstream: &Upstream, routes: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+max_body_bytes = 1024
+[admin]
+listen = "127.0.0.1:0"
+[plugins.fixture]
+path = "{fixture}"
+[upstreams.up]
+targets = ["{up}"]
+{routes}
+"#,
+        fixture = plugin("fixture").display(),
+        up = upstream.url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_changes_request_and_response_headers() {
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let gw = Gateway::start(&config(
+        &up,
+        r#"
+[[routes]]
+name = "h"
+path_prefix = "/h"
+upstream = "up"
+[[routes.pipeline]]
+plugin = "fixture"
+config = { request_set = { "x-a" = "1" }, request_remove = ["x-b"], response_set = { "x-c" = "2" } }
+[[routes]]
+name = "plain"
+path_prefix = "/plain"
+upstream = "up"
+"#,
+    ));
+    let c = Client::new();
+    let r = c
+        .get_with(&gw.url("/h/x"), &[("x-b", "drop me"), ("x-keep", "k")])
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-a"], "1");
+    assert!(h.get("x-b").is_none(), "{h}");
+    assert_eq!(h["x-keep"], "k");
+    assert_eq!(r.header("x-c"), Some("2"));
+    assert_eq!(r.header("x-upstream"), Some("up"));
+
+    // A route without plugins is untouched.
+    let r = c.get_with(&gw.url("/plain"), &[("x-b", "stays")]).await;
+    assert_eq!(r.json()["headers"]["x-b"], "stays");
+    assert!(r.header("x-c").is_none());
+
+    // The admin API shows the pipeline and the plugin's hash.
+    let routes = c.get(&gw.admin_url("/admin/routes")).await.json();
+    let h = routes["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "h")
+        .unwrap();
+    assert_eq!(h["pipeline"][0]["plugin"], "fixture");
+    assert!(
+        h["pipeline"][0]["hash"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    assert_eq!(h["pipeline"][0]["instances"], "pooled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_circuit_reply_never_reaches_upstream() {
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let gw = Gateway::start(&config(
+        &up,
+        r#"
+[[routes]]
+name = "deny"
+path_prefix = "/deny"
+upstream = "up"
+[[routes.pipeline]]
+plugin = "fixture"
+config = { response_set = { "x-seen-by-first" = "yes" } }
+[[routes.pipeline]]
+plugin = "fixture"
+config = { respond = { status = 403, body = "nope", headers = { "x-r" = "1" } } }
+"#,
+    ));
+    let c = Client::new();
+    let r = c
+        .request(Method::POST, &gw.url("/deny"), &[], "payload")
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.text(), "nope");
+    assert_eq!(r.header("x-r"), Some("1"));
+    // Plugins before the one that answered still run their response phase.
+    assert_eq!(r.header("x-seen-by-first"), Some("yes"));
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variables_flow_along_the_pipeline_and_into_the_response_phase() {
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let gw = Gateway::start(&config(
+        &up,
+        r#"
+[[routes]]
+name = "vars"
+path_prefix = "/v"
+upstream = "up"
+[[routes.pipeline]]
+plugin = "fixture"
+config = { var_to_response_header = { consumer = "x-consumer" } }
+[[routes.pipeline]]
+plugin = "fixture"
+config = { set_var = { consumer = "alice" } }
+[[routes.pipeline]]
+plugin = "fixture"
+config = { var_to_request_header = { consumer = "x-consumer" }, rewrite_path = "/rewritten", rewrite_method = "PUT" }
+"#,
+    ));
+    let c = Client::new();
+    let r = c.get(&gw.url("/v/original?q=1")).await;
+    let j = r.json();
+    assert_eq!(j["headers"]["x-consumer"], "alice");
+    assert_eq!(j["path"], "/rewritten");
+    assert_eq!(j["query"], "q=1");
+    assert_eq!(j["method"], "PUT");
+    // The first plugin's response phase runs last and reads the var set by the second.
+    assert_eq!(r.header("x-consumer"), Some("alice"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_read_and_replace_bodies_they_declared() {
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let gw = Gateway::start(&config(
+        &up,
+        r#"
+[[routes]]
+name = "body"
+path_prefix = "/b"
+upstream = "up"
+[[routes.pipeline]]
+plugin = "fixture"
+config = { request_body = "append:XYZ", response_body = "upper" }
+"#,
+    ));
+    let c = Client::new();
+    let r = c.request(Method::POST, &gw.url("/b"), &[], "abc").await;
+    assert_eq!(r.status, StatusCode::OK);
+    // The upstream saw the new body (its echo, upper-cased by the response phase).
+    let j: serde_json::Value = serde_json::from_slice(&r.body.to_ascii_lowercase()).unwrap();
+    assert_eq!(j["body"], "abcxyz");
+    assert_eq!(j["headers"]["content-length"], "6");
+    assert!(r.text().contains("\"UPSTREAM\":\"UP\""), "{}", r.text());
+    assert_eq!(
+        r.header("content-length"),
+        Some(r.body.len().to_string().as_str())
+    );
+
+    // Over the route's body limit: 413, and the upstream never sees it.
+    let hits = up.hits();
+    let r = c
+        .request(Method::POST, &gw.url("/b"), &[], vec![b'a'; 4096])
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.json()["error"], "payload_too_large");
+    assert_eq!(up.hits(), hits);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_failure_is_a_500_and_the_log_names_route_and_plugin() {
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let gw = Gateway::start(&config(
+        &up,
+        r#"
+[[routes]]
+name = "fails-on-request"
+path_prefix = "/f1"
+upstream = "up"
+[[routes.pipeline]]
+plugin = "fixture"
+config = { fail = "request" }
+[[routes]]
+name = "fails-on-response"
+path_prefix = "/f2"
+upstream = "up"
+[[routes.pipeline]]
+plugin = "fixture"
+config = { fail = "response" }
+[[routes]]
+name = "fine"
+path_prefix = "/ok"
+upstream = "up"
+[[routes.pipeline]]
+plugin = "fixture"
+config = {}
+"#,
+    ));
+    let c = Client::new();
+    let r = c.get(&gw.url("/f1")).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(r.json()["error"], "plugin_error");
+    assert_eq!(
+        up.hits(),
+        0,
+        "a failed request phase never reaches the upstream"
+    );
+    let r = c.get(&gw.url("/f2")).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        !r.text().contains("fixture"),
+        "no internal detail: {}",
+        r.text()
+    );
+    // The gateway keeps serving.
+    assert_eq!(c.get(&gw.url("/ok")).await.status, StatusCode::OK);
+
+    let logs = gw.logs();
+    assert!(
+        logs.lines().any(|l| l.contains("plugin failed")
+            && l.contains("\"route\":\"fails-on-request\"")
+            && l.contains("\"plugin\":\"fixture\"")),
+        "{logs}"
+    );
+    let metrics = c.get(&gw.admin_url("/metrics")).await.text();
+    assert!(
+        metrics.contains(r#"wasmgate_plugin_errors_total{route="fails-on-request",plugin="fixture",kind="error"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_and_pooled_instances_both_serve() {
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let gw = Gateway::start(&config(
+        &up,
+        r#"
+[[routes]]
+name = "fresh"
+path_prefix = "/fresh"
+upstream = "up"
+[[routes.pipeline]]
+plugin = "fixture"
+instances = "fresh"
+config = { echo_info = true }
+[[routes]]
+name = "pooled"
+path_prefix = "/pooled"
+upstream = "up"
+[[routes.pipeline]]
+plugin = "fixture"
+config = { echo_info = true }
+"#,
+    ));
+    let c = Client::new();
+    for route in ["fresh", "pooled"] {
+        for i in 0..20 {
+            let r = c
+                .get_with(&gw.url(&format!("/{route}/{i}?a=b")), &[("x-t", "v")])
+                .await;
+            assert_eq!(r.status, StatusCode::OK);
+            let j = r.json();
+            assert_eq!(j["route"], route);
+            assert_eq!(j["path"], format!("/{route}/{i}"));
+            assert_eq!(j["query"], "a=b");
+            assert_eq!(j["client_addr"], "127.0.0.1");
+            assert!(!j["id"].as_str().unwrap().is_empty());
+        }
+    }
+    assert_eq!(up.hits(), 0, "echo_info answers from the plugin");
+}
