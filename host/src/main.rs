@@ -7,6 +7,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 use wasmgate::config::Config;
 
+// hyper and the pipeline allocate small, short-lived buffers per request; mimalloc serves them
+// from thread-local pages.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "wasmgate",

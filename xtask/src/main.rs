@@ -99,7 +99,10 @@ fn plugin_packages() -> Result<Vec<String>> {
 fn build_plugins() -> Result<()> {
     ensure_wasm_target()?;
     let mut cmd = cargo();
-    cmd.args(["build", "--release", "--target", WASM_TARGET]);
+    // Plugins ship without debug info: it is most of a component's size.
+    cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "true")
+        .args(["build", "--release", "--target", WASM_TARGET]);
     for p in plugin_packages()? {
         cmd.args(["--package", &p]);
     }

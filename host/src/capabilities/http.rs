@@ -86,10 +86,10 @@ fn write_header(
 }
 
 fn remove_header(headers: &mut HeaderMap, name: &str) {
-    if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
-        if !is_framing(&name) {
-            headers.remove(name);
-        }
+    if let Ok(name) = HeaderName::from_bytes(name.as_bytes())
+        && !is_framing(&name)
+    {
+        headers.remove(name);
     }
 }
 

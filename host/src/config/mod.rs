@@ -245,12 +245,12 @@ impl Config {
             if !r.path_prefix.starts_with('/') {
                 out.push(format!("{at}.path_prefix: must start with '/'"));
             }
-            if let Some(h) = &r.host {
-                if h.is_empty() || h.contains(['/', ' ', ':']) {
-                    out.push(format!(
-                        "{at}.host: `{h}` is not a host name (give it without a port)"
-                    ));
-                }
+            if let Some(h) = &r.host
+                && (h.is_empty() || h.contains(['/', ' ', ':']))
+            {
+                out.push(format!(
+                    "{at}.host: `{h}` is not a host name (give it without a port)"
+                ));
             }
             for m in r.methods.iter().flatten() {
                 if http::Method::from_bytes(m.as_bytes()).is_err() || m.is_empty() {

@@ -12,5 +12,5 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use exports::wasmgate::plugin::handler::{ConfigError, Registration};
-pub use wasmgate::plugin::http::{Decision, ErrorCode, Reply};
+pub use self::exports::wasmgate::plugin::handler::{ConfigError, Registration};
+pub use self::wasmgate::plugin::http::{Decision, ErrorCode, Reply};

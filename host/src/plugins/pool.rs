@@ -142,10 +142,10 @@ impl Instances {
     }
 
     fn checkout(&self) -> Result<Instance, Failure> {
-        if self.mode == InstanceMode::Pooled {
-            if let Some(i) = self.idle.lock().pop() {
-                return Ok(i);
-            }
+        if self.mode == InstanceMode::Pooled
+            && let Some(i) = self.idle.lock().pop()
+        {
+            return Ok(i);
         }
         self.instantiate().map(|(i, _)| i)
     }
