@@ -82,3 +82,23 @@ fn missing_and_invalid_components_are_named() {
         "{out}"
     );
 }
+
+#[test]
+fn config_files_are_read_into_the_plugin_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("status.txt"), "not a number").unwrap();
+    let cfg = format!(
+        "{BASE}[plugins.fixture]\npath = \"{}\"\n[[routes]]\nname = \"r1\"\npath_prefix = \"/\"\nupstream = \"up\"\n[[routes.pipeline]]\nplugin = \"fixture\"\nconfig_files = {{ respond = \"{}\" }}\n",
+        plugin("fixture").display(),
+        dir.path().join("status.txt").display()
+    );
+    // The fixture expects `respond` to be a table: the file's text reached its init.
+    let (ok, out) = check(&cfg);
+    assert!(!ok);
+    assert!(out.contains("config key `respond`"), "{out}");
+
+    let missing = cfg.replace("status.txt", "absent.txt");
+    let (ok, out) = check(&missing);
+    assert!(!ok);
+    assert!(out.contains("config_files.respond: cannot read"), "{out}");
+}

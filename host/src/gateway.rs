@@ -90,10 +90,10 @@ impl Gateway {
                     "route `{}`, pipeline[{j}], plugin `{}`",
                     r.name, entry.plugin
                 );
-                let json = match serde_json::to_string(&entry.config) {
+                let json = match config.plugin_config_json(entry) {
                     Ok(j) => j,
                     Err(e) => {
-                        problems.push(format!("{at}: config cannot be sent as JSON: {e}"));
+                        problems.push(format!("{at}: {e}"));
                         continue;
                     }
                 };

@@ -295,3 +295,14 @@ pub fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
+
+/// The test venv's Python (spyne, zeep, PyJWT), made by `cargo xtask test`.
+pub fn python() -> PathBuf {
+    let p = workspace_root().join("target/pyenv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo xtask test` once to create the test venv",
+        p.display()
+    );
+    p
+}

@@ -109,6 +109,29 @@ fn build_plugins() -> Result<()> {
     exec(&mut cmd)
 }
 
+/// The Python test peers (a SOAP service, a JWT issuer) in a local venv, `target/pyenv`,
+/// reinstalled only when `tests/requirements.txt` changes.
+fn ensure_python_env() -> Result<()> {
+    let root = root();
+    let venv = root.join("target/pyenv");
+    let requirements = std::fs::read_to_string(root.join("tests/requirements.txt"))
+        .context("reading tests/requirements.txt")?;
+    let stamp = venv.join(".installed");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == requirements) {
+        return Ok(());
+    }
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    exec(Command::new(&python).arg("-m").arg("venv").arg(&venv))
+        .context("creating the test venv (needs python3 with the venv module)")?;
+    exec(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(root.join("tests/requirements.txt")),
+    )?;
+    std::fs::write(stamp, requirements)?;
+    Ok(())
+}
+
 fn build() -> Result<()> {
     build_plugins()?;
     exec(cargo().args(["build", "--release", "--package", "wasmgate"]))
@@ -126,6 +149,7 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    ensure_python_env()?;
     exec(cargo().args(["test", "--release", "--workspace"]))
 }
 

@@ -126,6 +126,11 @@ pub struct PipelineEntry {
     /// Overrides `[wasm] instances` for this entry.
     #[serde(default)]
     pub instances: Option<InstanceMode>,
+    /// Config keys whose value is a file's text (path relative to the config file), read at
+    /// load: keys, certificates and JWKS stay out of the config, and plugins need no
+    /// filesystem access.
+    #[serde(default)]
+    pub config_files: BTreeMap<String, PathBuf>,
 }
 
 mod defaults {
@@ -211,6 +216,18 @@ impl Config {
         }
     }
 
+    /// A pipeline entry's config with its `config_files` read in, as JSON text for `init`.
+    pub fn plugin_config_json(&self, entry: &PipelineEntry) -> Result<String, String> {
+        let mut table = entry.config.clone();
+        for (key, rel) in &entry.config_files {
+            let path = self.base_dir.join(rel);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("config_files.{key}: cannot read {}: {e}", path.display()))?;
+            table.insert(key.clone(), toml::Value::String(text));
+        }
+        serde_json::to_string(&table).map_err(|e| format!("config cannot be sent as JSON: {e}"))
+    }
+
     /// Where a plugin's component file is.
     pub fn plugin_path(&self, plugin: &PluginConfig) -> PathBuf {
         self.base_dir.join(&plugin.path)
@@ -265,6 +282,13 @@ impl Config {
                 ));
             }
             for (j, p) in r.pipeline.iter().enumerate() {
+                for key in p.config_files.keys() {
+                    if p.config.contains_key(key) {
+                        out.push(format!(
+                            "{at}.pipeline[{j}].config_files.{key}: `{key}` is also set in config"
+                        ));
+                    }
+                }
                 if !self.plugins.contains_key(&p.plugin) {
                     out.push(format!(
                         "{at}.pipeline[{j}].plugin: unknown plugin `{}` (defined: {})",
