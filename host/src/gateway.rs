@@ -69,7 +69,7 @@ impl Gateway {
 
         let mut upstreams: HashMap<&str, Arc<Upstream>> = HashMap::new();
         for (name, u) in &config.upstreams {
-            match Upstream::new(name, u) {
+            match Upstream::new(name, u, shared.workers) {
                 Ok(u) => {
                     upstreams.insert(name, Arc::new(u));
                 }

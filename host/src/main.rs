@@ -122,18 +122,7 @@ fn run(path: &std::path::Path) -> ExitCode {
         }
         Ok((shared, Ok(table))) => (shared, table),
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(wasmgate::run::workers())
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(wasmgate::run::serve(config, shared, table)) {
+    match wasmgate::run::serve(config, shared, table) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

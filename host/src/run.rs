@@ -1,12 +1,11 @@
-//! Starting and stopping the gateway: build the state from a config, bind the listeners, serve
-//! until SIGINT or SIGTERM, drain.
+//! Starting and stopping the gateway: build the state from a config, bind the listeners, start
+//! one single-threaded runtime per worker, serve until SIGINT or SIGTERM, drain.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -15,9 +14,13 @@ use crate::metrics::Metrics;
 use crate::plugins::Runtime;
 use crate::server::{self, ConnLimits};
 
-/// Worker threads for the request runtime: one per core.
-pub fn workers() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+/// Worker threads: `server.workers`, or one per core.
+pub fn workers(config: &Config) -> usize {
+    config
+        .server
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .max(1)
 }
 
 /// Builds the shared state and the first table. Blocking.
@@ -28,14 +31,21 @@ pub fn build(config: &Config) -> anyhow::Result<(Shared, Result<Table, Vec<Strin
         limiters: Default::default(),
         kv: Default::default(),
         metrics: Metrics::new(),
-        workers: workers(),
+        workers: workers(config),
     };
     let table = Gateway::build_table(&shared, config);
     Ok((shared, table))
 }
 
-/// Serves a config until a shutdown signal, then drains. Returns once everything stopped.
-pub async fn serve(config: Config, shared: Shared, table: Table) -> anyhow::Result<()> {
+fn current_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// Serves a config until a shutdown signal, then drains. Blocks until everything stopped.
+pub fn serve(config: Config, shared: Shared, table: Table) -> anyhow::Result<()> {
+    let workers = shared.workers;
     let gw = Arc::new(Gateway {
         shared,
         table: ArcSwap::from_pointee(table),
@@ -44,42 +54,91 @@ pub async fn serve(config: Config, shared: Shared, table: Table) -> anyhow::Resu
         header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),
         drain_timeout: Duration::from_millis(config.server.drain_timeout_ms),
     };
-    let (stop_tx, stop_rx) = watch::channel(false);
 
-    let listener = TcpListener::bind(config.server.listen)
-        .await
+    // Bind everything before starting anything, so a bad address fails cleanly.
+    let listeners = server::reuseport_listeners(config.server.listen, workers)
         .with_context(|| format!("binding server.listen {}", config.server.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, "listening");
-
-    let mut tasks = tokio::task::JoinSet::new();
-    if let Some(admin) = &config.admin {
-        let admin_listener = TcpListener::bind(admin.listen)
-            .await
-            .with_context(|| format!("binding admin.listen {}", admin.listen))?;
-        tracing::info!(addr = %admin_listener.local_addr()?, "admin listening");
-        let gw = gw.clone();
-        tasks.spawn(server::serve(
-            "admin",
-            admin_listener,
-            limits,
-            stop_rx.clone(),
-            move |req, _| crate::admin::handle(gw.clone(), req),
-        ));
+    let admin = match &config.admin {
+        Some(a) => {
+            let l = std::net::TcpListener::bind(a.listen)
+                .with_context(|| format!("binding admin.listen {}", a.listen))?;
+            l.set_nonblocking(true)?;
+            Some(l)
+        }
+        None => None,
+    };
+    tracing::info!(addr = %listeners[0].local_addr()?, workers, "listening");
+    if let Some(a) = &admin {
+        tracing::info!(addr = %a.local_addr()?, "admin listening");
     }
 
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut admin = admin;
+    let mut threads = Vec::with_capacity(workers);
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let gw = gw.clone();
+        let stop = stop_rx.clone();
+        let admin = if i == 0 { admin.take() } else { None };
+        let thread = std::thread::Builder::new()
+            .name(format!("worker-{i}"))
+            .spawn(move || -> anyhow::Result<()> {
+                server::set_worker_index(i);
+                let rt = current_thread_runtime()?;
+                rt.block_on(worker(i, gw, listener, admin, limits, stop))
+            })?;
+        threads.push(thread);
+    }
+
+    current_thread_runtime()?.block_on(shutdown_signal());
+    tracing::info!("shutting down: draining open requests");
+    let _ = stop_tx.send(true);
+    let mut result = Ok(());
+    for t in threads {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(e),
+            Err(_) => result = Err(anyhow::anyhow!("a worker thread panicked")),
+        }
+    }
+    tracing::info!("stopped");
+    result
+}
+
+/// One worker: its share of the proxy connections and, on worker 0, the admin listener and
+/// housekeeping.
+async fn worker(
+    index: usize,
+    gw: Arc<Gateway>,
+    listener: std::net::TcpListener,
+    admin: Option<std::net::TcpListener>,
+    limits: ConnLimits,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let listener = tokio::net::TcpListener::from_std(listener)?;
     {
         let gw = gw.clone();
         tasks.spawn(server::serve(
             "proxy",
             listener,
             limits,
-            stop_rx.clone(),
+            stop.clone(),
             move |req, peer| crate::server::handler::handle(gw.clone(), req, peer),
         ));
     }
-
-    // Keyed limiters forget idle keys now and then, so hostile key churn cannot grow memory.
-    let housekeeping = {
+    if let Some(admin) = admin {
+        let admin = tokio::net::TcpListener::from_std(admin)?;
+        let gw = gw.clone();
+        tasks.spawn(server::serve(
+            "admin",
+            admin,
+            limits,
+            stop.clone(),
+            move |req, _| crate::admin::handle(gw.clone(), req),
+        ));
+    }
+    let housekeeping = (index == 0).then(|| {
+        // Keyed limiters forget idle keys now and then, so key churn cannot grow memory.
         let limiters = gw.shared.limiters.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(30));
@@ -89,14 +148,11 @@ pub async fn serve(config: Config, shared: Shared, table: Table) -> anyhow::Resu
                 let _ = tokio::task::spawn_blocking(move || l.housekeeping()).await;
             }
         })
-    };
-
-    shutdown_signal().await;
-    tracing::info!("shutting down: draining open requests");
-    let _ = stop_tx.send(true);
+    });
     while tasks.join_next().await.is_some() {}
-    housekeeping.abort();
-    tracing::info!("stopped");
+    if let Some(h) = housekeeping {
+        h.abort();
+    }
     Ok(())
 }
 

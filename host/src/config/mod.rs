@@ -38,6 +38,9 @@ pub struct ServerConfig {
     /// How long a client may take to send a request's headers.
     #[serde(default = "defaults::header_read_timeout_ms")]
     pub header_read_timeout_ms: u64,
+    /// Worker threads, each with its own listener and upstream pools; one per core when unset.
+    #[serde(default)]
+    pub workers: Option<usize>,
     /// Largest body buffered for a plugin that reads bodies (a route may override it).
     #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: usize,

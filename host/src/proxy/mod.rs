@@ -1,18 +1,18 @@
-//! Upstreams: where requests go once the pipeline lets them through. One pooled hyper client
-//! (keep-alive, TCP_NODELAY) serves every upstream; each upstream picks its targets round robin
-//! and owns its timeouts.
+//! Upstreams: where requests go once the pipeline lets them through. Each upstream picks its
+//! targets round robin, owns its timeouts, and keeps a keep-alive connection pool per worker
+//! thread (`pool`).
+
+mod pool;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, header};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
+use self::pool::{SendError, WorkerPool};
 use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
 use crate::error::GatewayError;
@@ -21,6 +21,10 @@ use crate::error::GatewayError;
 #[derive(Debug, Clone)]
 pub struct Target {
     pub authority: Authority,
+    /// `host:port` to connect to.
+    addr: String,
+    /// The `Host` header requests to this target carry.
+    host: HeaderValue,
 }
 
 /// Checks and parses a target URL.
@@ -40,34 +44,32 @@ pub fn parse_target(s: &str) -> Result<Target, String> {
             "`{s}`: a target is scheme://host:port, without a path"
         ));
     }
-    Ok(Target { authority })
+    let addr = format!(
+        "{}:{}",
+        authority.host(),
+        authority.port_u16().unwrap_or(80)
+    );
+    let host = HeaderValue::from_str(authority.as_str()).map_err(|e| format!("`{s}`: {e}"))?;
+    Ok(Target {
+        authority,
+        addr,
+        host,
+    })
 }
 
-pub type HttpClient = Client<HttpConnector, Body>;
-
-/// Builds the shared upstream client.
-pub fn client(connect_timeout: Duration) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_timer(hyper_util::rt::TokioTimer::new())
-        .build(connector)
-}
-
-/// A named upstream: its targets, the next one to use, its timeouts, and the client to reach it.
+/// A named upstream: its targets, the next one to use, its timeouts, and one connection pool
+/// per worker thread.
 pub struct Upstream {
     pub name: Arc<str>,
     targets: Vec<Target>,
     next: AtomicUsize,
     timeout: Duration,
-    client: HttpClient,
+    connect_timeout: Duration,
+    pools: Vec<WorkerPool>,
 }
 
 impl Upstream {
-    pub fn new(name: &str, cfg: &UpstreamConfig) -> Result<Self, String> {
+    pub fn new(name: &str, cfg: &UpstreamConfig, workers: usize) -> Result<Self, String> {
         let targets = cfg
             .targets
             .iter()
@@ -78,45 +80,37 @@ impl Upstream {
             targets,
             next: AtomicUsize::new(0),
             timeout: Duration::from_millis(cfg.timeout_ms),
-            client: client(Duration::from_millis(cfg.connect_timeout_ms)),
+            connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
+            pools: (0..workers.max(1)).map(|_| WorkerPool::default()).collect(),
         })
-    }
-
-    fn pick(&self) -> &Target {
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        &self.targets[i % self.targets.len()]
     }
 
     /// Sends a request (whose URI holds only path and query) to the next target and waits for
     /// the response headers. The body streams in both directions.
     pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Body>, GatewayError> {
-        let target = self.pick();
-        let pq = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(target.authority.clone());
-        parts.path_and_query = Some(pq);
-        *req.uri_mut() = Uri::from_parts(parts).map_err(|e| {
-            tracing::warn!(upstream = %self.name, error = %e, "could not build upstream URI");
-            GatewayError::BadRequest
-        })?;
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len();
+        let target = &self.targets[index];
+        if req.uri().scheme().is_some() {
+            // An absolute-form request: keep only what the upstream needs.
+            let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            *req.uri_mut() = pq.parse().unwrap_or_else(|_| Uri::from_static("/"));
+        }
         *req.version_mut() = http::Version::HTTP_11;
-        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+        req.headers_mut().insert(header::HOST, target.host.clone());
+        let pool = &self.pools[crate::server::worker_index() % self.pools.len()];
+        let sent = pool.send(index, &target.addr, self.connect_timeout, req);
+        match tokio::time::timeout(self.timeout, sent).await {
             Err(_) => {
                 tracing::warn!(upstream = %self.name, target = %target.authority, timeout_ms = self.timeout.as_millis() as u64, "upstream timed out");
                 Err(GatewayError::UpstreamTimeout)
             }
-            Ok(Err(e)) => {
+            Ok(Err(SendError::Connect(e))) => {
+                tracing::warn!(upstream = %self.name, target = %target.authority, error = %e, "upstream request failed: cannot connect");
+                Err(GatewayError::UpstreamUnreachable)
+            }
+            Ok(Err(SendError::Request(e))) => {
                 tracing::warn!(upstream = %self.name, target = %target.authority, error = %error_chain(&e), "upstream request failed");
-                Err(if e.is_connect() {
-                    GatewayError::UpstreamUnreachable
-                } else {
-                    GatewayError::UpstreamBadResponse
-                })
+                Err(GatewayError::UpstreamBadResponse)
             }
             Ok(Ok(resp)) => {
                 let (mut parts, incoming) = resp.into_parts();
@@ -149,8 +143,16 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     HeaderName::from_static("keep-alive"),
 ];
 
-/// Removes hop-by-hop headers, including any named in `Connection`.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name.as_str() == "proxy-connection"
+}
+
+/// Removes hop-by-hop headers, including any named in `Connection`. Most messages carry none,
+/// so one pass over the names present decides whether anything needs removing.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -177,11 +179,15 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 /// client's Host (the client sets the target's), and sets the X-Forwarded-* headers.
 pub fn forwarded_headers(headers: &mut HeaderMap, client: SocketAddr) {
     strip_hop_by_hop(headers);
-    let ip = client.ip().to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
-    };
+    let mut xff = String::with_capacity(48);
+    if let Some(prev) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        xff.push_str(prev);
+        xff.push_str(", ");
+    }
+    {
+        use std::fmt::Write;
+        let _ = write!(xff, "{}", client.ip());
+    }
     if let Ok(v) = HeaderValue::try_from(xff) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }

@@ -1,4 +1,9 @@
 //! Listeners and connections: accept, serve HTTP/1.1 with keep-alive, and drain on shutdown.
+//!
+//! The gateway runs thread-per-core, like nginx's workers: each worker thread has its own
+//! single-threaded runtime, its own `SO_REUSEPORT` listener on the shared address, and its own
+//! upstream connection pools. A request never leaves the thread that accepted it, so there is
+//! no cross-thread hand-off or wake-up on the hot path.
 
 pub mod handler;
 
@@ -17,6 +22,46 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::body::Body;
+
+thread_local! {
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The index of the worker thread running this code (0 outside workers).
+pub fn worker_index() -> usize {
+    WORKER.with(|w| w.get())
+}
+
+pub(crate) fn set_worker_index(i: usize) {
+    WORKER.with(|w| w.set(i));
+}
+
+/// Binds `count` listening sockets to one address with `SO_REUSEPORT`, so the kernel spreads
+/// connections over the workers. Port 0 picks a free port once; the others join it.
+pub fn reuseport_listeners(
+    addr: SocketAddr,
+    count: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(count);
+    let mut bind_to = addr;
+    for _ in 0..count.max(1) {
+        let socket = Socket::new(
+            Domain::for_address(bind_to),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&bind_to.into())?;
+        socket.listen(1024)?;
+        let listener: std::net::TcpListener = socket.into();
+        bind_to = listener.local_addr()?;
+        out.push(listener);
+    }
+    Ok(out)
+}
 
 /// Connection settings that protect the gateway from slow or greedy clients.
 #[derive(Debug, Clone, Copy)]
