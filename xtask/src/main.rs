@@ -5,6 +5,7 @@
 //! - `cargo xtask run`: builds, starts a demo upstream and the gateway on
 //!   `config/gateway.toml`, and prints requests to try.
 //! - `cargo xtask test`: formatting, lints, and every test, as CI runs them.
+//! - `cargo xtask bench`: the Criterion microbenchmarks.
 
 mod demo;
 
@@ -21,8 +22,9 @@ fn main() -> ExitCode {
         Some("build") => build(),
         Some("run") => run(),
         Some("test") => test(),
+        Some("bench") => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <build | run | test>");
+            eprintln!("usage: cargo xtask <build | run | test | bench [criterion args]>");
             return ExitCode::from(2);
         }
     };
@@ -151,6 +153,15 @@ fn test() -> Result<()> {
     ]))?;
     ensure_python_env()?;
     exec(cargo().args(["test", "--release", "--workspace"]))
+}
+
+/// Criterion microbenchmarks of the plugin machinery and routing (`host/benches/`).
+fn bench(extra: &[String]) -> Result<()> {
+    build_plugins()?;
+    let mut cmd = cargo();
+    cmd.args(["bench", "--package", "wasmgate", "--bench", "plugins", "--"]);
+    cmd.args(extra);
+    exec(&mut cmd)
 }
 
 fn run() -> Result<()> {

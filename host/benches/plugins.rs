@@ -1,0 +1,144 @@
+//! Microbenchmarks of the plugin machinery and routing, through the library's own types: a
+//! phase call on a pooled and on a fresh instance, pipelines of N plugins, and route matching
+//! among 1,000 routes. Run with `cargo xtask bench` (it builds the plugins first).
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use wasmgate::capabilities::{kv, rate_limit};
+use wasmgate::config::{InstanceMode, WasmConfig};
+use wasmgate::metrics::Metrics;
+use wasmgate::pipeline::{Exchange, Pipeline, RequestOutcome, Stage};
+use wasmgate::plugins::pool::Instances;
+use wasmgate::plugins::state::StageContext;
+use wasmgate::plugins::{LoadedPlugin, Runtime};
+use wasmgate::router::{Matcher, Router};
+
+fn wasm(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../target/wasm32-wasip2/release/{name}.wasm"));
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo xtask bench`",
+        p.display()
+    );
+    p
+}
+
+fn exchange() -> Box<Exchange> {
+    let (parts, ()) = http::Request::get("/api/users/7?expand=1")
+        .header("host", "api.example.com")
+        .header("user-agent", "bench/1.0")
+        .header("accept", "application/json")
+        .header("x-request-id", "bench-request-0001")
+        .body(())
+        .unwrap()
+        .into_parts();
+    let client: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    Box::new(Exchange::new(parts, client, "users".into(), 1 << 20))
+}
+
+fn instances(loaded: &LoadedPlugin, config: &str, mode: InstanceMode) -> Instances {
+    let ctx = Arc::new(StageContext {
+        plugin: loaded.name.clone(),
+        route: "users".into(),
+        kv: kv::Namespaces::default().get(&loaded.name),
+        limiters: Arc::new(rate_limit::Registry::default()),
+    });
+    Instances::new(loaded.clone(), config.into(), ctx, mode, 2)
+        .unwrap()
+        .0
+}
+
+fn plugin_calls(c: &mut Criterion) {
+    let runtime = Runtime::new(&WasmConfig::default()).unwrap();
+    let headers = runtime.load("headers", &wasm("headers")).unwrap();
+    let config = r#"{"request_id": true, "request": {"set": {"x-client-ip": "${client_ip}", "x-route": "${route}"}}}"#;
+    let mut group = c.benchmark_group("plugin_call");
+    for (label, mode) in [
+        ("pooled", InstanceMode::Pooled),
+        ("fresh", InstanceMode::Fresh),
+    ] {
+        let inst = instances(&headers, config, mode);
+        let mut slot = Some(exchange());
+        group.bench_function(format!("{label}/headers_on_request"), |b| {
+            b.iter(|| {
+                let (back, result) = inst.on_request(slot.take().unwrap());
+                black_box(result.unwrap());
+                slot = Some(back);
+            })
+        });
+    }
+    group.finish();
+}
+
+fn pipelines(c: &mut Criterion) {
+    let runtime = Runtime::new(&WasmConfig::default()).unwrap();
+    let fixture = runtime.load("fixture", &wasm("fixture")).unwrap();
+    let metrics = Metrics::new();
+    let mut group = c.benchmark_group("pipeline_request_phase");
+    for n in [1usize, 2, 4, 8] {
+        let stages = (0..n)
+            .map(|i| {
+                let cfg = format!(r#"{{"set_var": {{"v{i}": "x"}}}}"#);
+                let instances = instances(&fixture, &cfg, InstanceMode::Pooled);
+                Stage {
+                    plugin: fixture.name.clone(),
+                    hash: fixture.hash.clone(),
+                    registration: wasmgate::plugins::bindings::Registration {
+                        on_request: true,
+                        on_response: false,
+                        request_body: false,
+                        response_body: false,
+                    },
+                    instances,
+                }
+            })
+            .collect();
+        let pipeline = Pipeline { stages };
+        let mut slot = Some(exchange());
+        group.bench_function(format!("{n}_plugins"), |b| {
+            b.iter(|| {
+                let mut ex = slot.take().unwrap();
+                ex.vars.clear();
+                let (back, _, outcome) = pipeline.on_request(ex, &metrics);
+                assert!(matches!(outcome, RequestOutcome::Forward));
+                slot = Some(back);
+            })
+        });
+    }
+    group.finish();
+}
+
+fn route_match(c: &mut Criterion) {
+    let routes: Vec<(Matcher, usize)> = (0..1000)
+        .map(|i| {
+            let host = (i % 4 == 0).then(|| format!("svc{i}.example.com"));
+            (
+                Matcher::new(
+                    host.as_deref(),
+                    &format!("/api/v{}/svc{i}/items", i % 3),
+                    None,
+                ),
+                i,
+            )
+        })
+        .collect();
+    let router = Router::new(routes);
+    let get = http::Method::GET;
+    c.bench_function("route_match/1000_routes", |b| {
+        b.iter(|| {
+            black_box(router.find(
+                Some("svc998.example.com"),
+                black_box("/api/v2/svc998/items/12345/details"),
+                &get,
+            ))
+        })
+    });
+}
+
+criterion_group!(benches, plugin_calls, pipelines, route_match);
+criterion_main!(benches);
