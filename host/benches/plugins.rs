@@ -53,7 +53,20 @@ fn instances(loaded: &LoadedPlugin, config: &str, mode: InstanceMode) -> Instanc
         .0
 }
 
+/// Plugin calls are async (they run on fibers); the benchmarks drive them on the same kind of
+/// single-threaded runtime a worker uses.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 fn plugin_calls(c: &mut Criterion) {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .try_init();
+    let rt = runtime();
     let runtime = Runtime::new(&WasmConfig::default()).unwrap();
     let headers = runtime.load("headers", &wasm("headers")).unwrap();
     let config = r#"{"request_id": true, "request": {"set": {"x-client-ip": "${client_ip}", "x-route": "${route}"}}}"#;
@@ -66,7 +79,7 @@ fn plugin_calls(c: &mut Criterion) {
         let mut slot = Some(exchange());
         group.bench_function(format!("{label}/headers_on_request"), |b| {
             b.iter(|| {
-                let (back, result) = inst.on_request(slot.take().unwrap());
+                let (back, result) = rt.block_on(inst.on_request(slot.take().unwrap()));
                 black_box(result.unwrap());
                 slot = Some(back);
             })
@@ -76,6 +89,7 @@ fn plugin_calls(c: &mut Criterion) {
 }
 
 fn pipelines(c: &mut Criterion) {
+    let rt = runtime();
     let runtime = Runtime::new(&WasmConfig::default()).unwrap();
     let fixture = runtime.load("fixture", &wasm("fixture")).unwrap();
     let metrics = Metrics::new();
@@ -104,7 +118,7 @@ fn pipelines(c: &mut Criterion) {
             b.iter(|| {
                 let mut ex = slot.take().unwrap();
                 ex.vars.clear();
-                let (back, _, outcome) = pipeline.on_request(ex, &metrics);
+                let (back, _, outcome) = rt.block_on(pipeline.on_request(ex, &metrics));
                 assert!(matches!(outcome, RequestOutcome::Forward));
                 slot = Some(back);
             })

@@ -143,7 +143,7 @@ impl Pipeline {
 
     /// Runs the request phase. Returns the exchange, how many stages took part (their
     /// response phases run later, in reverse), and the outcome.
-    pub fn on_request(
+    pub async fn on_request(
         &self,
         mut ex: Box<Exchange>,
         metrics: &Metrics,
@@ -155,7 +155,7 @@ impl Pipeline {
             }
             ex.allow_request_body = stage.registration.request_body;
             ex.allow_response_body = false;
-            let (back, result) = stage.instances.on_request(ex);
+            let (back, result) = stage.instances.on_request(ex).await;
             ex = back;
             match result {
                 Ok(Decision::Continue) => {}
@@ -177,7 +177,7 @@ impl Pipeline {
 
     /// Runs the response phase of the first `ran` stages, in reverse. `ex.response` must be
     /// set. A plugin's reply replaces the response, and earlier plugins see the replacement.
-    pub fn on_response(
+    pub async fn on_response(
         &self,
         mut ex: Box<Exchange>,
         ran: usize,
@@ -190,7 +190,7 @@ impl Pipeline {
             }
             ex.allow_request_body = false;
             ex.allow_response_body = stage.registration.response_body;
-            let (back, result) = stage.instances.on_response(ex);
+            let (back, result) = stage.instances.on_response(ex).await;
             ex = back;
             match result {
                 Ok(Decision::Continue) => {}

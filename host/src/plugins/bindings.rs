@@ -4,7 +4,11 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "wasmgate:plugin/plugin",
+    // Host functions are synchronous (they never wait); exports are called on fibers so a
+    // plugin that waits on WASI (sleep, stdout) or runs long yields to the worker's other
+    // requests instead of blocking them.
     imports: { default: trappable },
+    exports: { default: async },
     with: {
         "wasmgate:plugin/http.request": crate::capabilities::http::RequestHandle,
         "wasmgate:plugin/http.response": crate::capabilities::http::ResponseHandle,

@@ -5,6 +5,7 @@
 pub mod bindings;
 pub mod pool;
 pub mod state;
+mod stdio;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -70,7 +71,7 @@ impl Runtime {
         let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
 
         let mut linker = Linker::<HostState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(anyhow::Error::from)?;
 

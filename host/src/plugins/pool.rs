@@ -5,19 +5,23 @@
 //! an instance is initialised once and reused; in fresh mode each call gets a new instance, so
 //! nothing can carry over from one request to the next. An instance that trapped is never
 //! reused.
+//!
+//! Calls run on fibers. At every epoch tick a running call yields to the worker's other
+//! requests, and once past its deadline it is interrupted: a plugin stuck in a loop costs its
+//! own request a timeout, not the worker.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use wasmtime::component::Resource;
-use wasmtime::{Store, StoreLimitsBuilder, Trap};
+use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 
 use super::bindings::{Decision, Plugin, Registration};
 use super::state::{HostState, StageContext};
-use super::{CALL_TIMEOUT, EPOCH_TICK, LoadedPlugin, MEMORY_LIMIT};
+use super::{CALL_TIMEOUT, LoadedPlugin, MEMORY_LIMIT};
 use crate::config::InstanceMode;
-use crate::pipeline::Exchange;
+use crate::pipeline::{Exchange, Phase};
 
 /// Init may parse a large config or warm caches: it gets longer than a request call.
 const INIT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -72,13 +76,15 @@ pub struct Instances {
     max_idle: usize,
 }
 
-fn ticks(d: Duration) -> u64 {
-    d.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64
+/// Arms the store's deadline for a call of at most `limit`.
+fn arm(store: &mut Store<HostState>, limit: Duration) {
+    store.data_mut().deadline = Instant::now() + limit;
+    store.set_epoch_deadline(1);
 }
 
 impl Instances {
     /// Creates the first instance and calls `init` with the config, which must succeed.
-    /// Blocking: call it off the async runtime.
+    /// Blocking (it drives `init` on a runtime of its own): call it off the async runtime.
     pub fn new(
         loaded: LoadedPlugin,
         config: Arc<str>,
@@ -94,7 +100,11 @@ impl Instances {
             idle: Mutex::new(Vec::new()),
             max_idle: max_idle.max(1),
         };
-        let (first, registration) = this.instantiate().map_err(|f| match f {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start a runtime for init: {e}"))?;
+        let (first, registration) = rt.block_on(this.instantiate()).map_err(|f| match f {
             Failure::Instantiate(m) => m,
             other => other.to_string(),
         })?;
@@ -108,7 +118,7 @@ impl Instances {
         self.mode
     }
 
-    fn instantiate(&self) -> Result<(Instance, Registration), Failure> {
+    async fn instantiate(&self) -> Result<(Instance, Registration), Failure> {
         let engine = self.loaded.pre.instance_pre().engine();
         let limits = StoreLimitsBuilder::new()
             .memory_size(MEMORY_LIMIT)
@@ -119,15 +129,24 @@ impl Instances {
             .build();
         let mut store = Store::new(engine, HostState::new(self.ctx.clone(), limits));
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(ticks(INIT_TIMEOUT));
+        store.epoch_deadline_callback(|ctx| {
+            Ok(if Instant::now() >= ctx.data().deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        arm(&mut store, INIT_TIMEOUT);
         let plugin = self
             .loaded
             .pre
-            .instantiate(&mut store)
+            .instantiate_async(&mut store)
+            .await
             .map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
         let registration = match plugin
             .wasmgate_plugin_handler()
             .call_init(&mut store, &self.config)
+            .await
         {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
@@ -141,13 +160,13 @@ impl Instances {
         Ok((Instance { store, plugin }, registration))
     }
 
-    fn checkout(&self) -> Result<Instance, Failure> {
+    async fn checkout(&self) -> Result<Instance, Failure> {
         if self.mode == InstanceMode::Pooled
             && let Some(i) = self.idle.lock().pop()
         {
             return Ok(i);
         }
-        self.instantiate().map(|(i, _)| i)
+        self.instantiate().await.map(|(i, _)| i)
     }
 
     fn checkin(&self, instance: Instance) {
@@ -160,18 +179,34 @@ impl Instances {
     }
 
     /// Runs one phase call with the exchange lent to the store for its length.
-    fn call(
+    async fn call(
         &self,
         ex: Box<Exchange>,
-        f: impl FnOnce(&Plugin, &mut Store<HostState>) -> wasmtime::Result<Result<Decision, String>>,
+        phase: Phase,
     ) -> (Box<Exchange>, Result<Decision, Failure>) {
-        let mut inst = match self.checkout() {
+        let mut inst = match self.checkout().await {
             Ok(i) => i,
             Err(e) => return (ex, Err(e)),
         };
-        inst.store.set_epoch_deadline(ticks(CALL_TIMEOUT));
+        arm(&mut inst.store, CALL_TIMEOUT);
         inst.store.data_mut().exchange = Some(ex);
-        let result = f(&inst.plugin, &mut inst.store);
+        let handler = inst.plugin.wasmgate_plugin_handler();
+        let result = match phase {
+            Phase::Request => {
+                handler
+                    .call_on_request(&mut inst.store, Resource::new_borrow(0))
+                    .await
+            }
+            Phase::Response => {
+                handler
+                    .call_on_response(
+                        &mut inst.store,
+                        Resource::new_borrow(0),
+                        Resource::new_borrow(0),
+                    )
+                    .await
+            }
+        };
         let ex = inst
             .store
             .data_mut()
@@ -192,20 +227,17 @@ impl Instances {
         }
     }
 
-    pub fn on_request(&self, ex: Box<Exchange>) -> (Box<Exchange>, Result<Decision, Failure>) {
-        self.call(ex, |p, store| {
-            p.wasmgate_plugin_handler()
-                .call_on_request(store, Resource::new_borrow(0))
-        })
+    pub async fn on_request(
+        &self,
+        ex: Box<Exchange>,
+    ) -> (Box<Exchange>, Result<Decision, Failure>) {
+        self.call(ex, Phase::Request).await
     }
 
-    pub fn on_response(&self, ex: Box<Exchange>) -> (Box<Exchange>, Result<Decision, Failure>) {
-        self.call(ex, |p, store| {
-            p.wasmgate_plugin_handler().call_on_response(
-                store,
-                Resource::new_borrow(0),
-                Resource::new_borrow(0),
-            )
-        })
+    pub async fn on_response(
+        &self,
+        ex: Box<Exchange>,
+    ) -> (Box<Exchange>, Result<Decision, Failure>) {
+        self.call(ex, Phase::Response).await
     }
 }

@@ -2,6 +2,7 @@
 //! and namespaces), and, during a call, the exchange it is working on.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
@@ -27,17 +28,24 @@ pub struct HostState {
     pub(crate) ctx: Arc<StageContext>,
     /// The request (and response) being handled; set only for the length of a phase call.
     pub(crate) exchange: Option<Box<Exchange>>,
+    /// When the call in progress must end; checked at every epoch tick.
+    pub(crate) deadline: Instant,
 }
 
 impl HostState {
     pub fn new(ctx: Arc<StageContext>, limits: StoreLimits) -> Self {
         Self {
-            // No files, environment, arguments or sockets; random and clocks only.
-            wasi: WasiCtx::builder().build(),
+            // No files, environment, arguments or sockets; random and clocks, and stdout and
+            // stderr into the log.
+            wasi: WasiCtx::builder()
+                .stdout(super::stdio::LogStream::new(ctx.clone(), "stdout"))
+                .stderr(super::stdio::LogStream::new(ctx.clone(), "stderr"))
+                .build(),
             table: ResourceTable::new(),
             limits,
             ctx,
             exchange: None,
+            deadline: Instant::now(),
         }
     }
 

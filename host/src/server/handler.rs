@@ -127,7 +127,7 @@ async fn with_pipeline(
         }
     }
 
-    let (back, ran, outcome) = pipeline.on_request(ex, metrics);
+    let (back, ran, outcome) = pipeline.on_request(ex, metrics).await;
     ex = back;
     let response_phase = pipeline.has_response_phase(ran);
 
@@ -165,7 +165,7 @@ async fn with_pipeline(
     }
     ex.response = Some(state);
 
-    let (mut ex, result) = pipeline.on_response(ex, ran, metrics);
+    let (mut ex, result) = pipeline.on_response(ex, ran, metrics).await;
     if result.is_err() {
         return GatewayError::PluginFailed.into_response();
     }
