@@ -5,7 +5,7 @@
 //!   `init`, so config errors name the same keys.
 //! - [`MockRequest`] and [`MockResponse`] stand in for the host's request and response, with
 //!   the host's checks: header names must be HTTP tokens ([`HostError::InvalidName`]), values
-//!   must not hold CR, LF or NUL ([`HostError::InvalidValue`]), framing headers are the host's
+//!   must not hold control bytes other than tab ([`HostError::InvalidValue`]), framing headers are the host's
 //!   ([`HostError::NotAllowed`]), and the request is read-only in the response phase.
 //! - [`on_request`] and [`on_response`] run a hook as the host would (skipping it when the
 //!   plugin's registration says so).
@@ -572,7 +572,8 @@ fn check_header(name: &str, value: &str) -> Result<String, HostError> {
     if FRAMING_HEADERS.contains(&name.as_str()) {
         return Err(HostError::NotAllowed);
     }
-    if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+    // The host's rule (HTTP field values): no control bytes but tab, no DEL.
+    if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
         return Err(HostError::InvalidValue);
     }
     Ok(name)
