@@ -1,0 +1,591 @@
+//! `jwt-auth`: authenticates requests with a JSON Web Token, checks its claims and roles, and
+//! hands its claims on to the upstream (as headers) and to later plugins (as vars).
+//!
+//! Keys are decoded and verifiers built once, at init. A verified token's outcome is cached
+//! under its SHA-256, so a repeated token costs a hash, a map lookup and a clock read. Time is
+//! the host's clock, never the component's own. See README.md for the config reference.
+
+mod cache;
+mod keys;
+mod source;
+mod verify;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use wasmgate_sdk::{
+    ConfigError, Decision, Error, Plugin, Registration, Reply, Request, clock, log,
+};
+
+use cache::{Cache, TokenHash};
+use keys::Key;
+use source::Source;
+use verify::{Invalid, claim_text, matches_any, numeric_date_ms};
+
+/// At most this many `jwt.<claim>` vars per request: the host keeps a bounded number of vars
+/// for the whole pipeline.
+pub const MAX_CLAIM_VARS: usize = 64;
+/// The largest `leeway_seconds`: one day.
+pub const MAX_LEEWAY_SECONDS: u64 = 86_400;
+
+/// One value or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "a string or a list of strings")]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Required: the algorithms a token may be signed with.
+    #[serde(default)]
+    pub algorithms: Option<Vec<String>>,
+    /// An HMAC secret (its UTF-8 bytes), for HS256/384/512.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// A PEM public key: RSA, EC (P-256, P-384) or Ed25519.
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// A JWK set: an object with `keys`, or JSON text of one (as `config_files` gives it).
+    #[serde(default)]
+    pub jwks: Option<Value>,
+    /// Where to read the token: `header:NAME`, `cookie:NAME`, `query:NAME`, or a list tried in
+    /// order.
+    #[serde(default)]
+    pub token_source: Option<OneOrMany>,
+    #[serde(default)]
+    pub leeway_seconds: u64,
+    #[serde(default)]
+    pub issuer: Option<OneOrMany>,
+    #[serde(default)]
+    pub audience: Option<OneOrMany>,
+    #[serde(default)]
+    pub required_claims: Vec<String>,
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    #[serde(default)]
+    pub required_roles: Vec<String>,
+    /// Claim name to upstream header name.
+    #[serde(default)]
+    pub claims_to_headers: BTreeMap<String, String>,
+    #[serde(default = "default_consumer_claim")]
+    pub consumer_claim: String,
+    #[serde(default = "default_cache_size")]
+    pub cache_size: usize,
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: usize,
+}
+
+fn default_roles_claim() -> String {
+    "roles".into()
+}
+
+fn default_consumer_claim() -> String {
+    "sub".into()
+}
+
+fn default_cache_size() -> usize {
+    10_000
+}
+
+fn default_max_token_bytes() -> usize {
+    8 * 1024
+}
+
+/// A claim named in the config: a top-level name, or, when no claim has that exact name, a
+/// dotted path into nested objects (`realm_access.roles`).
+#[derive(Debug)]
+struct ClaimPath {
+    name: String,
+    path: Vec<String>,
+}
+
+impl ClaimPath {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            path: name.split('.').map(str::to_string).collect(),
+        }
+    }
+
+    fn get<'a>(&self, claims: &'a Map<String, Value>) -> Option<&'a Value> {
+        if let Some(v) = claims.get(&self.name) {
+            return Some(v);
+        }
+        if self.path.len() < 2 {
+            return None;
+        }
+        let (first, rest) = self.path.split_first()?;
+        rest.iter()
+            .try_fold(claims.get(first)?, |v, segment| v.as_object()?.get(segment))
+    }
+}
+
+/// A role pattern: exact, or a prefix when it ends in `*` (`admin:*`).
+#[derive(Debug)]
+enum Role {
+    Exact(String),
+    Prefix(String),
+}
+
+impl Role {
+    fn new(text: &str) -> Self {
+        match text.strip_suffix('*') {
+            Some(prefix) => Role::Prefix(prefix.to_string()),
+            None => Role::Exact(text.to_string()),
+        }
+    }
+
+    /// Whether a token holding `held` satisfies this required role. Either side may be a
+    /// wildcard: a token with `admin:*` holds `admin:read`, and a requirement of `admin:*` is
+    /// met by any `admin:` role.
+    fn satisfied_by(&self, held: &str) -> bool {
+        if let Some(held_prefix) = held.strip_suffix('*') {
+            let required = match self {
+                Role::Exact(r) => r.as_str(),
+                Role::Prefix(p) => p.as_str(),
+            };
+            if required.starts_with(held_prefix) {
+                return true;
+            }
+        }
+        match self {
+            Role::Exact(r) => r == held,
+            Role::Prefix(p) => held.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// What a verified token leads to; this is what the cache keeps.
+enum Outcome {
+    Granted(Grant),
+    /// Valid, but without any of the required roles.
+    Forbidden,
+}
+
+struct Grant {
+    /// Index into `JwtAuth::claim_headers`, and the value to set.
+    headers: Vec<(usize, String)>,
+    consumer: Option<String>,
+    /// `jwt.<claim>` and its value.
+    vars: Vec<(String, String)>,
+}
+
+pub struct JwtAuth {
+    algorithms: Vec<Algorithm>,
+    keys: Vec<Key>,
+    sources: Vec<Source>,
+    leeway_ms: i64,
+    issuers: Option<Vec<String>>,
+    audiences: Option<Vec<String>>,
+    required_claims: Vec<ClaimPath>,
+    roles_claim: ClaimPath,
+    required_roles: Vec<Role>,
+    /// (claim, lower-cased header name).
+    claim_headers: Vec<(ClaimPath, String)>,
+    consumer_claim: ClaimPath,
+    max_token_bytes: usize,
+    cache: Cache<Outcome>,
+}
+
+fn strings(key: &str, list: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    if list.is_empty() {
+        return Err(ConfigError::at(key, "must not be an empty list"));
+    }
+    for (i, s) in list.iter().enumerate() {
+        if s.is_empty() {
+            return Err(ConfigError::at(format!("{key}[{i}]"), "must not be empty"));
+        }
+    }
+    Ok(list)
+}
+
+impl Plugin for JwtAuth {
+    type Config = Config;
+
+    fn new(c: Config) -> Result<Self, ConfigError> {
+        let Some(names) = c.algorithms else {
+            return Err(ConfigError::at(
+                "algorithms",
+                "required: the algorithms tokens may be signed with, e.g. [\"RS256\"]",
+            ));
+        };
+        if names.is_empty() {
+            return Err(ConfigError::at("algorithms", "must not be empty"));
+        }
+        let mut algorithms = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let Some(alg) = keys::parse_algorithm(name) else {
+                let msg = if name.eq_ignore_ascii_case("none") {
+                    "`none` (unsigned tokens) is never accepted".to_string()
+                } else {
+                    let all: Vec<&str> =
+                        keys::SUPPORTED.iter().map(|a| keys::alg_name(*a)).collect();
+                    format!("unknown algorithm `{name}`; supported: {}", all.join(", "))
+                };
+                return Err(ConfigError::at(format!("algorithms[{i}]"), msg));
+            };
+            if !algorithms.contains(&alg) {
+                algorithms.push(alg);
+            }
+        }
+
+        let mut keys = Vec::new();
+        if let Some(secret) = &c.secret {
+            keys.push(keys::from_secret(secret, &algorithms)?);
+        }
+        if let Some(pem) = &c.public_key {
+            keys.push(keys::from_pem(pem, &algorithms)?);
+        }
+        if let Some(jwks) = &c.jwks {
+            keys.extend(keys::from_jwks(jwks, &algorithms)?);
+        }
+        if keys.is_empty() {
+            return Err(ConfigError::new(
+                "no key: give `secret`, `public_key` or `jwks`",
+            ));
+        }
+        for (i, alg) in algorithms.iter().enumerate() {
+            if !keys.iter().any(|k| k.algorithms().any(|a| a == *alg)) {
+                let i = names
+                    .iter()
+                    .position(|n| n == keys::alg_name(*alg))
+                    .unwrap_or(i);
+                return Err(ConfigError::at(
+                    format!("algorithms[{i}]"),
+                    format!(
+                        "no configured key verifies {}: an HS algorithm needs `secret` (or an `oct` JWK), the others a public key of their type",
+                        keys::alg_name(*alg)
+                    ),
+                ));
+            }
+        }
+
+        let sources = match c.token_source {
+            None => vec![Source::Bearer],
+            Some(OneOrMany::One(s)) => {
+                vec![Source::parse(&s).map_err(|e| ConfigError::at("token_source", e))?]
+            }
+            Some(OneOrMany::Many(list)) => {
+                if list.is_empty() {
+                    return Err(ConfigError::at("token_source", "must not be an empty list"));
+                }
+                let mut out = Vec::new();
+                for (i, s) in list.iter().enumerate() {
+                    out.push(
+                        Source::parse(s)
+                            .map_err(|e| ConfigError::at(format!("token_source[{i}]"), e))?,
+                    );
+                }
+                out
+            }
+        };
+
+        if c.leeway_seconds > MAX_LEEWAY_SECONDS {
+            return Err(ConfigError::at(
+                "leeway_seconds",
+                format!("at most {MAX_LEEWAY_SECONDS} (one day)"),
+            ));
+        }
+        let issuers = c
+            .issuer
+            .map(|i| strings("issuer", i.into_vec()))
+            .transpose()?;
+        let audiences = c
+            .audience
+            .map(|a| strings("audience", a.into_vec()))
+            .transpose()?;
+        for (i, claim) in c.required_claims.iter().enumerate() {
+            if claim.is_empty() {
+                return Err(ConfigError::at(
+                    format!("required_claims[{i}]"),
+                    "must not be empty",
+                ));
+            }
+        }
+        if c.roles_claim.is_empty() {
+            return Err(ConfigError::at("roles_claim", "must not be empty"));
+        }
+        if c.consumer_claim.is_empty() {
+            return Err(ConfigError::at("consumer_claim", "must not be empty"));
+        }
+        let mut required_roles = Vec::new();
+        for (i, role) in c.required_roles.iter().enumerate() {
+            if role.is_empty() {
+                return Err(ConfigError::at(
+                    format!("required_roles[{i}]"),
+                    "must not be empty",
+                ));
+            }
+            required_roles.push(Role::new(role));
+        }
+        let mut claim_headers: Vec<(ClaimPath, String)> = Vec::new();
+        for (claim, header) in &c.claims_to_headers {
+            let at = format!("claims_to_headers.{claim}");
+            if claim.is_empty() {
+                return Err(ConfigError::at(at, "the claim name must not be empty"));
+            }
+            if !source::is_token(header) {
+                return Err(ConfigError::at(
+                    at,
+                    format!("`{header}` is not a valid header name"),
+                ));
+            }
+            let header = header.to_ascii_lowercase();
+            if is_framing(&header) {
+                return Err(ConfigError::at(
+                    at,
+                    format!("`{header}` is managed by the gateway"),
+                ));
+            }
+            if claim_headers.iter().any(|(_, h)| *h == header) {
+                return Err(ConfigError::at(
+                    at,
+                    format!("`{header}` is already set from another claim"),
+                ));
+            }
+            claim_headers.push((ClaimPath::new(claim), header));
+        }
+        if c.max_token_bytes == 0 {
+            return Err(ConfigError::at("max_token_bytes", "must be greater than 0"));
+        }
+
+        Ok(Self {
+            algorithms,
+            keys,
+            sources,
+            leeway_ms: i64::try_from(c.leeway_seconds * 1000).unwrap_or(i64::MAX),
+            issuers,
+            audiences,
+            required_claims: c
+                .required_claims
+                .iter()
+                .map(|s| ClaimPath::new(s))
+                .collect(),
+            roles_claim: ClaimPath::new(&c.roles_claim),
+            required_roles,
+            claim_headers,
+            consumer_claim: ClaimPath::new(&c.consumer_claim),
+            max_token_bytes: c.max_token_bytes,
+            cache: Cache::new(c.cache_size),
+        })
+    }
+
+    fn registration(&self) -> Registration {
+        Registration::request_only()
+    }
+
+    fn on_request(&mut self, req: &mut Request<'_>) -> Result<Decision, Error> {
+        let Some(token) = self.sources.iter().find_map(|s| s.read(req)) else {
+            return unauthorized(None);
+        };
+        if token.len() > self.max_token_bytes {
+            return unauthorized(Some(&Invalid::TooLarge));
+        }
+        let key = TokenHash::of(&token);
+        let now = i64::try_from(clock::now_millis()).unwrap_or(i64::MAX);
+        if let Some(outcome) = self.cache.get(&key, now) {
+            return respond(req, &self.claim_headers, outcome);
+        }
+        match self.check(&token, now) {
+            Ok((outcome, expires_at)) => {
+                let decision = respond(req, &self.claim_headers, &outcome);
+                self.cache.insert(key, outcome, expires_at);
+                decision
+            }
+            Err(invalid) => {
+                if log::enabled(log::Level::Debug) {
+                    log::debug(&format!("token refused: {}", invalid.message()));
+                }
+                unauthorized(Some(&invalid))
+            }
+        }
+    }
+}
+
+impl JwtAuth {
+    /// Verifies a token at `now` (ms) and decides what it grants; with the instant the
+    /// decision stops holding (the token's `exp` plus the leeway).
+    fn check(&self, token: &str, now: i64) -> Result<(Outcome, i64), Invalid> {
+        let verify::Verified { claims } = verify::signature(token, &self.algorithms, &self.keys)?;
+
+        let exp = numeric_date_ms(&claims, "exp")?;
+        let nbf = numeric_date_ms(&claims, "nbf")?;
+        let expires_at = exp.map_or(i64::MAX, |e| e.saturating_add(self.leeway_ms));
+        if now >= expires_at {
+            return Err(Invalid::Expired);
+        }
+        if let Some(nbf) = nbf
+            && now.saturating_add(self.leeway_ms) < nbf
+        {
+            return Err(Invalid::NotYetValid);
+        }
+        if let Some(issuers) = &self.issuers
+            && !matches!(claims.get("iss"), Some(Value::String(iss)) if issuers.contains(iss))
+        {
+            return Err(Invalid::Issuer);
+        }
+        if let Some(audiences) = &self.audiences
+            && !matches_any(claims.get("aud"), audiences)
+        {
+            return Err(Invalid::Audience);
+        }
+        for claim in &self.required_claims {
+            if claim.get(&claims).is_none_or(Value::is_null) {
+                return Err(Invalid::MissingClaim(claim.name.clone()));
+            }
+        }
+
+        if !self.required_roles.is_empty() && !self.has_required_role(&claims) {
+            return Ok((Outcome::Forbidden, expires_at));
+        }
+
+        let headers = self
+            .claim_headers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (claim, _))| {
+                let text = claim_text(claim.get(&claims)?)?;
+                is_header_value(&text).then_some((i, text))
+            })
+            .collect();
+        let consumer = self.consumer_claim.get(&claims).and_then(claim_text);
+        let vars = claims
+            .iter()
+            .filter_map(|(name, value)| Some((format!("jwt.{name}"), claim_text(value)?)))
+            .take(MAX_CLAIM_VARS)
+            .collect();
+        Ok((
+            Outcome::Granted(Grant {
+                headers,
+                consumer,
+                vars,
+            }),
+            expires_at,
+        ))
+    }
+
+    fn has_required_role(&self, claims: &Map<String, Value>) -> bool {
+        let held: Vec<&str> = match self.roles_claim.get(claims) {
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+            // OAuth's `scope` is one space-separated string.
+            Some(Value::String(s)) => s.split_whitespace().collect(),
+            _ => return false,
+        };
+        self.required_roles
+            .iter()
+            .any(|r| held.iter().any(|h| r.satisfied_by(h)))
+    }
+}
+
+fn respond(
+    req: &mut Request<'_>,
+    claim_headers: &[(ClaimPath, String)],
+    outcome: &Outcome,
+) -> Result<Decision, Error> {
+    match outcome {
+        Outcome::Granted(grant) => {
+            apply(req, claim_headers, grant);
+            Ok(Decision::Continue)
+        }
+        Outcome::Forbidden => forbidden(),
+    }
+}
+
+fn apply(req: &mut Request<'_>, claim_headers: &[(ClaimPath, String)], grant: &Grant) {
+    // Whatever the client sent under these names is dropped, so a header the upstream sees
+    // comes from a verified claim or not at all.
+    for (_, header) in claim_headers {
+        req.remove_header(header);
+    }
+    for (i, value) in &grant.headers {
+        if let Some((_, header)) = claim_headers.get(*i)
+            && let Err(e) = req.set_header(header, value)
+        {
+            log::warn(&format!("claim header {header} not set: {e}"));
+        }
+    }
+    if let Some(consumer) = &grant.consumer {
+        req.set_var("consumer", consumer);
+    }
+    for (name, value) in &grant.vars {
+        req.set_var(name, value);
+    }
+}
+
+/// What the host accepts as a header value: visible ASCII, spaces and tabs.
+fn is_header_value(s: &str) -> bool {
+    s.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+}
+
+/// The headers the host frames messages with, which it refuses from plugins.
+fn is_framing(name: &str) -> bool {
+    matches!(
+        name,
+        "content-length"
+            | "transfer-encoding"
+            | "connection"
+            | "keep-alive"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "proxy-connection"
+    )
+}
+
+fn unauthorized(invalid: Option<&Invalid>) -> Result<Decision, Error> {
+    // RFC 6750 §3.1: a request without credentials gets a bare challenge; a bad token gets
+    // `invalid_token`.
+    let (challenge, error, message) = match invalid {
+        None => (
+            "Bearer".to_string(),
+            "missing_token",
+            "a bearer token is required".to_string(),
+        ),
+        Some(invalid) => {
+            let message = invalid.message();
+            let description: String = message
+                .chars()
+                .filter(|c| matches!(c, ' ' | '!' | '#'..='[' | ']'..='~'))
+                .collect();
+            (
+                format!("Bearer error=\"invalid_token\", error_description=\"{description}\""),
+                "invalid_token",
+                message,
+            )
+        }
+    };
+    let reply = Reply::json(
+        401,
+        &serde_json::json!({ "error": error, "message": message }),
+    )?
+    .header("www-authenticate", challenge);
+    Ok(Decision::Respond(reply))
+}
+
+fn forbidden() -> Result<Decision, Error> {
+    let reply = Reply::json(
+        403,
+        &serde_json::json!({ "error": "forbidden", "message": "the token lacks a required role" }),
+    )?
+    .header("www-authenticate", "Bearer error=\"insufficient_scope\"");
+    Ok(Decision::Respond(reply))
+}
+
+wasmgate_sdk::export!(JwtAuth);
