@@ -83,8 +83,9 @@ impl Limiter {
         imp::Limiter::open(name, quota).map(|inner| Limiter { inner })
     }
 
-    /// Takes `cost` tokens from the bucket of `key`, if they are there. A `cost` of 0 only
-    /// reads the bucket; a `cost` above the burst never passes.
+    /// Takes `cost` tokens from the bucket of `key`, if they are there. A `cost` of 0 takes
+    /// nothing and reports a full bucket (the host cannot read a bucket without taking from
+    /// it); a `cost` above the burst never passes.
     pub fn check(&self, key: &str, cost: u32) -> Verdict {
         self.inner.check(key, cost)
     }

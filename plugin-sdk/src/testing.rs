@@ -863,6 +863,16 @@ pub(crate) mod host {
     /// GCRA: each token is worth `interval` of time; a bucket is its theoretical arrival time
     /// (`tat`), and a request passes while `tat` stays within `burst` intervals of now.
     pub(crate) fn limiter_check(name: &str, quota: Quota, key: &str, cost: u32) -> Verdict {
+        if cost == 0 {
+            // As on the host, which cannot read a bucket without taking from it.
+            return Verdict {
+                allowed: true,
+                limit: quota.burst,
+                remaining: quota.burst,
+                reset_after_ms: 0,
+                retry_after_ms: 0,
+            };
+        }
         const NANOS_PER_MILLI: u128 = 1_000_000;
         let ceil_millis =
             |nanos: u128| u64::try_from(nanos.div_ceil(NANOS_PER_MILLI)).unwrap_or(u64::MAX);
@@ -1212,9 +1222,11 @@ mod tests {
         let v = limiter.check("k", 2);
         assert!(v.allowed);
         assert_eq!((v.remaining, v.reset_after_ms), (1, 1_000));
+        // A zero cost takes nothing and, as on the host, reports a full bucket.
         let v = limiter.check("k", 0);
         assert!(v.allowed);
-        assert_eq!(v.remaining, 1);
+        assert_eq!(v.remaining, 3);
+        assert_eq!(limiter.check("k", 1).remaining, 0, "the zero-cost check took nothing");
         let v = limiter.check("k", 4);
         assert!(!v.allowed);
         assert_eq!(v.retry_after_ms, u64::MAX);
