@@ -1226,7 +1226,11 @@ mod tests {
         let v = limiter.check("k", 0);
         assert!(v.allowed);
         assert_eq!(v.remaining, 3);
-        assert_eq!(limiter.check("k", 1).remaining, 0, "the zero-cost check took nothing");
+        assert_eq!(
+            limiter.check("k", 1).remaining,
+            0,
+            "the zero-cost check took nothing"
+        );
         let v = limiter.check("k", 4);
         assert!(!v.allowed);
         assert_eq!(v.retry_after_ms, u64::MAX);
