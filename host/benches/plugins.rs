@@ -9,12 +9,13 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use wasmgate::capabilities::{kv, rate_limit};
-use wasmgate::config::{InstanceMode, WasmConfig};
+use wasmgate::config::{InstanceMode, Limits, OnError, WasmConfig};
 use wasmgate::metrics::Metrics;
 use wasmgate::pipeline::{Exchange, Pipeline, RequestOutcome, Stage};
+use wasmgate::plugins::bindings::Decision;
 use wasmgate::plugins::pool::Instances;
 use wasmgate::plugins::state::StageContext;
-use wasmgate::plugins::{LoadedPlugin, Runtime};
+use wasmgate::plugins::{LoadedPlugin, Runtime, Sandbox};
 use wasmgate::router::{Matcher, Router};
 
 fn wasm(name: &str) -> PathBuf {
@@ -48,7 +49,8 @@ fn instances(loaded: &LoadedPlugin, config: &str, mode: InstanceMode) -> Instanc
         kv: kv::Namespaces::default().get(&loaded.name),
         limiters: Arc::new(rate_limit::Registry::default()),
     });
-    Instances::new(loaded.clone(), config.into(), ctx, mode, 2)
+    let sandbox = Sandbox::new(&Limits::default(), false);
+    Instances::new(loaded.clone(), config.into(), ctx, mode, sandbox, 4)
         .unwrap()
         .0
 }
@@ -67,7 +69,7 @@ fn plugin_calls(c: &mut Criterion) {
         .with_writer(std::io::stderr)
         .try_init();
     let rt = runtime();
-    let runtime = Runtime::new(&WasmConfig::default()).unwrap();
+    let runtime = Runtime::new(&WasmConfig::default(), false).unwrap();
     let headers = runtime.load("headers", &wasm("headers")).unwrap();
     let config = r#"{"request_id": true, "request": {"set": {"x-client-ip": "${client_ip}", "x-route": "${route}"}}}"#;
     let mut group = c.benchmark_group("plugin_call");
@@ -90,7 +92,7 @@ fn plugin_calls(c: &mut Criterion) {
 
 fn pipelines(c: &mut Criterion) {
     let rt = runtime();
-    let runtime = Runtime::new(&WasmConfig::default()).unwrap();
+    let runtime = Runtime::new(&WasmConfig::default(), false).unwrap();
     let fixture = runtime.load("fixture", &wasm("fixture")).unwrap();
     let metrics = Metrics::new();
     let mut group = c.benchmark_group("pipeline_request_phase");
@@ -99,7 +101,7 @@ fn pipelines(c: &mut Criterion) {
             .map(|i| {
                 let cfg = format!(r#"{{"set_var": {{"v{i}": "x"}}}}"#);
                 let instances = instances(&fixture, &cfg, InstanceMode::Pooled);
-                Stage {
+                Arc::new(Stage {
                     plugin: fixture.name.clone(),
                     hash: fixture.hash.clone(),
                     registration: wasmgate::plugins::bindings::Registration {
@@ -108,8 +110,9 @@ fn pipelines(c: &mut Criterion) {
                         request_body: false,
                         response_body: false,
                     },
+                    on_error: OnError::Deny,
                     instances,
-                }
+                })
             })
             .collect();
         let pipeline = Pipeline { stages };
@@ -154,5 +157,74 @@ fn route_match(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, plugin_calls, pipelines, route_match);
+/// What the sandbox's time limits cost: a CPU-heavy call (the transform plugin turning a ~1 KB
+/// JSON body into a SOAP envelope) on an engine without interruption, with epoch interruption
+/// (the default), and with epoch interruption and fuel metering.
+fn sandbox_overhead(c: &mut Criterion) {
+    let rt = runtime();
+    let config = r#"{"request": {"json_to_soap": {"version": "1.1", "operation": "CreateOrder", "namespace": "http://example.com/orders", "soap_action": "http://example.com/orders/CreateOrder"}}}"#;
+    let mut body = String::from(
+        r#"{"customer": {"id": 42, "name": "Ada <Lovelace> & Co", "email": "ada@example.com"}, "items": ["#,
+    );
+    for i in 0..12 {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&format!(
+            r#"{{"sku": "SKU-{i:04}", "quantity": {i}, "price": "19.99", "gift": false}}"#
+        ));
+    }
+    body.push_str(r#"], "note": "leave at the door"}"#);
+    let mut group = c.benchmark_group("sandbox_overhead");
+    for (label, fuel, epoch) in [
+        ("none", false, false),
+        ("epoch", false, true),
+        ("epoch+fuel", true, true),
+    ] {
+        let runtime = Runtime::with_interruption(&WasmConfig::default(), fuel, epoch).unwrap();
+        let transform = runtime.load("transform", &wasm("transform")).unwrap();
+        let ctx = Arc::new(StageContext {
+            plugin: transform.name.clone(),
+            route: "orders".into(),
+            kv: kv::Namespaces::default().get("transform"),
+            limiters: Arc::new(rate_limit::Registry::default()),
+        });
+        let sandbox = Sandbox::new(&Limits::default(), fuel);
+        let inst = Instances::new(
+            transform.clone(),
+            config.into(),
+            ctx,
+            InstanceMode::Pooled,
+            sandbox,
+            4,
+        )
+        .unwrap()
+        .0;
+        let mut ex = exchange();
+        ex.allow_request_body = true;
+        let mut slot = Some(ex);
+        group.bench_function(format!("{label}/json_to_soap_1k"), |b| {
+            b.iter(|| {
+                let mut ex = slot.take().unwrap();
+                ex.request_body = Some(bytes::Bytes::from(body.clone()));
+                ex.request.method = http::Method::POST;
+                let (back, result) = rt.block_on(inst.on_request(ex));
+                assert!(
+                    matches!(result, Ok(Decision::Continue)),
+                    "the envelope was built"
+                );
+                slot = Some(back);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    plugin_calls,
+    pipelines,
+    route_match,
+    sandbox_overhead
+);
 criterion_main!(benches);

@@ -13,7 +13,7 @@ use crate::metrics::{Metrics, RouteMetrics};
 use crate::pipeline::{Pipeline, Stage};
 use crate::plugins::pool::Instances;
 use crate::plugins::state::StageContext;
-use crate::plugins::{LoadedPlugin, Runtime};
+use crate::plugins::{LoadedPlugin, Runtime, Sandbox};
 use crate::proxy::Upstream;
 use crate::router::{Matcher, Router};
 
@@ -43,6 +43,8 @@ pub struct Table {
     pub router: Router<Arc<Route>>,
     /// `(name, sha256)` of every plugin the config loaded.
     pub plugins: Vec<(Arc<str>, Arc<str>)>,
+    /// Every stage, by what it was built from, for the next table to reuse.
+    stages: HashMap<String, Vec<Arc<Stage>>>,
 }
 
 /// The running gateway: shared state and the current table.
@@ -55,11 +57,40 @@ impl Gateway {
     /// Builds everything a config describes. Blocking (compiles plugins, runs their `init`):
     /// call it off the async runtime. All problems are returned, each naming where it is.
     pub fn build_table(shared: &Shared, config: &Config) -> Result<Table, Vec<String>> {
+        Self::build_table_from(shared, config, None)
+    }
+
+    /// Like [`Gateway::build_table`], but a pipeline entry built from exactly the same inputs
+    /// as one in `previous` (route, plugin bytes, config after `config_files`, instance mode,
+    /// every other setting of the entry and of its plugin) reuses that stage and its warm
+    /// instances instead of creating and initialising new ones.
+    pub fn build_table_from(
+        shared: &Shared,
+        config: &Config,
+        previous: Option<&Table>,
+    ) -> Result<Table, Vec<String>> {
         let mut problems = Vec::new();
+        if config.wants_fuel() && !shared.runtime.fuel() {
+            problems.push(
+                "a plugin now has fuel_per_call, but the engine was started without fuel \
+                 metering: restart the gateway to apply it"
+                    .to_owned(),
+            );
+        }
+        let mut reusable: HashMap<String, Vec<Arc<Stage>>> =
+            previous.map(|t| t.stages.clone()).unwrap_or_default();
+        let mut built: HashMap<String, Vec<Arc<Stage>>> = HashMap::new();
 
         let mut loaded: HashMap<&str, LoadedPlugin> = HashMap::new();
         for (name, p) in &config.plugins {
-            match shared.runtime.load(name, &config.plugin_path(p)) {
+            let checked = shared
+                .runtime
+                .load(name, &config.plugin_path(p))
+                .and_then(|l| {
+                    shared.runtime.check_grants(&l, p.capabilities.as_deref())?;
+                    Ok(l)
+                });
+            match checked {
                 Ok(l) => {
                     loaded.insert(name, l);
                 }
@@ -104,13 +135,41 @@ impl Gateway {
                     limiters: shared.limiters.clone(),
                 });
                 let mode = entry.instances.unwrap_or(config.wasm.instances);
-                match Instances::new(plugin.clone(), json.into(), ctx, mode, shared.workers) {
-                    Ok((instances, registration)) => stages.push(Stage {
-                        plugin: plugin.name.clone(),
-                        hash: plugin.hash.clone(),
-                        registration,
-                        instances,
-                    }),
+                let key = crate::plugins::content_hash(
+                    format!(
+                        "{}\0{}\0{mode:?}\0{entry:?}\0{:?}\0{json}",
+                        r.name,
+                        plugin.hash,
+                        config.plugins.get(&entry.plugin)
+                    )
+                    .as_bytes(),
+                );
+                if let Some(stage) = reusable.get_mut(&key).and_then(Vec::pop) {
+                    stages.push(stage.clone());
+                    built.entry(key).or_default().push(stage);
+                    continue;
+                }
+                let limits = config
+                    .plugins
+                    .get(&entry.plugin)
+                    .map(|p| p.limits.or(&config.wasm.limits))
+                    .unwrap_or_else(|| config.wasm.limits.clone());
+                let sandbox = Sandbox::new(&limits, shared.runtime.fuel());
+                // Calls yield at each epoch tick, so a worker may have more than one call of an
+                // entry in flight: keep a few instances per worker.
+                let max_idle = shared.workers * 2;
+                match Instances::new(plugin.clone(), json.into(), ctx, mode, sandbox, max_idle) {
+                    Ok((instances, registration)) => {
+                        let stage = Arc::new(Stage {
+                            plugin: plugin.name.clone(),
+                            hash: plugin.hash.clone(),
+                            registration,
+                            on_error: entry.on_error,
+                            instances,
+                        });
+                        stages.push(stage.clone());
+                        built.entry(key).or_default().push(stage);
+                    }
                     Err(e) => problems.push(format!("{at}: {e}")),
                 }
             }
@@ -140,6 +199,7 @@ impl Gateway {
         Ok(Table {
             router: Router::new(routes),
             plugins,
+            stages: built,
         })
     }
 

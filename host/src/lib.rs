@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod plugins;
 pub mod proxy;
+pub mod reload;
 pub mod router;
 pub mod run;
 pub mod server;

@@ -122,7 +122,7 @@ fn run(path: &std::path::Path) -> ExitCode {
         }
         Ok((shared, Ok(table))) => (shared, table),
     };
-    match wasmgate::run::serve(config, shared, table) {
+    match wasmgate::run::serve(path, config, shared, table) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -1,6 +1,8 @@
 //! Starting and stopping the gateway: build the state from a config, bind the listeners, start
-//! one single-threaded runtime per worker, serve until SIGINT or SIGTERM, drain.
+//! one single-threaded runtime per worker and the reload thread, serve until SIGINT or SIGTERM
+//! (SIGHUP reloads), drain.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +14,7 @@ use crate::config::Config;
 use crate::gateway::{Gateway, Shared, Table};
 use crate::metrics::Metrics;
 use crate::plugins::Runtime;
+use crate::reload;
 use crate::server::{self, ConnLimits};
 
 /// Worker threads: `server.workers`, or one per core.
@@ -25,7 +28,8 @@ pub fn workers(config: &Config) -> usize {
 
 /// Builds the shared state and the first table. Blocking.
 pub fn build(config: &Config) -> anyhow::Result<(Shared, Result<Table, Vec<String>>)> {
-    let runtime = Runtime::new(&config.wasm).context("starting the Wasm engine")?;
+    let runtime =
+        Runtime::new(&config.wasm, config.wants_fuel()).context("starting the Wasm engine")?;
     let shared = Shared {
         runtime,
         limiters: Default::default(),
@@ -43,8 +47,16 @@ fn current_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Serves a config until a shutdown signal, then drains. Blocks until everything stopped.
-pub fn serve(config: Config, shared: Shared, table: Table) -> anyhow::Result<()> {
+/// Serves `config`, read from `path` (which hot reload watches), until SIGINT or SIGTERM, then
+/// drains. Blocks until everything stopped.
+pub fn serve(path: &Path, config: Config, shared: Shared, table: Table) -> anyhow::Result<()> {
+    // Signal handlers first: a SIGHUP sent as soon as the gateway says it listens must reload,
+    // not kill it.
+    let main_rt = current_thread_runtime()?;
+    let mut signals = {
+        let _in_rt = main_rt.enter();
+        Signals::new().context("installing signal handlers")?
+    };
     let workers = shared.workers;
     let gw = Arc::new(Gateway {
         shared,
@@ -72,6 +84,9 @@ pub fn serve(config: Config, shared: Shared, table: Table) -> anyhow::Result<()>
         tracing::info!(addr = %a.local_addr()?, "admin listening");
     }
 
+    let (reloader, _reload_thread) =
+        reload::start(gw.clone(), path, config.clone()).context("starting the reload thread")?;
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut admin = admin;
     let mut threads = Vec::with_capacity(workers);
@@ -79,18 +94,20 @@ pub fn serve(config: Config, shared: Shared, table: Table) -> anyhow::Result<()>
         let gw = gw.clone();
         let stop = stop_rx.clone();
         let admin = if i == 0 { admin.take() } else { None };
+        let reloader = reloader.clone();
         let thread = std::thread::Builder::new()
             .name(format!("worker-{i}"))
             .spawn(move || -> anyhow::Result<()> {
                 server::set_worker_index(i);
                 let rt = current_thread_runtime()?;
-                rt.block_on(worker(i, gw, listener, admin, limits, stop))
+                rt.block_on(worker(i, gw, reloader, listener, admin, limits, stop))
             })?;
         threads.push(thread);
     }
 
-    current_thread_runtime()?.block_on(shutdown_signal());
+    main_rt.block_on(signals.until_shutdown(&reloader));
     tracing::info!("shutting down: draining open requests");
+    reloader.stop();
     let _ = stop_tx.send(true);
     let mut result = Ok(());
     for t in threads {
@@ -109,6 +126,7 @@ pub fn serve(config: Config, shared: Shared, table: Table) -> anyhow::Result<()>
 async fn worker(
     index: usize,
     gw: Arc<Gateway>,
+    reloader: reload::Handle,
     listener: std::net::TcpListener,
     admin: Option<std::net::TcpListener>,
     limits: ConnLimits,
@@ -134,7 +152,7 @@ async fn worker(
             admin,
             limits,
             stop.clone(),
-            move |req, _| crate::admin::handle(gw.clone(), req),
+            move |req, _| crate::admin::handle(gw.clone(), reloader.clone(), req),
         ));
     }
     let housekeeping = (index == 0).then(|| {
@@ -156,25 +174,49 @@ async fn worker(
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// The signals the gateway acts on: SIGINT and SIGTERM stop it, SIGHUP reloads the config.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::terminate(),
-        ) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the gateway");
-                let _ = ctrl_c.await;
-                return;
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers; must run inside a runtime.
+    fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                int: signal(SignalKind::interrupt())?,
+                term: signal(SignalKind::terminate())?,
+                hup: signal(SignalKind::hangup())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// Asks for a reload at each SIGHUP; returns at SIGINT or SIGTERM.
+    async fn until_shutdown(&mut self, reloader: &reload::Handle) {
+        #[cfg(unix)]
+        loop {
+            tokio::select! {
+                _ = self.int.recv() => return,
+                _ = self.term.recv() => return,
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the config");
+                    reloader.signal();
+                }
             }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = reloader;
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

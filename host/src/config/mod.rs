@@ -22,6 +22,8 @@ pub struct Config {
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub reload: ReloadConfig,
     /// Directory the config was read from; plugin paths are relative to it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -44,6 +46,37 @@ pub struct ServerConfig {
     /// Largest body buffered for a plugin that reads bodies (a route may override it).
     #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: usize,
+}
+
+/// Hot reload: how changes to the config file and the files it names are picked up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Watch the config file, the plugin components and `config_files` for changes.
+    #[serde(default = "ReloadConfig::default_watch")]
+    pub watch: bool,
+    /// Quiet time after the last file change before reloading, so a write in several steps
+    /// is read once, whole.
+    #[serde(default = "ReloadConfig::default_debounce_ms")]
+    pub debounce_ms: u64,
+}
+
+impl ReloadConfig {
+    fn default_watch() -> bool {
+        true
+    }
+    fn default_debounce_ms() -> u64 {
+        200
+    }
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self {
+            watch: Self::default_watch(),
+            debounce_ms: Self::default_debounce_ms(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -71,6 +104,9 @@ pub struct WasmConfig {
     /// Most plugin instances alive at once, across all routes (sizes the pooling allocator).
     #[serde(default = "defaults::max_instances")]
     pub max_instances: u32,
+    /// Default limits for every plugin; `[plugins.NAME]` may override each.
+    #[serde(flatten)]
+    pub limits: Limits,
 }
 
 impl Default for WasmConfig {
@@ -78,15 +114,62 @@ impl Default for WasmConfig {
         Self {
             instances: defaults::instance_mode(),
             max_instances: defaults::max_instances(),
+            limits: Limits::default(),
         }
     }
 }
+
+/// A plugin's sandbox limits. Unset keys fall back to `[wasm]`, then to the built-in defaults.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest linear memory, in MiB (default 16).
+    pub memory_limit_mib: Option<u32>,
+    /// Longest a single call may run, in ms (default 50).
+    pub call_timeout_ms: Option<u64>,
+    /// Fuel (roughly, Wasm instructions) a single call may burn; unset means unmetered.
+    pub fuel_per_call: Option<u64>,
+    /// Pooled instances are replaced after this many calls; unset means never.
+    pub max_uses: Option<u64>,
+}
+
+impl Limits {
+    /// These limits, with unset keys taken from `defaults`.
+    pub fn or(&self, defaults: &Limits) -> Limits {
+        Limits {
+            memory_limit_mib: self.memory_limit_mib.or(defaults.memory_limit_mib),
+            call_timeout_ms: self.call_timeout_ms.or(defaults.call_timeout_ms),
+            fuel_per_call: self.fuel_per_call.or(defaults.fuel_per_call),
+            max_uses: self.max_uses.or(defaults.max_uses),
+        }
+    }
+}
+
+/// The host interfaces a plugin may be granted.
+pub const CAPABILITIES: [&str; 4] = ["log", "clock", "rate-limit", "kv"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
     /// Path of the component, relative to the config file.
     pub path: PathBuf,
+    /// Host interfaces the plugin may import (of `log`, `clock`, `rate-limit`, `kv`); a
+    /// component importing one it was not granted is refused at load. Unset grants all.
+    #[serde(default)]
+    pub capabilities: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub limits: Limits,
+}
+
+/// What a plugin failure does to the request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Answer 500; the request never reaches the upstream.
+    #[default]
+    Deny,
+    /// Go on as if the plugin were not in the pipeline.
+    Skip,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -129,6 +212,9 @@ pub struct PipelineEntry {
     /// Overrides `[wasm] instances` for this entry.
     #[serde(default)]
     pub instances: Option<InstanceMode>,
+    /// What a failure of this plugin does to the request.
+    #[serde(default)]
+    pub on_error: OnError,
     /// Config keys whose value is a file's text (path relative to the config file), read at
     /// load: keys, certificates and JWKS stay out of the config, and plugins need no
     /// filesystem access.
@@ -231,6 +317,15 @@ impl Config {
         serde_json::to_string(&table).map_err(|e| format!("config cannot be sent as JSON: {e}"))
     }
 
+    /// Whether any plugin has a fuel limit, which needs an engine that meters fuel.
+    pub fn wants_fuel(&self) -> bool {
+        self.wasm.limits.fuel_per_call.is_some()
+            || self
+                .plugins
+                .values()
+                .any(|p| p.limits.fuel_per_call.is_some())
+    }
+
     /// Where a plugin's component file is.
     pub fn plugin_path(&self, plugin: &PluginConfig) -> PathBuf {
         self.base_dir.join(&plugin.path)
@@ -299,6 +394,33 @@ impl Config {
                         names(self.plugins.keys())
                     ));
                 }
+            }
+        }
+        for (name, p) in &self.plugins {
+            for c in p.capabilities.iter().flatten() {
+                if !CAPABILITIES.contains(&c.as_str()) {
+                    out.push(format!(
+                        "plugins.{name}.capabilities: unknown capability `{c}` (known: {})",
+                        CAPABILITIES.join(", ")
+                    ));
+                }
+            }
+        }
+        for (at, l) in std::iter::once(("wasm".to_owned(), &self.wasm.limits)).chain(
+            self.plugins
+                .iter()
+                .map(|(n, p)| (format!("plugins.{n}"), &p.limits)),
+        ) {
+            if l.memory_limit_mib.is_some_and(|m| m == 0 || m > 1024) {
+                out.push(format!("{at}.memory_limit_mib: must be between 1 and 1024"));
+            }
+            if l.call_timeout_ms.is_some_and(|t| t == 0 || t > 60_000) {
+                out.push(format!("{at}.call_timeout_ms: must be between 1 and 60000"));
+            }
+            if l.fuel_per_call == Some(0) || l.max_uses == Some(0) {
+                out.push(format!(
+                    "{at}: fuel_per_call and max_uses must be greater than 0"
+                ));
             }
         }
         if self.wasm.max_instances == 0 {
@@ -371,5 +493,35 @@ plugin = "ghost"
     fn line_col_counts_from_one() {
         assert_eq!(line_col("ab\ncd", 4), (2, 2));
         assert_eq!(line_col("ab", 0), (1, 1));
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn limits_parse_and_unknown_keys_are_refused() {
+        let ok = Config::parse(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[wasm]\nmemory_limit_mib = 8\ncall_timeout_ms = 20\n[plugins.p]\npath = \"p.wasm\"\nmax_uses = 3\ncapabilities = [\"log\"]\n",
+            Path::new("gw.toml"),
+        )
+        .unwrap();
+        assert_eq!(ok.wasm.limits.memory_limit_mib, Some(8));
+        assert_eq!(ok.plugins["p"].limits.max_uses, Some(3));
+        let err = Config::parse(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[plugins.p]\npath = \"p.wasm\"\nmemory_limit = 8\n",
+            Path::new("gw.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("memory_limit"), "{err}");
+        let err = Config::parse(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[wasm]\nbogus = 1\n",
+            Path::new("gw.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("bogus"), "{err}");
     }
 }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::{request, response};
 
 use crate::capabilities::http::reply_into_parts;
+use crate::config::OnError;
 use crate::metrics::Metrics;
 use crate::plugins::bindings::{Decision, Registration};
 use crate::plugins::pool::{Failure, Instances};
@@ -103,6 +104,7 @@ pub struct Stage {
     pub plugin: Arc<str>,
     pub hash: Arc<str>,
     pub registration: Registration,
+    pub on_error: OnError,
     pub instances: Instances,
 }
 
@@ -118,7 +120,8 @@ pub enum RequestOutcome {
 
 /// A route's plugins, in order.
 pub struct Pipeline {
-    pub stages: Vec<Stage>,
+    /// Shared with the next config's table when the entry did not change.
+    pub stages: Vec<Arc<Stage>>,
 }
 
 impl Pipeline {
@@ -162,13 +165,15 @@ impl Pipeline {
                 Ok(Decision::Respond(reply)) => match reply_into_parts(reply, ex.body_limit) {
                     Ok((parts, body)) => return (ex, i, RequestOutcome::Reply(parts, body)),
                     Err(e) => {
-                        fail(&ex, stage, &Failure::BadOutput(e.to_string()), metrics);
-                        return (ex, i, RequestOutcome::Failed);
+                        if fail(&ex, stage, &Failure::BadOutput(e.to_string()), metrics) {
+                            return (ex, i, RequestOutcome::Failed);
+                        }
                     }
                 },
                 Err(f) => {
-                    fail(&ex, stage, &f, metrics);
-                    return (ex, i, RequestOutcome::Failed);
+                    if fail(&ex, stage, &f, metrics) {
+                        return (ex, i, RequestOutcome::Failed);
+                    }
                 }
             }
         }
@@ -202,13 +207,15 @@ impl Pipeline {
                         })
                     }
                     Err(e) => {
-                        fail(&ex, stage, &Failure::BadOutput(e.to_string()), metrics);
-                        return (ex, Err(()));
+                        if fail(&ex, stage, &Failure::BadOutput(e.to_string()), metrics) {
+                            return (ex, Err(()));
+                        }
                     }
                 },
                 Err(f) => {
-                    fail(&ex, stage, &f, metrics);
-                    return (ex, Err(()));
+                    if fail(&ex, stage, &f, metrics) {
+                        return (ex, Err(()));
+                    }
                 }
             }
         }
@@ -216,7 +223,9 @@ impl Pipeline {
     }
 }
 
-fn fail(ex: &Exchange, stage: &Stage, failure: &Failure, metrics: &Metrics) {
+/// Logs and counts a failure; returns whether it fails the request (`on_error = "deny"`).
+fn fail(ex: &Exchange, stage: &Stage, failure: &Failure, metrics: &Metrics) -> bool {
+    let deny = stage.on_error == OnError::Deny;
     tracing::error!(
         route = %ex.route,
         plugin = %stage.plugin,
@@ -224,7 +233,9 @@ fn fail(ex: &Exchange, stage: &Stage, failure: &Failure, metrics: &Metrics) {
         phase = ?ex.phase,
         kind = failure.kind(),
         error = %failure,
+        on_error = if deny { "deny" } else { "skip" },
         "plugin failed"
     );
     metrics.plugin_error(&ex.route, &stage.plugin, failure.kind());
+    deny
 }

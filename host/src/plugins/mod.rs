@@ -20,12 +20,36 @@ use self::bindings::{Plugin, PluginPre};
 use self::state::HostState;
 use crate::config::WasmConfig;
 
-/// How often the epoch advances; a call's deadline is counted in these ticks.
+/// How often the epoch advances: a call past its deadline is stopped within one tick.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
-/// Longest a single plugin call may run.
+/// Longest a single plugin call may run, unless configured.
 pub const CALL_TIMEOUT: Duration = Duration::from_millis(50);
-/// Largest linear memory a plugin instance may grow to.
-pub const MEMORY_LIMIT: usize = 16 << 20;
+/// Largest linear memory a plugin instance may grow to, unless configured.
+pub const MEMORY_LIMIT_MIB: u32 = 16;
+
+/// The limits one plugin's instances run under, resolved from the config.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sandbox {
+    pub memory_bytes: usize,
+    pub call_timeout: Duration,
+    /// Fuel set before each call, when the engine meters fuel (`u64::MAX` for plugins without
+    /// a fuel limit).
+    pub fuel: Option<u64>,
+    pub max_uses: Option<u64>,
+}
+
+impl Sandbox {
+    pub fn new(limits: &crate::config::Limits, engine_fuel: bool) -> Self {
+        Self {
+            memory_bytes: limits.memory_limit_mib.unwrap_or(MEMORY_LIMIT_MIB) as usize * (1 << 20),
+            call_timeout: limits
+                .call_timeout_ms
+                .map_or(CALL_TIMEOUT, Duration::from_millis),
+            fuel: engine_fuel.then(|| limits.fuel_per_call.unwrap_or(u64::MAX)),
+            max_uses: limits.max_uses,
+        }
+    }
+}
 /// Upper bound for any plugin's memory, sizing the pooling allocator's slots.
 const POOL_MEMORY_CEILING: usize = 1 << 30;
 
@@ -41,13 +65,28 @@ pub struct LoadedPlugin {
 /// The engine, the linker with every host capability, and the compiled-component cache.
 pub struct Runtime {
     engine: Engine,
+    fuel: bool,
     linker: Linker<HostState>,
     compiled: Mutex<HashMap<String, Component>>,
+    /// Compiled components on disk, shared across runs; `None` when off or unusable.
+    disk_cache: Option<crate::reload::compile_cache::CompileCache>,
     _ticker: std::thread::JoinHandle<()>,
 }
 
 impl Runtime {
-    pub fn new(cfg: &WasmConfig) -> anyhow::Result<Arc<Self>> {
+    /// `fuel` turns on fuel metering for the engine's whole life (it costs every plugin some
+    /// speed, so it is only on when some plugin asks for a fuel limit).
+    pub fn new(cfg: &WasmConfig, fuel: bool) -> anyhow::Result<Arc<Self>> {
+        Self::with_interruption(cfg, fuel, true)
+    }
+
+    /// Like [`Runtime::new`], with epoch interruption optional: only the benchmarks that
+    /// measure its cost turn it off. Without it, nothing stops a plugin stuck in a loop.
+    pub fn with_interruption(
+        cfg: &WasmConfig,
+        fuel: bool,
+        epoch: bool,
+    ) -> anyhow::Result<Arc<Self>> {
         let mut pool = PoolingAllocationConfig::new();
         let instances = cfg.max_instances;
         pool.total_component_instances(instances)
@@ -64,11 +103,13 @@ impl Runtime {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
-            .epoch_interruption(true)
+            .epoch_interruption(epoch)
+            .consume_fuel(fuel)
             .cranelift_opt_level(OptLevel::Speed)
             .max_wasm_stack(512 * 1024)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
+        let disk_cache = crate::reload::compile_cache::CompileCache::open(&engine);
 
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
@@ -89,14 +130,50 @@ impl Runtime {
 
         Ok(Arc::new(Self {
             engine,
+            fuel,
             linker,
             compiled: Mutex::new(HashMap::new()),
+            disk_cache,
             _ticker: ticker,
         }))
     }
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Whether the engine meters fuel.
+    pub fn fuel(&self) -> bool {
+        self.fuel
+    }
+
+    /// Refuses a plugin that imports a host interface it was not granted. `None` grants all.
+    pub fn check_grants(
+        &self,
+        plugin: &LoadedPlugin,
+        granted: Option<&[String]>,
+    ) -> Result<(), String> {
+        let Some(granted) = granted else {
+            return Ok(());
+        };
+        let component = plugin.pre.instance_pre().component();
+        for (name, _) in component.component_type().imports(&self.engine) {
+            let Some(interface) = name.strip_prefix("wasmgate:plugin/") else {
+                continue;
+            };
+            let interface = interface.split('@').next().unwrap_or(interface);
+            if interface == "http" {
+                continue; // the plugin's own request and response: always granted
+            }
+            if !granted.iter().any(|g| g == interface) {
+                return Err(format!(
+                    "plugin `{}` imports {name}, which it was not granted (capabilities = [{}])",
+                    plugin.name,
+                    granted.join(", ")
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Reads, compiles (or reuses the compiled copy of the same bytes) and links a plugin.
@@ -109,12 +186,24 @@ impl Runtime {
         let component = match cached {
             Some(c) => c,
             None => {
-                let c = Component::new(&self.engine, &bytes).map_err(|e| {
+                let started = std::time::Instant::now();
+                let (c, from_disk) = match &self.disk_cache {
+                    Some(cache) => cache.get_or_compile(&self.engine, &hash, &bytes),
+                    None => Component::new(&self.engine, &bytes).map(|c| (c, false)),
+                }
+                .map_err(|e| {
                     format!(
                         "plugin `{name}` ({}): not a valid component: {e:#}",
                         path.display()
                     )
                 })?;
+                tracing::info!(
+                    plugin = name,
+                    hash = %hash,
+                    ms = started.elapsed().as_millis() as u64,
+                    from_disk_cache = from_disk,
+                    "plugin compiled"
+                );
                 self.compiled.lock().insert(hash.clone(), c.clone());
                 c
             }

@@ -19,7 +19,7 @@ use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 
 use super::bindings::{Decision, Plugin, Registration};
 use super::state::{HostState, StageContext};
-use super::{CALL_TIMEOUT, LoadedPlugin, MEMORY_LIMIT};
+use super::{LoadedPlugin, Sandbox};
 use crate::config::InstanceMode;
 use crate::pipeline::{Exchange, Phase};
 
@@ -33,6 +33,10 @@ pub enum Failure {
     Plugin(String),
     #[error("plugin ran past its {0} ms deadline")]
     Timeout(u64),
+    #[error("plugin ran out of fuel")]
+    OutOfFuel,
+    #[error("plugin ran out of memory (limit {0} MiB)")]
+    Memory(usize),
     #[error("plugin trapped: {0}")]
     Trap(String),
     #[error("plugin could not be instantiated: {0}")]
@@ -47,15 +51,19 @@ impl Failure {
         match self {
             Self::Plugin(_) => "error",
             Self::Timeout(_) => "timeout",
+            Self::OutOfFuel => "fuel",
+            Self::Memory(_) => "memory",
             Self::Trap(_) => "trap",
             Self::Instantiate(_) => "instantiate",
             Self::BadOutput(_) => "bad_output",
         }
     }
 
-    fn from_trap(e: wasmtime::Error) -> Self {
+    fn from_trap(e: wasmtime::Error, sandbox: &Sandbox, memory_refused: bool) -> Self {
         match e.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => Self::Timeout(CALL_TIMEOUT.as_millis() as u64),
+            Some(Trap::Interrupt) => Self::Timeout(sandbox.call_timeout.as_millis() as u64),
+            Some(Trap::OutOfFuel) => Self::OutOfFuel,
+            _ if memory_refused => Self::Memory(sandbox.memory_bytes >> 20),
             _ => Self::Trap(format!("{e:#}")),
         }
     }
@@ -64,6 +72,7 @@ impl Failure {
 struct Instance {
     store: Store<HostState>,
     plugin: Plugin,
+    uses: u64,
 }
 
 /// The instances of one pipeline entry: one plugin, with one route's config.
@@ -72,14 +81,24 @@ pub struct Instances {
     config: Arc<str>,
     ctx: Arc<StageContext>,
     mode: InstanceMode,
+    sandbox: Sandbox,
     idle: Mutex<Vec<Instance>>,
     max_idle: usize,
 }
 
-/// Arms the store's deadline for a call of at most `limit`.
-fn arm(store: &mut Store<HostState>, limit: Duration) {
-    store.data_mut().deadline = Instant::now() + limit;
+/// Arms the store's deadline (and fuel) for a call of at most `limit` of running time: the
+/// call is interrupted at the tick that exhausts its budget, so within `limit` plus one tick.
+/// Past ten times `limit` of wall-clock time it is interrupted whatever it was doing.
+fn arm(store: &mut Store<HostState>, limit: Duration, fuel: Option<u64>) {
+    let tick = super::EPOCH_TICK.as_micros().max(1);
+    let data = store.data_mut();
+    data.ticks_left = (limit.as_micros().div_ceil(tick) as u64).max(1);
+    data.deadline = Instant::now() + limit * 10;
     store.set_epoch_deadline(1);
+    if let Some(fuel) = fuel {
+        // Only fails when the engine does not meter fuel, which `fuel` being set rules out.
+        let _ = store.set_fuel(fuel);
+    }
 }
 
 impl Instances {
@@ -90,6 +109,7 @@ impl Instances {
         config: Arc<str>,
         ctx: Arc<StageContext>,
         mode: InstanceMode,
+        sandbox: Sandbox,
         max_idle: usize,
     ) -> Result<(Self, Registration), String> {
         let this = Self {
@@ -97,6 +117,7 @@ impl Instances {
             config,
             ctx,
             mode,
+            sandbox,
             idle: Mutex::new(Vec::new()),
             max_idle: max_idle.max(1),
         };
@@ -121,7 +142,7 @@ impl Instances {
     async fn instantiate(&self) -> Result<(Instance, Registration), Failure> {
         let engine = self.loaded.pre.instance_pre().engine();
         let limits = StoreLimitsBuilder::new()
-            .memory_size(MEMORY_LIMIT)
+            .memory_size(self.sandbox.memory_bytes)
             .table_elements(20_000)
             .instances(64)
             .tables(16)
@@ -129,14 +150,20 @@ impl Instances {
             .build();
         let mut store = Store::new(engine, HostState::new(self.ctx.clone(), limits));
         store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_callback(|ctx| {
-            Ok(if Instant::now() >= ctx.data().deadline {
+        store.epoch_deadline_callback(|mut ctx| {
+            let data = ctx.data_mut();
+            data.ticks_left = data.ticks_left.saturating_sub(1);
+            Ok(if data.ticks_left == 0 || Instant::now() >= data.deadline {
                 UpdateDeadline::Interrupt
             } else {
                 UpdateDeadline::Yield(1)
             })
         });
-        arm(&mut store, INIT_TIMEOUT);
+        arm(
+            &mut store,
+            INIT_TIMEOUT.max(self.sandbox.call_timeout),
+            self.sandbox.fuel,
+        );
         let plugin = self
             .loaded
             .pre
@@ -157,7 +184,14 @@ impl Instances {
             }
             Err(e) => return Err(Failure::Instantiate(format!("init trapped: {e:#}"))),
         };
-        Ok((Instance { store, plugin }, registration))
+        Ok((
+            Instance {
+                store,
+                plugin,
+                uses: 0,
+            },
+            registration,
+        ))
     }
 
     async fn checkout(&self) -> Result<Instance, Failure> {
@@ -170,7 +204,11 @@ impl Instances {
     }
 
     fn checkin(&self, instance: Instance) {
-        if self.mode == InstanceMode::Pooled {
+        let worn_out = self
+            .sandbox
+            .max_uses
+            .is_some_and(|max| instance.uses >= max);
+        if self.mode == InstanceMode::Pooled && !worn_out {
             let mut idle = self.idle.lock();
             if idle.len() < self.max_idle {
                 idle.push(instance);
@@ -188,25 +226,32 @@ impl Instances {
             Ok(i) => i,
             Err(e) => return (ex, Err(e)),
         };
-        arm(&mut inst.store, CALL_TIMEOUT);
+        arm(
+            &mut inst.store,
+            self.sandbox.call_timeout,
+            self.sandbox.fuel,
+        );
+        inst.uses += 1;
         inst.store.data_mut().exchange = Some(ex);
         let handler = inst.plugin.wasmgate_plugin_handler();
-        let result = match phase {
-            Phase::Request => {
-                handler
-                    .call_on_request(&mut inst.store, Resource::new_borrow(0))
-                    .await
-            }
-            Phase::Response => {
-                handler
-                    .call_on_response(
-                        &mut inst.store,
-                        Resource::new_borrow(0),
-                        Resource::new_borrow(0),
-                    )
-                    .await
+        let store = &mut inst.store;
+        let call = async move {
+            match phase {
+                Phase::Request => {
+                    handler
+                        .call_on_request(store, Resource::new_borrow(0))
+                        .await
+                }
+                Phase::Response => {
+                    handler
+                        .call_on_response(store, Resource::new_borrow(0), Resource::new_borrow(0))
+                        .await
+                }
             }
         };
+        // The tick budget only counts time the guest runs; a call parked in a WASI wait (a
+        // sleep that never ends) is cut off here instead. Dropping the call cancels it.
+        let result = tokio::time::timeout(self.sandbox.call_timeout * 10, call).await;
         let ex = inst
             .store
             .data_mut()
@@ -214,16 +259,28 @@ impl Instances {
             .take()
             .expect("the store gives back the exchange it was lent");
         match result {
-            Ok(Ok(decision)) => {
+            Ok(Ok(Ok(decision))) => {
                 self.checkin(inst);
                 (ex, Ok(decision))
             }
-            Ok(Err(message)) => {
+            Ok(Ok(Err(message))) => {
                 self.checkin(inst);
                 (ex, Err(Failure::Plugin(message)))
             }
-            // A trapped instance may be in any state: drop it.
-            Err(e) => (ex, Err(Failure::from_trap(e))),
+            // A trapped or cancelled instance may be in any state: drop it.
+            Ok(Err(e)) => {
+                let memory_refused = inst.store.data().limits.memory_refused;
+                (
+                    ex,
+                    Err(Failure::from_trap(e, &self.sandbox, memory_refused)),
+                )
+            }
+            Err(_) => (
+                ex,
+                Err(Failure::Timeout(
+                    self.sandbox.call_timeout.as_millis() as u64
+                )),
+            ),
         }
     }
 

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::capabilities::{kv, rate_limit};
@@ -21,14 +21,59 @@ pub struct StageContext {
     pub limiters: Arc<rate_limit::Registry>,
 }
 
+/// The store's limits, remembering whether a memory grow was refused, so a trap that follows
+/// is reported as running out of memory.
+pub struct Limits {
+    pub(crate) inner: StoreLimits,
+    pub(crate) memory_refused: bool,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let ok = self.inner.memory_growing(current, desired, maximum)?;
+        self.memory_refused |= !ok;
+        Ok(ok)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
 pub struct HostState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: Limits,
     pub(crate) ctx: Arc<StageContext>,
     /// The request (and response) being handled; set only for the length of a phase call.
     pub(crate) exchange: Option<Box<Exchange>>,
-    /// When the call in progress must end; checked at every epoch tick.
+    /// Epoch ticks the call in progress may still run through. The epoch callback only fires
+    /// while the guest runs, so time the thread spends descheduled or the call spends
+    /// suspended does not count: a loaded machine cannot time out a well-behaved plugin.
+    pub(crate) ticks_left: u64,
+    /// A wall-clock backstop for the call in progress, well past its tick budget.
     pub(crate) deadline: Instant,
 }
 
@@ -42,9 +87,13 @@ impl HostState {
                 .stderr(super::stdio::LogStream::new(ctx.clone(), "stderr"))
                 .build(),
             table: ResourceTable::new(),
-            limits,
+            limits: Limits {
+                inner: limits,
+                memory_refused: false,
+            },
             ctx,
             exchange: None,
+            ticks_left: 0,
             deadline: Instant::now(),
         }
     }
