@@ -335,6 +335,17 @@ config = {{ response = {{ set = {{ "x-version" = "{version}" }} }} }}
     let s = status(&c, &gw).await;
     assert_eq!(s["last_reload"]["outcome"], "ok", "{s}");
     assert_eq!(s["config"]["hash"], sha256(&cfg), "{s}");
+    // Both outcomes are counted for monitoring.
+    let metrics = c.get(&gw.admin_url("/metrics")).await.text();
+    for outcome in ["ok", "failed"] {
+        let counted = metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("wasmgate_reloads_total{{outcome=\"{outcome}\"}} "))
+            })
+            .and_then(|n| n.parse::<u64>().ok());
+        assert!(counted.is_some_and(|n| n >= 1), "{outcome}: {metrics}");
+    }
 
     let (ok, failed) = load.finish().await;
     assert!(

@@ -23,6 +23,11 @@ struct RouteLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadOutcome {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PluginError {
     route: String,
     plugin: String,
@@ -40,6 +45,7 @@ pub struct Metrics {
     latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
     plugin_errors: Family<PluginError, Counter>,
     unmatched: Counter,
+    reloads: Family<ReloadOutcome, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -86,7 +92,7 @@ impl Metrics {
         );
         registry.register(
             "plugin_errors",
-            "Plugin failures, by route, plugin and kind (error, timeout, trap, instantiate, bad_output)",
+            "Plugin failures, by route, plugin and kind (error, timeout, trap, memory, fuel, instantiate, bad_output)",
             plugin_errors.clone(),
         );
         registry.register(
@@ -94,12 +100,19 @@ impl Metrics {
             "Requests that matched no route",
             unmatched.clone(),
         );
+        let reloads = Family::<ReloadOutcome, Counter>::default();
+        registry.register(
+            "reloads",
+            "Config reloads, by outcome (ok, failed)",
+            reloads.clone(),
+        );
         Arc::new(Self {
             registry,
             requests,
             latency,
             plugin_errors,
             unmatched,
+            reloads,
         })
     }
 
@@ -128,6 +141,11 @@ impl Metrics {
                 kind,
             })
             .inc();
+    }
+
+    pub fn reload(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "failed" };
+        self.reloads.get_or_create(&ReloadOutcome { outcome }).inc();
     }
 
     /// The Prometheus text exposition.

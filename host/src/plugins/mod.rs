@@ -176,6 +176,11 @@ impl Runtime {
         Ok(())
     }
 
+    /// Drops compiled components whose content hash `keep` rejects (the disk cache keeps them).
+    pub fn retain_compiled(&self, keep: impl Fn(&str) -> bool) {
+        self.compiled.lock().retain(|hash, _| keep(hash));
+    }
+
     /// Reads, compiles (or reuses the compiled copy of the same bytes) and links a plugin.
     /// Blocking: call it off the async runtime.
     pub fn load(&self, name: &str, path: &Path) -> Result<LoadedPlugin, String> {

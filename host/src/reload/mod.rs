@@ -271,6 +271,12 @@ impl Reloader {
                     status.succeeded(&outcome, &table);
                 }
                 drop(old);
+                // Forget compiled versions no live table uses any more.
+                self.gw
+                    .shared
+                    .runtime
+                    .retain_compiled(|hash| table.plugins.iter().any(|(_, h)| &**h == hash));
+                self.gw.shared.metrics.reload(true);
                 self.live = config;
                 self.watch(None);
                 tracing::info!(
@@ -299,6 +305,7 @@ impl Reloader {
                     "reload failed: the previous config stays live"
                 );
                 self.status.lock().failed(&outcome);
+                self.gw.shared.metrics.reload(false);
                 outcome
             }
         }
