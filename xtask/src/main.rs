@@ -5,8 +5,10 @@
 //! - `cargo xtask run`: builds, starts a demo upstream and the gateway on
 //!   `config/gateway.toml`, and prints requests to try.
 //! - `cargo xtask test`: formatting, lints, and every test, as CI runs them.
-//! - `cargo xtask bench`: the Criterion microbenchmarks.
+//! - `cargo xtask bench`: the Criterion microbenchmarks, then the end-to-end suite against nginx
+//!   and HAProxy, which writes BENCHMARKS.md (`--quick` for a regression check under a minute).
 
+mod bench;
 mod demo;
 
 use std::path::{Path, PathBuf};
@@ -24,7 +26,9 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("bench") => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <build | run | test | bench [criterion args]>");
+            eprintln!(
+                "usage: cargo xtask <build | run | test | bench [--quick] [--only e2e|micro] [options]>"
+            );
             return ExitCode::from(2);
         }
     };
@@ -155,13 +159,23 @@ fn test() -> Result<()> {
     exec(cargo().args(["test", "--release", "--workspace"]))
 }
 
-/// Criterion microbenchmarks of the plugin machinery and routing (`host/benches/`).
-fn bench(extra: &[String]) -> Result<()> {
-    build_plugins()?;
-    let mut cmd = cargo();
-    cmd.args(["bench", "--package", "wasmgate", "--bench", "plugins", "--"]);
-    cmd.args(extra);
-    exec(&mut cmd)
+/// The Criterion microbenchmarks of the plugin machinery and routing (`host/benches/`), then the
+/// end-to-end suite against nginx and HAProxy (`bench.rs`). `--quick` runs a short end-to-end
+/// check only; `--only e2e|micro` picks one; arguments after `--` go to Criterion.
+fn bench(args: &[String]) -> Result<()> {
+    let args = bench::Args::parse(args)?;
+    if args.run_micro() {
+        build_plugins()?;
+        let mut cmd = cargo();
+        cmd.args(["bench", "--package", "wasmgate", "--bench", "plugins", "--"]);
+        cmd.args(&args.criterion);
+        exec(&mut cmd)?;
+    }
+    if args.run_e2e() {
+        build()?;
+        bench::e2e(&args)?;
+    }
+    Ok(())
 }
 
 fn run() -> Result<()> {
