@@ -25,17 +25,7 @@ pub struct ResponseHandle;
 /// Headers the host manages itself, because they frame the message on the wire. A plugin that
 /// could set them could smuggle a second request past the upstream.
 fn is_framing(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "content-length"
-            | "transfer-encoding"
-            | "connection"
-            | "keep-alive"
-            | "te"
-            | "trailer"
-            | "upgrade"
-            | "proxy-connection"
-    )
+    name == header::CONTENT_LENGTH || crate::proxy::is_hop_by_hop(name)
 }
 
 fn value_string(v: &HeaderValue) -> String {

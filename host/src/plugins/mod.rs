@@ -138,10 +138,6 @@ impl Runtime {
         }))
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     /// Whether the engine meters fuel.
     pub fn fuel(&self) -> bool {
         self.fuel

@@ -143,7 +143,8 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     HeaderName::from_static("keep-alive"),
 ];
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+/// Whether a header describes one connection (RFC 9110 §7.6.1) and is never forwarded.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name) || name.as_str() == "proxy-connection"
 }
 
