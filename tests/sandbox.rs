@@ -106,6 +106,18 @@ async fn every_attack_fails_only_its_own_request() {
             "after {name}"
         );
     }
+    // The loop was interrupted by its tick budget (at about 100 ms of running), not by the
+    // ten-times wall-clock backstop, which names itself differently.
+    let logs = gw.logs();
+    let loop_failure = logs
+        .lines()
+        .find(|l| l.contains("plugin failed") && l.contains("\"route\":\"loop\""))
+        .unwrap_or_else(|| panic!("no failure logged for the loop:\n{logs}"));
+    assert!(
+        loop_failure.contains("ran past its 100 ms deadline"),
+        "{loop_failure}"
+    );
+
     // A second round: trapped instances were replaced, not reused in a broken state.
     for (name, _) in cases {
         assert_eq!(

@@ -11,7 +11,7 @@
 //! own request a timeout, not the worker.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use wasmtime::component::Resource;
@@ -33,6 +33,10 @@ pub enum Failure {
     Plugin(String),
     #[error("plugin ran past its {0} ms deadline")]
     Timeout(u64),
+    #[error(
+        "plugin was still waiting {0} ms into its call (ten times its deadline) and was cancelled"
+    )]
+    Stalled(u64),
     #[error("plugin ran out of fuel")]
     OutOfFuel,
     #[error("plugin ran out of memory (limit {0} MiB)")]
@@ -50,7 +54,7 @@ impl Failure {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Plugin(_) => "error",
-            Self::Timeout(_) => "timeout",
+            Self::Timeout(_) | Self::Stalled(_) => "timeout",
             Self::OutOfFuel => "fuel",
             Self::Memory(_) => "memory",
             Self::Trap(_) => "trap",
@@ -86,14 +90,12 @@ pub struct Instances {
     max_idle: usize,
 }
 
-/// Arms the store's deadline (and fuel) for a call of at most `limit` of running time: the
+/// Arms the store's tick budget (and fuel) for a call of at most `limit` of running time: the
 /// call is interrupted at the tick that exhausts its budget, so within `limit` plus one tick.
-/// Past ten times `limit` of wall-clock time it is interrupted whatever it was doing.
+/// (The wall-clock backstop for a call that waits instead of running is in `call`.)
 fn arm(store: &mut Store<HostState>, limit: Duration, fuel: Option<u64>) {
     let tick = super::EPOCH_TICK.as_micros().max(1);
-    let data = store.data_mut();
-    data.ticks_left = (limit.as_micros().div_ceil(tick) as u64).max(1);
-    data.deadline = Instant::now() + limit * 10;
+    store.data_mut().ticks_left = (limit.as_micros().div_ceil(tick) as u64).max(1);
     store.set_epoch_deadline(1);
     if let Some(fuel) = fuel {
         // Only fails when the engine does not meter fuel, which `fuel` being set rules out.
@@ -153,7 +155,7 @@ impl Instances {
         store.epoch_deadline_callback(|mut ctx| {
             let data = ctx.data_mut();
             data.ticks_left = data.ticks_left.saturating_sub(1);
-            Ok(if data.ticks_left == 0 || Instant::now() >= data.deadline {
+            Ok(if data.ticks_left == 0 {
                 UpdateDeadline::Interrupt
             } else {
                 UpdateDeadline::Yield(1)
@@ -170,11 +172,17 @@ impl Instances {
             .instantiate_async(&mut store)
             .await
             .map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
-        let registration = match plugin
+        let init_limit = INIT_TIMEOUT.max(self.sandbox.call_timeout) * 10;
+        let init = plugin
             .wasmgate_plugin_handler()
-            .call_init(&mut store, &self.config)
-            .await
-        {
+            .call_init(&mut store, &self.config);
+        let Ok(init) = tokio::time::timeout(init_limit, init).await else {
+            return Err(Failure::Instantiate(format!(
+                "init was still waiting after {} ms",
+                init_limit.as_millis()
+            )));
+        };
+        let registration = match init {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 return Err(Failure::Instantiate(match e.key {

@@ -2,7 +2,6 @@
 //! and namespaces), and, during a call, the exchange it is working on.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreLimits};
@@ -73,8 +72,6 @@ pub struct HostState {
     /// while the guest runs, so time the thread spends descheduled or the call spends
     /// suspended does not count: a loaded machine cannot time out a well-behaved plugin.
     pub(crate) ticks_left: u64,
-    /// A wall-clock backstop for the call in progress, well past its tick budget.
-    pub(crate) deadline: Instant,
 }
 
 impl HostState {
@@ -94,7 +91,6 @@ impl HostState {
             ctx,
             exchange: None,
             ticks_left: 0,
-            deadline: Instant::now(),
         }
     }
 
