@@ -1,15 +1,17 @@
 //! Project automation, so that two commands do everything on a fresh machine:
 //!
-//! - `cargo xtask build`: the release gateway (`target/release/wasmgate`) and every plugin
-//!   (`target/wasm32-wasip2/release/*.wasm`).
+//! - `cargo xtask build`: the release gateway (`target/release/wasmgate`) and every plugin, in
+//!   Rust, Python or JavaScript (`target/wasm32-wasip2/release/*.wasm`; see `plugins.rs`).
 //! - `cargo xtask run`: builds, starts a demo upstream and the gateway on
 //!   `config/gateway.toml`, and prints requests to try.
-//! - `cargo xtask test`: formatting, lints, and every test, as CI runs them.
+//! - `cargo xtask test`: formatting, lints, the plugins' native tests, and every test, as CI
+//!   runs them.
 //! - `cargo xtask bench`: the Criterion microbenchmarks, then the end-to-end suite against nginx
 //!   and HAProxy, which writes BENCHMARKS.md (`--quick` for a regression check under a minute).
 
 mod bench;
 mod demo;
+mod plugins;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -78,43 +80,6 @@ fn ensure_wasm_target() -> Result<()> {
     exec(Command::new("rustup").args(["target", "add", WASM_TARGET]))
 }
 
-/// Package names of every Rust plugin: the samples and the test fixtures.
-fn plugin_packages() -> Result<Vec<String>> {
-    let mut names = Vec::new();
-    for dir in ["plugins", "tests/plugins"] {
-        let Ok(entries) = std::fs::read_dir(root().join(dir)) else {
-            continue;
-        };
-        for e in entries {
-            let manifest = e?.path().join("Cargo.toml");
-            let Ok(text) = std::fs::read_to_string(&manifest) else {
-                continue;
-            };
-            let name = text
-                .lines()
-                .find_map(|l| l.trim().strip_prefix("name = \""))
-                .and_then(|rest| rest.strip_suffix('"'))
-                .with_context(|| format!("no package name in {}", manifest.display()))?;
-            names.push(name.to_owned());
-        }
-    }
-    names.sort();
-    Ok(names)
-}
-
-fn build_plugins() -> Result<()> {
-    ensure_wasm_target()?;
-    let mut cmd = cargo();
-    // Plugins ship without debug info: it is most of a component's size.
-    cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-        .env("CARGO_PROFILE_RELEASE_STRIP", "true")
-        .args(["build", "--release", "--target", WASM_TARGET]);
-    for p in plugin_packages()? {
-        cmd.args(["--package", &p]);
-    }
-    exec(&mut cmd)
-}
-
 /// The Python test peers (a SOAP service, a JWT issuer) in a local venv, `target/pyenv`,
 /// reinstalled only when `tests/requirements.txt` changes.
 fn ensure_python_env() -> Result<()> {
@@ -139,13 +104,13 @@ fn ensure_python_env() -> Result<()> {
 }
 
 fn build() -> Result<()> {
-    build_plugins()?;
+    plugins::build_all()?;
     exec(cargo().args(["build", "--release", "--package", "wasmgate"]))
 }
 
 fn test() -> Result<()> {
     exec(cargo().args(["fmt", "--all", "--", "--check"]))?;
-    build_plugins()?;
+    plugins::build_all()?;
     exec(cargo().args([
         "clippy",
         "--release",
@@ -156,6 +121,10 @@ fn test() -> Result<()> {
         "warnings",
     ]))?;
     ensure_python_env()?;
+    // The scaffold tests build Python and JavaScript plugins with these, from target/tools.
+    plugins::ensure_python_tools()?;
+    plugins::ensure_js_tools()?;
+    plugins::native_tests()?;
     exec(cargo().args(["test", "--release", "--workspace"]))
 }
 
@@ -165,7 +134,7 @@ fn test() -> Result<()> {
 fn bench(args: &[String]) -> Result<()> {
     let args = bench::Args::parse(args)?;
     if args.run_micro() {
-        build_plugins()?;
+        plugins::build_all()?;
         let mut cmd = cargo();
         cmd.args(["bench", "--package", "wasmgate", "--bench", "plugins", "--"]);
         cmd.args(&args.criterion);

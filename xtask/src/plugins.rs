@@ -1,0 +1,264 @@
+//! Building every plugin in the repository into a component in `target/wasm32-wasip2/release/`,
+//! whatever its language, and running the plugins' own native tests.
+//!
+//! A plugin directory under `plugins/` or `tests/plugins/` is:
+//! - Rust when it has a `Cargo.toml` (built with cargo for `wasm32-wasip2`);
+//! - Python when it has an `app.py` (built with componentize-py, module `app`);
+//! - JavaScript when it has a `package.json` whose `main` is the module (built with
+//!   componentize-js).
+//!
+//! The Python and JavaScript tools are pinned in `xtask/tools/` and installed on first use into
+//! `target/tools/` (a venv and a `node_modules`), so nothing global is assumed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result, bail};
+
+use crate::{WASM_TARGET, cargo, exec, root};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    Rust,
+    Python,
+    Js,
+}
+
+/// One plugin directory.
+#[derive(Debug)]
+pub struct PluginDir {
+    pub dir: PathBuf,
+    pub lang: Lang,
+    /// The component's file stem (the Rust package's lib name, or the directory name).
+    pub name: String,
+}
+
+/// Every plugin directory, in a stable order.
+pub fn discover() -> Result<Vec<PluginDir>> {
+    let mut found = Vec::new();
+    for parent in ["plugins", "tests/plugins"] {
+        let Ok(entries) = std::fs::read_dir(root().join(parent)) else {
+            continue;
+        };
+        for e in entries {
+            let dir = e?.path();
+            let dir_name = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            if dir.join("Cargo.toml").exists() {
+                let name = rust_package_name(&dir.join("Cargo.toml"))?;
+                found.push(PluginDir {
+                    dir,
+                    lang: Lang::Rust,
+                    name,
+                });
+            } else if dir.join("app.py").exists() {
+                found.push(PluginDir {
+                    dir,
+                    lang: Lang::Python,
+                    name: dir_name,
+                });
+            } else if dir.join("package.json").exists() {
+                found.push(PluginDir {
+                    dir,
+                    lang: Lang::Js,
+                    name: dir_name,
+                });
+            }
+        }
+    }
+    found.sort_by(|a, b| a.dir.cmp(&b.dir));
+    Ok(found)
+}
+
+fn rust_package_name(manifest: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(manifest)
+        .with_context(|| format!("reading {}", manifest.display()))?;
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("name = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .map(str::to_owned)
+        .with_context(|| format!("no package name in {}", manifest.display()))
+}
+
+/// Where every plugin's component lands.
+pub fn out_dir() -> PathBuf {
+    root().join("target").join(WASM_TARGET).join("release")
+}
+
+/// Builds every plugin. Python and JavaScript plugins are rebuilt only when a source file (or
+/// the WIT contract) is newer than their component: each takes seconds.
+pub fn build_all() -> Result<()> {
+    let plugins = discover()?;
+    crate::ensure_wasm_target()?;
+    let mut cmd = cargo();
+    // Plugins ship without debug info: it is most of a component's size.
+    cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "true")
+        .args(["build", "--release", "--target", WASM_TARGET]);
+    for p in plugins.iter().filter(|p| p.lang == Lang::Rust) {
+        cmd.args(["--package", &p.name]);
+    }
+    exec(&mut cmd)?;
+
+    std::fs::create_dir_all(out_dir())?;
+    for p in &plugins {
+        let out = out_dir().join(format!("{}.wasm", p.name));
+        if p.lang == Lang::Rust || is_fresh(p, &out)? {
+            continue;
+        }
+        match p.lang {
+            Lang::Python => build_python(p, &out)?,
+            Lang::Js => build_js(p, &out)?,
+            Lang::Rust => unreachable!(),
+        }
+    }
+    Ok(())
+}
+
+/// Runs the native unit tests of the Python and JavaScript plugins (CPython's unittest and
+/// Node's test runner); the Rust plugins' tests run with the workspace's.
+pub fn native_tests() -> Result<()> {
+    for p in discover()? {
+        match p.lang {
+            Lang::Python => exec(
+                Command::new(python())
+                    .args(["-m", "unittest", "discover", "--start-directory"])
+                    .arg(&p.dir)
+                    .args(["--pattern", "test_*.py"])
+                    .current_dir(&p.dir),
+            )?,
+            Lang::Js => exec(Command::new("node").arg("--test").current_dir(&p.dir))?,
+            Lang::Rust => {}
+        }
+    }
+    Ok(())
+}
+
+fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Whether `out` is newer than every file of the plugin and the WIT contract.
+fn is_fresh(p: &PluginDir, out: &Path) -> Result<bool> {
+    let Ok(built) = std::fs::metadata(out).and_then(|m| m.modified()) else {
+        return Ok(false);
+    };
+    let newest = newest_mtime(&p.dir)?.max(newest_mtime(&root().join("wit"))?);
+    Ok(newest <= built)
+}
+
+fn newest_mtime(dir: &Path) -> Result<SystemTime> {
+    let mut newest = SystemTime::UNIX_EPOCH;
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let e = e?;
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name == "node_modules" || name == "__pycache__" || name.starts_with('.') {
+            continue;
+        }
+        let meta = e.metadata()?;
+        let t = if meta.is_dir() {
+            newest_mtime(&e.path())?
+        } else {
+            meta.modified()?
+        };
+        newest = newest.max(t);
+    }
+    Ok(newest)
+}
+
+fn tools_dir() -> PathBuf {
+    root().join("target/tools")
+}
+
+/// componentize-py in `target/tools/py`, reinstalled when `xtask/tools/requirements.txt`
+/// changes.
+pub fn ensure_python_tools() -> Result<PathBuf> {
+    let venv = tools_dir().join("py");
+    let requirements = root().join("xtask/tools/requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements)
+        .with_context(|| format!("reading {}", requirements.display()))?;
+    let stamp = venv.join(".installed");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+        exec(Command::new(python()).arg("-m").arg("venv").arg(&venv))
+            .context("creating target/tools/py (needs python3 with the venv module)")?;
+        exec(
+            Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+                .arg(&requirements),
+        )?;
+        std::fs::write(&stamp, &wanted)?;
+    }
+    Ok(venv.join("bin/componentize-py"))
+}
+
+/// componentize-js in `target/tools/js`, installed with `npm ci` from the lockfile in
+/// `xtask/tools/`, again when the lockfile changes.
+pub fn ensure_js_tools() -> Result<PathBuf> {
+    let dir = tools_dir().join("js");
+    let src = root().join("xtask/tools");
+    let lock = std::fs::read_to_string(src.join("package-lock.json"))
+        .context("reading xtask/tools/package-lock.json")?;
+    let stamp = dir.join(".installed");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(lock.as_str()) {
+        std::fs::create_dir_all(&dir)?;
+        std::fs::copy(src.join("package.json"), dir.join("package.json"))?;
+        std::fs::write(dir.join("package-lock.json"), &lock)?;
+        exec(
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                .current_dir(&dir),
+        )
+        .context("installing componentize-js (needs Node.js and npm)")?;
+        std::fs::write(&stamp, &lock)?;
+    }
+    Ok(dir.join("node_modules/.bin/componentize-js"))
+}
+
+fn build_python(p: &PluginDir, out: &Path) -> Result<()> {
+    let tool = ensure_python_tools()?;
+    exec(
+        Command::new(tool)
+            .arg("--wit-path")
+            .arg(root().join("wit"))
+            .args(["--world", "plugin", "componentize", "app", "--python-path"])
+            .arg(&p.dir)
+            .arg("--output")
+            .arg(out)
+            .current_dir(&p.dir),
+    )
+    .with_context(|| format!("building the Python plugin {}", p.dir.display()))
+}
+
+fn build_js(p: &PluginDir, out: &Path) -> Result<()> {
+    let tool = ensure_js_tools()?;
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.dir.join("package.json"))
+            .with_context(|| format!("reading {}/package.json", p.dir.display()))?,
+    )
+    .with_context(|| format!("parsing {}/package.json", p.dir.display()))?;
+    let Some(main) = manifest["main"].as_str() else {
+        bail!(
+            "{}/package.json has no \"main\" naming the plugin's module",
+            p.dir.display()
+        );
+    };
+    exec(
+        Command::new(tool)
+            .arg(p.dir.join(main))
+            .arg("--wit")
+            .arg(root().join("wit"))
+            .args(["--world-name", "plugin"])
+            // The gateway links no wasi:http: a plugin reaches the network only through the
+            // host's interfaces.
+            .args(["--disable", "http", "fetch-event"])
+            .arg("--out")
+            .arg(out)
+            .current_dir(&p.dir),
+    )
+    .with_context(|| format!("building the JavaScript plugin {}", p.dir.display()))
+}
