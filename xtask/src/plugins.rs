@@ -124,18 +124,39 @@ pub fn build_all() -> Result<()> {
 pub fn native_tests() -> Result<()> {
     for p in discover()? {
         match p.lang {
-            Lang::Python => exec(
-                Command::new(python())
-                    .args(["-m", "unittest", "discover", "--start-directory"])
-                    .arg(&p.dir)
-                    .args(["--pattern", "test_*.py"])
-                    .current_dir(&p.dir),
-            )?,
+            Lang::Python => {
+                let bindings = python_bindings()?;
+                exec(
+                    Command::new(python())
+                        .args(["-m", "unittest", "discover", "--start-directory"])
+                        .arg(&p.dir)
+                        .args(["--pattern", "test_*.py"])
+                        .env("PYTHONPATH", &bindings)
+                        .env("PYTHONDONTWRITEBYTECODE", "1")
+                        .current_dir(&p.dir),
+                )?
+            }
             Lang::Js => exec(Command::new("node").arg("--test").current_dir(&p.dir))?,
             Lang::Rust => {}
         }
     }
     Ok(())
+}
+
+/// The Python bindings of the WIT world (`wit_world`, plain Python), which a Python plugin's
+/// native tests import; the host's resources are stood in for by the tests' own fakes.
+pub fn python_bindings() -> Result<PathBuf> {
+    let tool = ensure_python_tools()?;
+    let dir = tools_dir().join("py-bindings");
+    let _ = std::fs::remove_dir_all(&dir);
+    exec(
+        Command::new(tool)
+            .arg("--wit-path")
+            .arg(root().join("wit"))
+            .args(["--world", "plugin", "bindings"])
+            .arg(&dir),
+    )?;
+    Ok(dir)
 }
 
 fn python() -> String {
