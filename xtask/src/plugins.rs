@@ -217,8 +217,9 @@ pub fn ensure_python_tools() -> Result<PathBuf> {
     Ok(venv.join("bin/componentize-py"))
 }
 
-/// componentize-js in `target/tools/js`, installed with `npm ci` from the lockfile in
-/// `xtask/tools/`, again when the lockfile changes.
+/// componentize-js in `target/tools/js`, installed from the lockfile in `xtask/tools/`, again
+/// when the lockfile changes. (`preview2-shim` is listed beside it because componentize-js
+/// imports it at run time without declaring it; 0.26 no longer lets it read the WIT folder.)
 pub fn ensure_js_tools() -> Result<PathBuf> {
     let dir = tools_dir().join("js");
     let src = root().join("xtask/tools");
@@ -229,9 +230,11 @@ pub fn ensure_js_tools() -> Result<PathBuf> {
         std::fs::create_dir_all(&dir)?;
         std::fs::copy(src.join("package.json"), dir.join("package.json"))?;
         std::fs::write(dir.join("package-lock.json"), &lock)?;
+        // `npm install` against the lockfile rather than `npm ci`: npm 11's `ci` refuses a lockfile
+        // that leaves out other platforms' optional binaries, which `install` itself writes.
         exec(
             Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
                 .current_dir(&dir),
         )
         .context("installing componentize-js (needs Node.js and npm)")?;
