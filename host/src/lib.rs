@@ -20,4 +20,5 @@ pub mod proxy;
 pub mod reload;
 pub mod router;
 pub mod run;
+pub mod scaffold;
 pub mod server;

@@ -1,4 +1,5 @@
-//! The `wasmgate` command: `run` serves a config, `check` validates one as far as a run would.
+//! The `wasmgate` command: `run` serves a config, `check` validates one as far as a run would,
+//! `plugin new` starts a plugin from a template.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 use wasmgate::config::Config;
+use wasmgate::scaffold::Lang;
 
 // hyper and the pipeline allocate small, short-lived buffers per request; mimalloc serves them
 // from thread-local pages.
@@ -44,6 +46,30 @@ enum Command {
         #[arg(long, short, default_value = "config/gateway.toml")]
         config: PathBuf,
     },
+    /// Work on plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Write a new plugin, ready to build and test, from a template.
+    New {
+        /// Lowercase letters, digits and `-`, starting with a letter.
+        name: String,
+        /// The plugin's language.
+        #[arg(long, value_enum)]
+        lang: Lang,
+        /// Where to write it (default: ./NAME); must not exist, or be an empty directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The wasmgate Rust SDK's directory (Rust only; default: the first `plugin-sdk`
+        /// found in the plugin's directory's parents).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
 }
 
 fn init_logs(format: LogFormat) {
@@ -63,6 +89,33 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => run(&config),
+        Command::Plugin {
+            command:
+                PluginCommand::New {
+                    name,
+                    lang,
+                    dir,
+                    sdk,
+                },
+        } => plugin_new(wasmgate::scaffold::Options {
+            name,
+            lang,
+            dir,
+            sdk,
+        }),
+    }
+}
+
+fn plugin_new(opts: wasmgate::scaffold::Options) -> ExitCode {
+    match wasmgate::scaffold::create(&opts) {
+        Ok(created) => {
+            print!("{}", created.summary(&opts.name, opts.lang));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
