@@ -27,6 +27,7 @@ fn config(up: &Upstream, extra: &str) -> String {
         ("spin", ", ms = 30"),
         ("print", ", ms = 3"),
         ("counter", ""),
+        ("leak", ", kib = 512"),
     ];
     let mut routes = String::new();
     for (b, args) in behaviours {
@@ -350,4 +351,33 @@ async fn fuel_gives_a_deterministic_cut_off() {
     );
     // Well-behaved calls fit in the budget.
     assert_eq!(c.get(&gw.url("/h/counter")).await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_keeps_growing_is_replaced_before_it_runs_out() {
+    // 512 KiB leaked per call against the default 16 MiB: an instance kept for good would run
+    // out within about 30 calls and fail one. The pool replaces it first, between calls.
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let gw = Gateway::start(&config(&up, ""));
+    let c = Client::new();
+    let mut seen = Vec::new();
+    for _ in 0..120 {
+        let r = c.get(&gw.url("/h/leak")).await;
+        assert_eq!(r.status, StatusCode::OK, "no call runs out of memory");
+        seen.push(r.text().parse::<u64>().unwrap());
+    }
+    let max = *seen.iter().max().unwrap();
+    assert!(
+        max < 32,
+        "instances were replaced before their memory ran out: {seen:?}"
+    );
+    assert!(
+        max > 4,
+        "an instance with room left is reused, not replaced at every call: {seen:?}"
+    );
+    assert!(
+        !gw.logs().contains("plugin failed"),
+        "no request failed: {}",
+        gw.logs()
+    );
 }

@@ -3,8 +3,8 @@
 //! Calls are synchronous and short, so a worker thread runs at most one call of an entry at a
 //! time: a pooled entry never needs more idle instances than there are workers. In pooled mode
 //! an instance is initialised once and reused; in fresh mode each call gets a new instance, so
-//! nothing can carry over from one request to the next. An instance that trapped is never
-//! reused.
+//! nothing can carry over from one request to the next. An instance that trapped, or that was
+//! refused memory, is never reused.
 //!
 //! Calls run on fibers. At every epoch tick a running call yields to the worker's other
 //! requests, and once past its deadline it is interrupted: a plugin stuck in a loop costs its
@@ -77,6 +77,8 @@ struct Instance {
     store: Store<HostState>,
     plugin: Plugin,
     uses: u64,
+    /// Past this much linear memory the instance is replaced rather than reused.
+    retire_at_bytes: usize,
 }
 
 /// The instances of one pipeline entry: one plugin, with one route's config.
@@ -192,11 +194,17 @@ impl Instances {
             }
             Err(e) => return Err(Failure::Instantiate(format!("init trapped: {e:#}"))),
         };
+        // Some guests never give memory back (a leak, or a garbage-collected runtime whose
+        // heap only grows): an instance that has used three quarters of the room it had after
+        // init is replaced between calls, before a call of its runs out.
+        let initial = store.data().limits.memory_bytes;
+        let room = self.sandbox.memory_bytes.saturating_sub(initial);
         Ok((
             Instance {
                 store,
                 plugin,
                 uses: 0,
+                retire_at_bytes: initial + room / 4 * 3,
             },
             registration,
         ))
@@ -216,7 +224,23 @@ impl Instances {
             .sandbox
             .max_uses
             .is_some_and(|max| instance.uses >= max);
-        if self.mode == InstanceMode::Pooled && !worn_out {
+        // A guest that was refused memory may have survived the call (a garbage-collected
+        // runtime throws, the plugin answers with an error) but is full: reusing it would fail
+        // every later call. One near its limit is replaced before that happens. A new instance
+        // starts from the clean initial memory.
+        let limits = &instance.store.data().limits;
+        let full = limits.memory_refused || limits.memory_bytes > instance.retire_at_bytes;
+        if full && self.mode == InstanceMode::Pooled {
+            tracing::debug!(
+                plugin = %self.loaded.name,
+                route = %self.ctx.route,
+                uses = instance.uses,
+                memory_kib = limits.memory_bytes >> 10,
+                limit_kib = self.sandbox.memory_bytes >> 10,
+                "plugin instance replaced: its memory is near the limit"
+            );
+        }
+        if self.mode == InstanceMode::Pooled && !worn_out && !full {
             let mut idle = self.idle.lock();
             if idle.len() < self.max_idle {
                 idle.push(instance);

@@ -25,6 +25,8 @@ pub struct StageContext {
 pub struct Limits {
     pub(crate) inner: StoreLimits,
     pub(crate) memory_refused: bool,
+    /// The size of the instance's largest linear memory (memories only ever grow).
+    pub(crate) memory_bytes: usize,
 }
 
 impl ResourceLimiter for Limits {
@@ -36,6 +38,7 @@ impl ResourceLimiter for Limits {
     ) -> wasmtime::Result<bool> {
         let ok = self.inner.memory_growing(current, desired, maximum)?;
         self.memory_refused |= !ok;
+        self.memory_bytes = self.memory_bytes.max(if ok { desired } else { current });
         Ok(ok)
     }
 
@@ -87,6 +90,7 @@ impl HostState {
             limits: Limits {
                 inner: limits,
                 memory_refused: false,
+                memory_bytes: 0,
             },
             ctx,
             exchange: None,

@@ -37,6 +37,9 @@ pub enum Behaviour {
     Print,
     /// Answers with how many requests this instance has seen: globals persist in pooled mode.
     Counter,
+    /// Leaks `kib` KiB per call (as a runtime with a leak, or a garbage collector that never
+    /// gives memory back, does), and answers like `Counter`.
+    Leak,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +48,8 @@ pub struct Config {
     pub behaviour: Behaviour,
     #[serde(default)]
     pub ms: u64,
+    #[serde(default)]
+    pub kib: usize,
 }
 
 pub struct Hostile {
@@ -175,6 +180,12 @@ impl Plugin for Hostile {
             Behaviour::Counter => Ok(Decision::Respond(
                 Reply::new(200).body(self.seen.to_string()),
             )),
+            Behaviour::Leak => {
+                black_box(vec![1u8; self.config.kib << 10].leak());
+                Ok(Decision::Respond(
+                    Reply::new(200).body(self.seen.to_string()),
+                ))
+            }
         }
     }
 }
