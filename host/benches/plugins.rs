@@ -1,6 +1,7 @@
 //! Microbenchmarks of the plugin machinery and routing, through the library's own types: a
-//! phase call on a pooled and on a fresh instance, pipelines of N plugins, and route matching
-//! among 1,000 routes. Run with `cargo xtask bench` (it builds the plugins first).
+//! phase call on a pooled and on a fresh instance (Rust, Python and JavaScript plugins),
+//! pipelines of N plugins, and route matching among 1,000 routes. Run with `cargo xtask bench`
+//! (it builds the plugins first).
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -11,7 +12,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use wasmgate::capabilities::{kv, rate_limit};
 use wasmgate::config::{InstanceMode, Limits, OnError, WasmConfig};
 use wasmgate::metrics::Metrics;
-use wasmgate::pipeline::{Exchange, Pipeline, RequestOutcome, Stage};
+use wasmgate::pipeline::{Exchange, Pipeline, RequestOutcome, ResponseState, Stage};
 use wasmgate::plugins::bindings::Decision;
 use wasmgate::plugins::pool::Instances;
 use wasmgate::plugins::state::StageContext;
@@ -130,6 +131,100 @@ fn pipelines(c: &mut Criterion) {
     group.finish();
 }
 
+/// The order the Python and JavaScript plugins work on, about 1 KiB of JSON.
+fn order_json() -> String {
+    let items: Vec<String> = (0..12)
+        .map(|i| {
+            format!(
+                r#"{{"sku":"SKU-{i:04}","quantity":{},"price":{}.50}}"#,
+                i + 1,
+                10 + i
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"customer":{{"name":"Ann Example","email":"ann@example.com","ssn":"078-05-1120","address":{{"street":"1 Main Street","city":"Springfield","zip":"12345"}}}},"card":{{"number":"4111111111111111","expiry":"12/30"}},"items":[{}],"note":"leave at the door"}}"#,
+        items.join(",")
+    )
+}
+
+/// A phase call of the plugins built with componentize-py (`validate`: a request-body and query
+/// check) and componentize-js (`redact`: masking fields of a JSON response), pooled and fresh:
+/// what a plugin in those languages costs per request, interpreter included.
+fn other_languages(c: &mut Criterion) {
+    let rt = runtime();
+    let runtime = Runtime::new(&WasmConfig::default(), false).unwrap();
+    let body = bytes::Bytes::from(order_json());
+    let mut group = c.benchmark_group("plugin_call");
+    // A fresh instance of these components costs milliseconds: fewer samples keep the run short.
+    group.sample_size(20);
+
+    let validate = runtime.load("validate", &wasm("validate")).unwrap();
+    let config = r#"{"query": {"expand": {"type": "integer", "minimum": 0, "maximum": 1}}, "headers": {"accept": {"required": true}}, "body": {"customer.name": {"type": "string", "required": true, "max_length": 64}, "customer.email": {"type": "string", "pattern": "[^@ ]+@[^@ ]+"}, "customer.address.zip": {"type": "string", "pattern": "[0-9]{5}"}, "items": {"type": "array", "max_length": 100}}}"#;
+    for (label, mode) in [
+        ("pooled", InstanceMode::Pooled),
+        ("fresh", InstanceMode::Fresh),
+    ] {
+        let inst = instances(&validate, config, mode);
+        let mut ex = exchange();
+        ex.request.method = http::Method::POST;
+        ex.request.headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        ex.allow_request_body = true;
+        ex.request_body = Some(body.clone());
+        let mut slot = Some(ex);
+        group.bench_function(format!("{label}/python_validate_on_request"), |b| {
+            b.iter(|| {
+                let (back, result) = rt.block_on(inst.on_request(slot.take().unwrap()));
+                assert!(
+                    matches!(result, Ok(Decision::Continue)),
+                    "the order is valid: {result:?}"
+                );
+                slot = Some(back);
+            })
+        });
+    }
+
+    let redact = runtime.load("redact", &wasm("redact")).unwrap();
+    let config =
+        r#"{"fields": ["customer.email", "*.ssn", {"path": "card.number", "keep_last": 4}]}"#;
+    for (label, mode) in [
+        ("pooled", InstanceMode::Pooled),
+        ("fresh", InstanceMode::Fresh),
+    ] {
+        let inst = instances(&redact, config, mode);
+        let (parts, ()) = http::Response::builder()
+            .header("content-type", "application/json")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let mut ex = exchange();
+        ex.phase = wasmgate::pipeline::Phase::Response;
+        ex.allow_response_body = true;
+        let mut slot = Some((ex, parts));
+        group.bench_function(format!("{label}/js_redact_on_response"), |b| {
+            b.iter(|| {
+                let (mut ex, parts) = slot.take().unwrap();
+                ex.response = Some(ResponseState {
+                    parts,
+                    body: Some(body.clone()),
+                });
+                let (mut back, result) = rt.block_on(inst.on_response(ex));
+                assert!(
+                    matches!(result, Ok(Decision::Continue)),
+                    "the body was masked: {result:?}"
+                );
+                let response = back.response.take().unwrap();
+                assert_ne!(response.body.as_ref(), Some(&body), "fields were masked");
+                slot = Some((back, response.parts));
+            })
+        });
+    }
+    group.finish();
+}
+
 fn route_match(c: &mut Criterion) {
     let routes: Vec<(Matcher, usize)> = (0..1000)
         .map(|i| {
@@ -223,6 +318,7 @@ fn sandbox_overhead(c: &mut Criterion) {
 criterion_group!(
     benches,
     plugin_calls,
+    other_languages,
     pipelines,
     route_match,
     sandbox_overhead

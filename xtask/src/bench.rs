@@ -255,6 +255,28 @@ const SCENARIOS: &[Scenario] = &[
         plugins: 1,
         single: false,
     },
+    Scenario {
+        id: "S6-python",
+        title: "Python plugin (validate): a 1 KiB JSON POST checked against body rules",
+        path: "/validate",
+        targets: GATEWAY,
+        close: false,
+        auth: false,
+        post_json: true,
+        plugins: 1,
+        single: false,
+    },
+    Scenario {
+        id: "S6-js",
+        title: "JavaScript plugin (redact): fields of a 1 KiB JSON answer masked",
+        path: "/redact/users.json",
+        targets: GATEWAY,
+        close: false,
+        auth: false,
+        post_json: false,
+        plugins: 1,
+        single: false,
+    },
 ];
 
 /// A process the suite started, and the workers it forked (nginx's); all killed when dropped.
@@ -546,9 +568,9 @@ fn hs256_token() -> Result<String> {
     Ok(format!("{input}.{}", b64url(&mac)))
 }
 
-/// A JSON order of about 1 KiB.
-fn json_body() -> String {
-    let items: Vec<String> = (0..12)
+/// Twelve order lines, as a JSON array's elements.
+fn order_items() -> String {
+    (0..12)
         .map(|i| {
             format!(
                 r#"{{"sku":"SKU-{i:04}","quantity":{},"price":{}.50}}"#,
@@ -556,16 +578,29 @@ fn json_body() -> String {
                 10 + i
             )
         })
-        .collect();
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A JSON order of about 1 KiB.
+fn json_body() -> String {
     let mut body = format!(
         r#"{{"customer":{{"name":"Ann Example","email":"ann@example.com","address":{{"street":"1 Main Street","city":"Springfield","zip":"12345"}}}},"items":[{}],"note":""#,
-        items.join(",")
+        order_items()
     );
     while body.len() < 1022 {
         body.push('x');
     }
     body.push_str("\"}");
     body
+}
+
+/// A JSON document with personal data, about 1 KiB, for the redaction plugin.
+fn json_answer() -> String {
+    format!(
+        r#"{{"customer":{{"name":"Ann Example","email":"ann@example.com","ssn":"078-05-1120","address":{{"street":"1 Main Street","city":"Springfield","zip":"12345"}}}},"card":{{"number":"4111111111111111","expiry":"12/30"}},"items":[{}],"note":"leave at the door"}}"#,
+        order_items()
+    )
 }
 
 /// The SOAP service's answer, about 1 KiB.
@@ -614,6 +649,7 @@ fn start_peers(args: &Args, dir: &Path, with_big: bool) -> Result<Peers> {
         ("DIR", dir_s.clone()),
         ("BODY", body),
         ("SOAP", soap_answer()),
+        ("JSON", json_answer()),
         ("WORKERS", args.workers.to_string()),
         ("UPSTREAM", up.to_string()),
         (
