@@ -195,8 +195,9 @@ impl Instances {
             Err(e) => return Err(Failure::Instantiate(format!("init trapped: {e:#}"))),
         };
         // Some guests never give memory back (a leak, or a garbage-collected runtime whose
-        // heap only grows): an instance that has used three quarters of the room it had after
-        // init is replaced between calls, before a call of its runs out.
+        // heap only grows): an instance that has used half the room it had after init is
+        // replaced between calls, before a call of its runs out. Half, not more: a
+        // garbage-collected heap grows in steps of a MiB or more within one call.
         let initial = store.data().limits.memory_bytes;
         let room = self.sandbox.memory_bytes.saturating_sub(initial);
         Ok((
@@ -204,7 +205,7 @@ impl Instances {
                 store,
                 plugin,
                 uses: 0,
-                retire_at_bytes: initial + room / 4 * 3,
+                retire_at_bytes: initial + room / 2,
             },
             registration,
         ))
