@@ -230,20 +230,7 @@ fn hello_component(tmp: &Path) -> PathBuf {
         .args(["build", "--release", "--target", "wasm32-wasip2"])
         .current_dir(&dir)
         .env("CARGO_TARGET_DIR", &target);
-    for (key, _) in std::env::vars() {
-        if [
-            "CARGO_PKG_",
-            "CARGO_MANIFEST_",
-            "CARGO_CRATE_",
-            "CARGO_BIN_",
-            "CARGO_PRIMARY_",
-        ]
-        .iter()
-        .any(|p| key.starts_with(p))
-        {
-            cargo.env_remove(key);
-        }
-    }
+    support::without_cargo_package_env(&mut cargo);
     let out = cargo.output().unwrap();
     assert!(out.status.success(), "{}", output_text(&out));
     target.join("wasm32-wasip2/release/hello.wasm")

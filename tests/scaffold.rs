@@ -114,21 +114,7 @@ fn readme_command(dir: &Path, line: &str, lang: &str) -> Command {
     if lang == "rust" {
         // Repeat runs reuse one build of the dependencies.
         cmd.env("CARGO_TARGET_DIR", workspace_root().join("target/scaffold"));
-        // This test runs under cargo: none of its package's variables are the plugin's.
-        for (key, _) in std::env::vars() {
-            if [
-                "CARGO_PKG_",
-                "CARGO_MANIFEST_",
-                "CARGO_CRATE_",
-                "CARGO_BIN_",
-                "CARGO_PRIMARY_",
-            ]
-            .iter()
-            .any(|p| key.starts_with(p))
-            {
-                cmd.env_remove(key);
-            }
-        }
+        support::without_cargo_package_env(&mut cmd);
     }
     cmd
 }

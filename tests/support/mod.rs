@@ -306,3 +306,22 @@ pub fn python() -> PathBuf {
     );
     p
 }
+
+/// Clears the variables cargo sets for the package under test from a command that runs cargo
+/// on another package (a scaffolded plugin): none of them are that package's.
+pub fn without_cargo_package_env(cmd: &mut Command) {
+    for (key, _) in std::env::vars() {
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_",
+        ]
+        .iter()
+        .any(|p| key.starts_with(p))
+        {
+            cmd.env_remove(key);
+        }
+    }
+}
