@@ -133,6 +133,20 @@ impl Gateway {
         self.logs.lock().unwrap().join("\n")
     }
 
+    /// The log once every one of `needles` is in it (a line written just before a response
+    /// may still be on its way through the pipe when the response arrives), or after 10 s
+    /// without them, for the caller's assertion to fail on.
+    pub fn logs_containing(&self, needles: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = self.logs();
+            if needles.iter().all(|n| logs.contains(n)) || std::time::Instant::now() > deadline {
+                return logs;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
