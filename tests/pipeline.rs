@@ -113,6 +113,126 @@ config = { respond = { status = 403, body = "nope", headers = { "x-r" = "1" } } 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_headers_queued_in_the_request_phase_apply_where_its_response_phase_would() {
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let gw = Gateway::start(&config(
+        &up,
+        &format!(
+            r#"
+[upstreams.down]
+targets = ["http://127.0.0.1:{closed}"]
+
+[[routes]]
+name = "q"
+path_prefix = "/q"
+upstream = "up"
+[[routes.pipeline]]
+plugin = "fixture"
+config = {{ response_set = {{ "x-order" = "response phase of the first" }} }}
+[[routes.pipeline]]
+plugin = "fixture"
+config = {{ queue_response_set = {{ "x-order" = "queued by the second", "x-order-2" = "queued by the second" }}, queue_response_add = {{ "x-upstream" = "added" }}, queue_response_remove = ["x-late"] }}
+[[routes.pipeline]]
+plugin = "fixture"
+config = {{ response_set = {{ "x-order-2" = "response phase of the third", "x-late" = "1" }} }}
+
+[[routes]]
+name = "own-reply"
+path_prefix = "/own-reply"
+upstream = "up"
+[[routes.pipeline]]
+plugin = "fixture"
+config = {{ queue_response_set = {{ "x-q" = "1" }}, respond = {{ status = 403 }} }}
+
+[[routes]]
+name = "later-reply"
+path_prefix = "/later-reply"
+upstream = "up"
+[[routes.pipeline]]
+plugin = "fixture"
+config = {{ queue_response_set = {{ "x-q" = "1" }} }}
+[[routes.pipeline]]
+plugin = "fixture"
+config = {{ respond = {{ status = 403 }} }}
+
+[[routes]]
+name = "down"
+path_prefix = "/down"
+upstream = "down"
+[[routes.pipeline]]
+plugin = "fixture"
+config = {{ queue_response_set = {{ "x-q" = "1" }} }}
+
+[[routes]]
+name = "flood"
+path_prefix = "/flood"
+upstream = "up"
+[[routes.pipeline]]
+plugin = "fixture"
+config = {{ queue_response_flood = 100 }}
+
+[[routes]]
+name = "late"
+path_prefix = "/late"
+upstream = "up"
+[[routes.pipeline]]
+plugin = "fixture"
+config = {{ queue_in_response = true }}
+
+[[routes]]
+name = "framing"
+path_prefix = "/framing"
+upstream = "up"
+[[routes.pipeline]]
+plugin = "fixture"
+config = {{ queue_response_set = {{ "content-length" = "1" }} }}
+"#,
+            closed = support::closed_port()
+        ),
+    ));
+    let c = Client::new();
+
+    let r = c.get(&gw.url("/q")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    // After the third plugin's response phase, before the first's.
+    assert_eq!(r.header("x-order"), Some("response phase of the first"));
+    assert_eq!(r.header("x-order-2"), Some("queued by the second"));
+    assert!(r.headers.get("x-late").is_none(), "{:?}", r.headers);
+    let upstream: Vec<_> = r.headers.get_all("x-upstream").iter().collect();
+    assert_eq!(upstream, ["up", "added"]);
+
+    // Not onto the plugin's own reply; onto a later plugin's reply and a gateway error.
+    let r = c.get(&gw.url("/own-reply")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.header("x-q"), None);
+    let r = c.get(&gw.url("/later-reply")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.header("x-q"), Some("1"));
+    let r = c.get(&gw.url("/down")).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(r.header("x-q"), Some("1"));
+
+    // At most 64 per plugin and request; the rest are refused, the request goes on.
+    let r = c.get(&gw.url("/flood")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["headers"]["x-queue-refused"], "36");
+    assert_eq!(r.headers.get_all("x-flood").iter().count(), 64);
+
+    // Only in the request phase.
+    let r = c.get(&gw.url("/late")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("x-queue-error"), Some("not allowed here"));
+    assert_eq!(r.header("x-late"), None);
+
+    // Framing headers stay the host's: the plugin's call is refused, and its error fails
+    // the request (the fixture passes it on).
+    let r = c.get(&gw.url("/framing")).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let logs = gw.logs_containing(&["not allowed"]);
+    assert!(logs.contains("not allowed"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn variables_flow_along_the_pipeline_and_into_the_response_phase() {
     let up = Upstream::start("up", Behaviour::Echo).await;
     let gw = Gateway::start(&config(

@@ -175,6 +175,20 @@ impl RequestBackend for HostRequest<'_> {
     fn set_var(&mut self, name: &str, value: &str) {
         self.0.set_var(name, value)
     }
+
+    fn queue_response_header(
+        &mut self,
+        name: &str,
+        value: Option<&str>,
+        append: bool,
+    ) -> Result<(), HostError> {
+        match value {
+            Some(value) if append => self.0.append_response_header(name, value),
+            Some(value) => self.0.set_response_header(name, value),
+            None => self.0.remove_response_header(name),
+        }
+        .map_err(host_error)
+    }
 }
 
 /// The host's response resource, borrowed for one call.

@@ -24,6 +24,13 @@ pub(crate) trait RequestBackend {
     fn set_body(&mut self, body: &[u8]) -> Result<(), HostError>;
     fn var(&self, name: &str) -> Option<String>;
     fn set_var(&mut self, name: &str, value: &str);
+    /// A queued response header change: `Some(value)` sets or appends, `None` removes.
+    fn queue_response_header(
+        &mut self,
+        name: &str,
+        value: Option<&str>,
+        append: bool,
+    ) -> Result<(), HostError>;
 }
 
 /// What a [`Response`] is a view of (the WIT `response` resource, or a mock).
@@ -156,6 +163,31 @@ impl<'a> Request<'a> {
     /// Sets a per-request variable (see [`Request::var`]).
     pub fn set_var(&mut self, name: &str, value: &str) {
         self.inner.set_var(name, value)
+    }
+
+    /// Sets a header on this request's response, from the request phase: the host applies it
+    /// where this plugin's response phase would run (after later plugins' response phases,
+    /// before this plugin's own and earlier plugins'), without calling the plugin again. A
+    /// plugin whose response changes are all known in the request phase can leave
+    /// `on_response` out of its [`Registration`](crate::Registration) and save that call.
+    /// Not applied to a reply this plugin answers with itself. The checks are
+    /// [`Response::set_header`]'s; in the response phase, or past 64 queued changes per
+    /// request, [`HostError::NotAllowed`].
+    pub fn set_response_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        self.inner.queue_response_header(name, Some(value), false)
+    }
+
+    /// Adds a value to a header of this request's response, from the request phase (see
+    /// [`Request::set_response_header`]).
+    pub fn append_response_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        self.inner.queue_response_header(name, Some(value), true)
+    }
+
+    /// Removes a header from this request's response, from the request phase (see
+    /// [`Request::set_response_header`]). A header the host owns is
+    /// [`HostError::NotAllowed`].
+    pub fn remove_response_header(&mut self, name: &str) -> Result<(), HostError> {
+        self.inner.queue_response_header(name, None, false)
     }
 }
 

@@ -55,25 +55,40 @@ pub fn init<P: Plugin>(config: serde_json::Value) -> Result<P, ConfigError> {
 
 /// Runs `plugin.on_request` on a mock request, as the host would: skipped (returning
 /// [`Decision::Continue`]) when the plugin's registration has `on_request: false`.
+///
+/// Response header changes the hook queues ([`Request::set_response_header`] and its
+/// siblings) are kept on the request and applied by [`on_response`]; when the hook answers
+/// with its own reply they are dropped, as the host drops them.
 pub fn on_request<P: Plugin>(plugin: &mut P, req: &mut MockRequest) -> Result<Decision, Error> {
     req.phase = Phase::Request;
     if !plugin.registration().on_request {
         return Ok(Decision::Continue);
     }
-    let mut req = Request::new(req);
-    plugin.on_request(&mut req)
+    let decision = plugin.on_request(&mut Request::new(req));
+    if let Ok(Decision::Respond(_)) = decision {
+        req.response_edits.clear();
+    }
+    decision
 }
 
-/// Runs `plugin.on_response` on a mock request and response, as the host would: skipped
-/// (returning [`Decision::Continue`]) when the plugin's registration has `on_response: false`.
-/// The request is read-only meanwhile (changes are [`HostError::NotAllowed`]; vars can be
-/// set).
+/// Runs `plugin.on_response` on a mock request and response, as the host would: first the
+/// response header changes the request phase queued are applied to `resp` (and taken off
+/// `req`), then the hook runs, skipped (returning [`Decision::Continue`]) when the plugin's
+/// registration has `on_response: false`. The request is read-only meanwhile (changes are
+/// [`HostError::NotAllowed`]; vars can be set).
 pub fn on_response<P: Plugin>(
     plugin: &mut P,
     req: &mut MockRequest,
     resp: &mut MockResponse,
 ) -> Result<Decision, Error> {
     req.phase = Phase::Response;
+    for edit in std::mem::take(&mut req.response_edits) {
+        match edit {
+            ResponseEdit::Set(n, v) => set_header(&mut resp.headers, &n, &v)?,
+            ResponseEdit::Append(n, v) => append_header(&mut resp.headers, &n, &v)?,
+            ResponseEdit::Remove(n) => remove_header(&mut resp.headers, &n),
+        }
+    }
     if !plugin.registration().on_response {
         return Ok(Decision::Continue);
     }
@@ -115,6 +130,17 @@ pub fn reset() {
     host::reset()
 }
 
+/// A response header change queued in the request phase (already checked).
+#[derive(Debug, Clone)]
+enum ResponseEdit {
+    Set(String, String),
+    Append(String, String),
+    Remove(String),
+}
+
+/// Most response header changes the host lets one plugin queue for one request.
+const MAX_RESPONSE_EDITS: usize = 64;
+
 /// Which hook a mock request is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -151,6 +177,7 @@ pub struct MockRequest {
     route: String,
     id: String,
     vars: BTreeMap<String, String>,
+    response_edits: Vec<ResponseEdit>,
     phase: Phase,
 }
 
@@ -175,6 +202,7 @@ impl MockRequest {
             route: "test".to_string(),
             id: "test-request".to_string(),
             vars: BTreeMap::new(),
+            response_edits: Vec::new(),
             phase: Phase::Request,
         }
     }
@@ -402,6 +430,31 @@ impl RequestBackend for MockRequest {
 
     fn set_var(&mut self, name: &str, value: &str) {
         self.vars.insert(name.to_string(), value.to_string());
+    }
+
+    fn queue_response_header(
+        &mut self,
+        name: &str,
+        value: Option<&str>,
+        append: bool,
+    ) -> Result<(), HostError> {
+        self.writable()?;
+        if self.response_edits.len() >= MAX_RESPONSE_EDITS {
+            return Err(HostError::NotAllowed);
+        }
+        let edit = match value {
+            Some(value) => {
+                let name = check_header(name, value)?;
+                if append {
+                    ResponseEdit::Append(name, value.to_string())
+                } else {
+                    ResponseEdit::Set(name, value.to_string())
+                }
+            }
+            None => ResponseEdit::Remove(check_header(name, "")?),
+        };
+        self.response_edits.push(edit);
+        Ok(())
     }
 }
 
@@ -973,6 +1026,91 @@ mod tests {
             }
             Ok(Decision::Continue)
         }
+    }
+
+    /// Queues response header changes from the request phase only.
+    struct Queue;
+
+    impl Plugin for Queue {
+        type Config = ();
+
+        fn new((): ()) -> Result<Self, ConfigError> {
+            Ok(Queue)
+        }
+
+        fn registration(&self) -> Registration {
+            Registration::request_only()
+        }
+
+        fn on_request(&mut self, req: &mut Request<'_>) -> Result<Decision, Error> {
+            req.set_response_header("x-id", &req.id())?;
+            req.append_response_header("x-multi", "2")?;
+            req.remove_response_header("x-secret")?;
+            if req.path() == "/reply" {
+                return Ok(Reply::new(403).into());
+            }
+            Ok(Decision::Continue)
+        }
+    }
+
+    #[test]
+    fn queued_response_headers_apply_in_the_response_phase() {
+        let mut plugin = init::<Queue>(serde_json::json!({})).unwrap();
+        let mut req = MockRequest::new("GET", "/").with_id("r-1");
+        assert_eq!(on_request(&mut plugin, &mut req), Ok(Decision::Continue));
+        let mut resp = MockResponse::new(200)
+            .with_header("x-multi", "1")
+            .with_header("x-secret", "s");
+        assert_eq!(
+            on_response(&mut plugin, &mut req, &mut resp),
+            Ok(Decision::Continue)
+        );
+        assert_eq!(resp.header("x-id"), Some("r-1"));
+        assert_eq!(resp.header_values("x-multi"), vec!["1", "2"]);
+        assert_eq!(resp.header("x-secret"), None);
+
+        // Dropped with the plugin's own reply.
+        let mut req = MockRequest::new("GET", "/reply");
+        assert!(matches!(
+            on_request(&mut plugin, &mut req),
+            Ok(Decision::Respond(_))
+        ));
+        let mut resp = MockResponse::new(200);
+        on_response(&mut plugin, &mut req, &mut resp).unwrap();
+        assert_eq!(resp.header("x-id"), None);
+    }
+
+    #[test]
+    fn queued_response_headers_are_checked_and_bounded() {
+        let mut req = MockRequest::new("GET", "/");
+        let mut r = Request::new(&mut req);
+        assert_eq!(
+            r.set_response_header("bad name", "v"),
+            Err(HostError::InvalidName)
+        );
+        assert_eq!(
+            r.set_response_header("x-a", "a\r\nb"),
+            Err(HostError::InvalidValue)
+        );
+        assert_eq!(
+            r.remove_response_header("content-length"),
+            Err(HostError::NotAllowed)
+        );
+        for _ in 0..MAX_RESPONSE_EDITS {
+            r.append_response_header("x-a", "1").unwrap();
+        }
+        assert_eq!(
+            r.append_response_header("x-a", "1"),
+            Err(HostError::NotAllowed)
+        );
+
+        let mut req = MockRequest::new("GET", "/");
+        req.phase = Phase::Response;
+        let mut r = Request::new(&mut req);
+        assert_eq!(
+            r.set_response_header("x-a", "1"),
+            Err(HostError::NotAllowed)
+        );
     }
 
     fn request_error(plugin: &mut Echo, header: &str) -> Error {

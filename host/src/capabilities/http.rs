@@ -12,7 +12,7 @@ use http::{HeaderMap, Method, StatusCode};
 use wasmtime::Result;
 use wasmtime::component::Resource;
 
-use crate::pipeline::{Exchange, Phase};
+use crate::pipeline::{Exchange, HeaderEdit, Phase, ResponseEdit};
 use crate::plugins::bindings::wasmgate::plugin::http::{Host, HostRequest, HostResponse};
 use crate::plugins::bindings::{ErrorCode, Reply};
 use crate::plugins::state::HostState;
@@ -89,6 +89,9 @@ fn read_body(allowed: bool, body: &Option<Bytes>) -> Result<Vec<u8>, ErrorCode> 
     }
     Ok(body.as_deref().unwrap_or_default().to_vec())
 }
+
+/// Most response header changes one plugin may queue for one request.
+const MAX_RESPONSE_EDITS: usize = 64;
 
 /// Most variables one request may carry, and their sizes; past these `set-var` is ignored.
 const MAX_VARS: usize = 128;
@@ -269,7 +272,80 @@ impl HostRequest for HostState {
         Ok(())
     }
 
+    fn set_response_header(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+        value: String,
+    ) -> Result<Result<(), ErrorCode>> {
+        Ok(self.queue_response_edit(&name, Some(&value), false))
+    }
+
+    fn append_response_header(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+        value: String,
+    ) -> Result<Result<(), ErrorCode>> {
+        Ok(self.queue_response_edit(&name, Some(&value), true))
+    }
+
+    fn remove_response_header(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+    ) -> Result<Result<(), ErrorCode>> {
+        Ok(self.queue_response_edit(&name, None, false))
+    }
+
     fn drop(&mut self, _: Resource<RequestHandle>) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl HostState {
+    /// Queues a response header change for the running stage: checked now, applied when the
+    /// response phase reaches the stage (`Pipeline::on_response`).
+    fn queue_response_edit(
+        &mut self,
+        name: &str,
+        value: Option<&str>,
+        append: bool,
+    ) -> Result<(), ErrorCode> {
+        let Some(ex) = self.exchange.as_deref_mut() else {
+            return Err(ErrorCode::NotAllowed);
+        };
+        if ex.phase != Phase::Request {
+            return Err(ErrorCode::NotAllowed);
+        }
+        let stage = ex.stage;
+        let queued = ex
+            .response_edits
+            .iter()
+            .filter(|e| e.stage == stage)
+            .count();
+        if queued >= MAX_RESPONSE_EDITS {
+            return Err(ErrorCode::NotAllowed);
+        }
+        let edit = match value {
+            Some(value) => {
+                let (name, value) = parse_header(name, value)?;
+                if append {
+                    HeaderEdit::Append(name, value)
+                } else {
+                    HeaderEdit::Set(name, value)
+                }
+            }
+            None => {
+                let name =
+                    HeaderName::from_bytes(name.as_bytes()).map_err(|_| ErrorCode::InvalidName)?;
+                if is_framing(&name) {
+                    return Err(ErrorCode::NotAllowed);
+                }
+                HeaderEdit::Remove(name)
+            }
+        };
+        ex.response_edits.push(ResponseEdit { stage, edit });
         Ok(())
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use http::{request, response};
+use http::{HeaderMap, HeaderName, HeaderValue, request, response};
 
 use crate::capabilities::http::reply_into_parts;
 use crate::config::OnError;
@@ -46,6 +46,38 @@ pub struct ResponseState {
     pub body: Option<Bytes>,
 }
 
+/// A response header change a plugin queued in its request phase.
+#[derive(Debug)]
+pub enum HeaderEdit {
+    Set(HeaderName, HeaderValue),
+    Append(HeaderName, HeaderValue),
+    Remove(HeaderName),
+}
+
+impl HeaderEdit {
+    fn apply(self, headers: &mut HeaderMap) {
+        match self {
+            Self::Set(n, v) => {
+                headers.insert(n, v);
+            }
+            Self::Append(n, v) => {
+                headers.append(n, v);
+            }
+            Self::Remove(n) => {
+                headers.remove(n);
+            }
+        }
+    }
+}
+
+/// A queued response header change, and the pipeline entry that queued it: it is applied where
+/// that entry's response phase runs.
+#[derive(Debug)]
+pub struct ResponseEdit {
+    pub stage: usize,
+    pub edit: HeaderEdit,
+}
+
 /// Everything plugins can see and change about one request.
 pub struct Exchange {
     pub request: request::Parts,
@@ -53,6 +85,10 @@ pub struct Exchange {
     pub request_body: Option<Bytes>,
     pub response: Option<ResponseState>,
     pub vars: Vec<(String, String)>,
+    /// Response header changes queued in the request phase, in the order they were made.
+    pub response_edits: Vec<ResponseEdit>,
+    /// The pipeline entry being called (its index).
+    pub stage: usize,
     pub client: SocketAddr,
     pub route: Arc<str>,
     pub id: RequestId,
@@ -75,6 +111,8 @@ impl Exchange {
             request_body: None,
             response: None,
             vars: Vec::new(),
+            response_edits: Vec::new(),
+            stage: 0,
             client,
             route,
             id: RequestId::next(),
@@ -130,11 +168,13 @@ impl Pipeline {
         self.stages.iter().any(|s| s.registration.request_body)
     }
 
-    /// Whether any of the first `ran` stages has a response phase.
-    pub fn has_response_phase(&self, ran: usize) -> bool {
+    /// Whether any of the first `ran` stages has a response phase, or queued response header
+    /// changes in `ex`.
+    pub fn has_response_phase(&self, ran: usize, ex: &Exchange) -> bool {
         self.stages[..ran]
             .iter()
             .any(|s| s.registration.on_response)
+            || ex.response_edits.iter().any(|e| e.stage < ran)
     }
 
     /// Whether any of the first `ran` stages reads the response body.
@@ -158,6 +198,7 @@ impl Pipeline {
             }
             ex.allow_request_body = stage.registration.request_body;
             ex.allow_response_body = false;
+            ex.stage = i;
             let (back, result) = stage.instances.on_request(ex).await;
             ex = back;
             match result {
@@ -189,10 +230,24 @@ impl Pipeline {
         metrics: &Metrics,
     ) -> (Box<Exchange>, Result<(), ()>) {
         ex.phase = Phase::Response;
-        for stage in self.stages[..ran].iter().rev() {
+        let mut edits = std::mem::take(&mut ex.response_edits);
+        for (i, stage) in self.stages[..ran].iter().enumerate().rev() {
+            if edits.last().is_some_and(|e| e.stage >= i) {
+                let from = edits.partition_point(|e| e.stage < i);
+                let response = ex
+                    .response
+                    .as_mut()
+                    .expect("the response phase has a response");
+                for e in edits.drain(from..) {
+                    if e.stage == i {
+                        e.edit.apply(&mut response.parts.headers);
+                    }
+                }
+            }
             if !stage.registration.on_response {
                 continue;
             }
+            ex.stage = i;
             ex.allow_request_body = false;
             ex.allow_response_body = stage.registration.response_body;
             let (back, result) = stage.instances.on_response(ex).await;

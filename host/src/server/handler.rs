@@ -129,7 +129,7 @@ async fn with_pipeline(
 
     let (back, ran, outcome) = pipeline.on_request(ex, metrics).await;
     ex = back;
-    let response_phase = pipeline.has_response_phase(ran);
+    let response_phase = pipeline.has_response_phase(ran, &ex);
 
     let (parts, resp_body): (http::response::Parts, Body) = match outcome {
         RequestOutcome::Failed => return GatewayError::PluginFailed.into_response(),
