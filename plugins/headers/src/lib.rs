@@ -96,17 +96,28 @@ impl Template {
         Ok(Template(parts))
     }
 
-    fn render(&self, req: &Request<'_>, id: Option<&str>) -> String {
+    /// Whether every part is fixed for the life of a request, whatever later plugins do (the
+    /// method, path, headers and vars are not: a later plugin may change them), so that the
+    /// value can be rendered in the request phase even for the response.
+    fn fixed_per_request(&self) -> bool {
+        self.0.iter().all(|p| {
+            matches!(
+                p,
+                Part::Text(_) | Part::ClientIp | Part::RequestId | Part::Route
+            )
+        })
+    }
+
+    fn render(&self, req: &Request<'_>, cx: &mut RenderCx) -> String {
         let mut out = String::new();
         for p in &self.0 {
             match p {
                 Part::Text(t) => out.push_str(t),
-                Part::ClientIp => out.push_str(&req.client_addr()),
-                Part::RequestId => match id {
-                    Some(id) => out.push_str(id),
-                    None => out.push_str(&req.id()),
-                },
-                Part::Route => out.push_str(&req.route()),
+                Part::ClientIp => {
+                    out.push_str(cx.client_ip.get_or_insert_with(|| req.client_addr()))
+                }
+                Part::RequestId => out.push_str(cx.id.get_or_insert_with(|| req.id())),
+                Part::Route => out.push_str(cx.route.get_or_insert_with(|| req.route())),
                 Part::Method => out.push_str(&req.method()),
                 Part::Path => out.push_str(&req.path()),
                 Part::Header(h) => out.push_str(&req.header(h).unwrap_or_default()),
@@ -115,6 +126,15 @@ impl Template {
         }
         out
     }
+}
+
+/// What one call has already asked the host, so a value used by several templates costs one
+/// host call. `id` is the request id header's value when the plugin manages one.
+#[derive(Default)]
+struct RenderCx {
+    id: Option<String>,
+    client_ip: Option<String>,
+    route: Option<String>,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -181,6 +201,22 @@ impl CompiledOps {
     fn is_empty(&self) -> bool {
         self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
     }
+
+    fn fixed_per_request(&self) -> bool {
+        self.set
+            .iter()
+            .chain(&self.add)
+            .all(|(_, t)| t.fixed_per_request())
+    }
+
+    /// Renders the set and add templates: (name, value, append).
+    fn render<'a>(&'a self, req: &Request<'_>, cx: &mut RenderCx) -> Vec<(&'a str, String, bool)> {
+        let set = self.set.iter().map(|(n, t)| (n, t, false));
+        let add = self.add.iter().map(|(n, t)| (n, t, true));
+        set.chain(add)
+            .map(|(n, t, append)| (n.as_str(), t.render(req, cx), append))
+            .collect()
+    }
 }
 
 /// Writes one header, or logs and skips it when its rendered value is not valid header text.
@@ -205,6 +241,10 @@ pub struct Headers {
     request: CompiledOps,
     response: CompiledOps,
     request_id: Option<String>,
+    /// The response changes only use values fixed for the request's life: they are queued in
+    /// the request phase, and the plugin needs no response phase (one call per request, not
+    /// two).
+    response_from_request: bool,
 }
 
 const ID_VAR: &str = "headers.request_id";
@@ -219,9 +259,11 @@ impl Plugin for Headers {
                 "not a valid header name",
             ));
         }
+        let response = CompiledOps::compile(config.response, "response")?;
         Ok(Self {
             request: CompiledOps::compile(config.request, "request")?,
-            response: CompiledOps::compile(config.response, "response")?,
+            response_from_request: response.fixed_per_request(),
+            response,
             request_id: config
                 .request_id
                 .then(|| config.request_id_header.to_ascii_lowercase()),
@@ -229,42 +271,34 @@ impl Plugin for Headers {
     }
 
     fn registration(&self) -> Registration {
+        let response_work = !self.response.is_empty() || self.request_id.is_some();
         Registration {
-            on_request: !self.request.is_empty() || self.request_id.is_some(),
-            on_response: !self.response.is_empty() || self.request_id.is_some(),
+            on_request: !self.request.is_empty()
+                || self.request_id.is_some()
+                || (response_work && self.response_from_request),
+            on_response: response_work && !self.response_from_request,
             request_body: false,
             response_body: false,
         }
     }
 
     fn on_request(&mut self, req: &mut Request<'_>) -> Result<Decision, Error> {
-        let id = match &self.request_id {
-            Some(header) => {
-                let id = match req.header(header) {
-                    Some(id) if valid_request_id(&id) => id,
-                    _ => uuid::Uuid::new_v4().to_string(),
-                };
-                req.set_header(header, &id)?;
+        let mut cx = RenderCx::default();
+        if let Some(header) = &self.request_id {
+            let id = match req.header(header) {
+                Some(id) if valid_request_id(&id) => id,
+                _ => uuid::Uuid::new_v4().to_string(),
+            };
+            req.set_header(header, &id)?;
+            if !self.response_from_request {
                 req.set_var(ID_VAR, &id);
-                Some(id)
             }
-            None => None,
-        };
+            cx.id = Some(id);
+        }
         for name in &self.request.remove {
             req.remove_header(name);
         }
-        let rendered: Vec<(&str, String, bool)> = self
-            .request
-            .set
-            .iter()
-            .map(|(n, t)| (n.as_str(), t.render(req, id.as_deref()), false))
-            .chain(
-                self.request
-                    .add
-                    .iter()
-                    .map(|(n, t)| (n.as_str(), t.render(req, id.as_deref()), true)),
-            )
-            .collect();
+        let rendered = self.request.render(req, &mut cx);
         let mut sink = |n: &str, v: &str, append: bool| {
             if append {
                 req.append_header(n, v)
@@ -275,6 +309,25 @@ impl Plugin for Headers {
         for (name, value, append) in rendered {
             write(name, value, append, &mut sink);
         }
+        if self.response_from_request {
+            if let (Some(header), Some(id)) = (&self.request_id, &cx.id) {
+                req.set_response_header(header, id)?;
+            }
+            for name in &self.response.remove {
+                req.remove_response_header(name)?;
+            }
+            let rendered = self.response.render(req, &mut cx);
+            let mut sink = |n: &str, v: &str, append: bool| {
+                if append {
+                    req.append_response_header(n, v)
+                } else {
+                    req.set_response_header(n, v)
+                }
+            };
+            for (name, value, append) in rendered {
+                write(name, value, append, &mut sink);
+            }
+        }
         Ok(Decision::Continue)
     }
 
@@ -283,13 +336,17 @@ impl Plugin for Headers {
         req: &mut Request<'_>,
         resp: &mut Response<'_>,
     ) -> Result<Decision, Error> {
-        let id = req.var(ID_VAR);
-        if let (Some(header), Some(id)) = (&self.request_id, &id) {
+        let mut cx = RenderCx {
+            id: req.var(ID_VAR),
+            ..RenderCx::default()
+        };
+        if let (Some(header), Some(id)) = (&self.request_id, &cx.id) {
             resp.set_header(header, id)?;
         }
         for name in &self.response.remove {
             resp.remove_header(name);
         }
+        let rendered = self.response.render(req, &mut cx);
         let mut sink = |n: &str, v: &str, append: bool| {
             if append {
                 resp.append_header(n, v)
@@ -297,11 +354,8 @@ impl Plugin for Headers {
                 resp.set_header(n, v)
             }
         };
-        for (name, t) in &self.response.set {
-            write(name, t.render(req, id.as_deref()), false, &mut sink);
-        }
-        for (name, t) in &self.response.add {
-            write(name, t.render(req, id.as_deref()), true, &mut sink);
+        for (name, value, append) in rendered {
+            write(name, value, append, &mut sink);
         }
         Ok(Decision::Continue)
     }
@@ -420,7 +474,40 @@ mod tests {
     fn registration_follows_config() {
         let r = plugin(json!({"request": {"set": {"a": "b"}}})).registration();
         assert!(r.on_request && !r.on_response && !r.request_body);
+        // Response changes from values fixed for the request are queued in the request phase.
         let r = plugin(json!({"request_id": true})).registration();
-        assert!(r.on_request && r.on_response);
+        assert!(r.on_request && !r.on_response);
+        let r = plugin(
+            json!({"response": {"set": {"x-s": "${route} ${client_ip}"}, "remove": ["server"]}}),
+        )
+        .registration();
+        assert!(r.on_request && !r.on_response);
+        // Headers, vars, the method and the path may change after this plugin's request phase.
+        for template in ["${var.x}", "${header.x}", "${method}", "${path}"] {
+            let r = plugin(json!({"response": {"add": {"x-s": template}}})).registration();
+            assert!(!r.on_request && r.on_response, "{template}");
+        }
+    }
+
+    #[test]
+    fn fixed_response_changes_are_queued_in_the_request_phase() {
+        let mut p = plugin(json!({
+            "request_id": true,
+            "response": {"set": {"x-served-by": "gw (${route}, ${client_ip})"}, "add": {"x-multi": "2"}, "remove": ["server"]}
+        }));
+        let mut req = MockRequest::new("GET", "/")
+            .with_route("r1")
+            .with_client_addr("10.0.0.9")
+            .with_header("x-request-id", "abc-1");
+        testing::on_request(&mut p, &mut req).unwrap();
+        let mut resp = MockResponse::new(200)
+            .with_header("server", "origin")
+            .with_header("x-multi", "1")
+            .with_header("x-served-by", "origin");
+        testing::on_response(&mut p, &mut req, &mut resp).unwrap();
+        assert_eq!(resp.header("x-request-id"), Some("abc-1"));
+        assert_eq!(resp.header_values("x-served-by"), vec!["gw (r1, 10.0.0.9)"]);
+        assert_eq!(resp.header_values("x-multi"), vec!["1", "2"]);
+        assert_eq!(resp.header("server"), None);
     }
 }
