@@ -9,13 +9,15 @@
 //!
 //! File changes are debounced, then compared by content hash with what the last reload read,
 //! so touching a file, or a change to an unrelated file in a watched directory, reloads
-//! nothing. Directories are watched rather than files, so a file replaced by a rename (how
+//! nothing. A file is hashed again only when its metadata changed, so a busy neighbour (a log
+//! written next to the config) costs a few `stat`s per event rather than a hash of every
+//! plugin. Directories are watched rather than files, so a file replaced by a rename (how
 //! editors and deploy tools write) is still seen.
 
 pub mod compile_cache;
 mod status;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -34,6 +36,9 @@ use self::status::Status;
 
 /// Longest a stream of file events may hold a reload back.
 const MAX_DEBOUNCE_WAIT: Duration = Duration::from_secs(2);
+/// A file's timestamps tick coarsely (a scheduler tick on most filesystems), so a file changed
+/// this recently may change again without its metadata moving: its hash is not remembered.
+const SETTLE: Duration = Duration::from_secs(2);
 
 /// Why a reload runs.
 enum Trigger {
@@ -94,6 +99,7 @@ struct Reloader {
     /// What the last reload (successful or not) read, to skip reloads that would change
     /// nothing.
     last_seen: Snapshot,
+    hashes: FileHashes,
     status: Arc<Mutex<Status>>,
     tx: mpsc::Sender<Trigger>,
     watcher: Option<notify::RecommendedWatcher>,
@@ -108,7 +114,8 @@ pub fn start(
 ) -> std::io::Result<(Handle, std::thread::JoinHandle<()>)> {
     let path = absolute(path);
     let (tx, rx) = mpsc::channel();
-    let (mut snapshot, text) = read_snapshot(&path);
+    let mut hashes = FileHashes::new(SETTLE);
+    let (mut snapshot, text) = read_snapshot(&path, &mut hashes);
     // The file may have changed while the first table was built: if it no longer says what is
     // live, the first pass of the reload thread picks it up.
     let stale = text
@@ -132,6 +139,7 @@ pub fn start(
         path,
         live: config,
         last_seen: snapshot,
+        hashes,
         status: status.clone(),
         tx: tx.clone(),
         watcher: None,
@@ -205,7 +213,7 @@ impl Reloader {
     fn reload(&mut self, trigger: &'static str, forced: bool) -> Outcome {
         let started = Instant::now();
         let at = SystemTime::now();
-        let (snapshot, text) = read_snapshot(&self.path);
+        let (snapshot, text) = read_snapshot(&self.path, &mut self.hashes);
         if !forced && snapshot == self.last_seen {
             tracing::debug!("watched files changed, but not their contents: nothing to reload");
             return Outcome::unchanged();
@@ -444,17 +452,99 @@ fn files_of(path: &Path, config: Option<&Config>) -> Vec<PathBuf> {
 
 /// Reads the config and hashes it and every file it names. Also returns the config text, or
 /// why it could not be read.
-fn read_snapshot(path: &Path) -> (Snapshot, Result<String, String>) {
+fn read_snapshot(path: &Path, hashes: &mut FileHashes) -> (Snapshot, Result<String, String>) {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()));
     let config = text.as_ref().ok().and_then(|t| Config::parse(t, path).ok());
-    let files = files_of(path, config.as_ref())
+    let files: BTreeMap<PathBuf, Option<String>> = files_of(path, config.as_ref())
         .into_iter()
         .map(|f| {
-            let hash = std::fs::read(&f).ok().map(|b| content_hash(&b));
+            let hash = hashes.hash(&f);
             (f, hash)
         })
         .collect();
+    hashes.known.retain(|f, _| files.contains_key(f));
     (Snapshot { files }, text)
+}
+
+/// What identifies one version of a file without reading it: a write changes its size or
+/// change time, a replacement by rename its inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    /// Whether the file was last changed at least `settle` ago.
+    fn settled(&self, settle: Duration) -> bool {
+        let Ok(now) = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH) else {
+            return false;
+        };
+        let newest = self.mtime.max(self.ctime);
+        let (Ok(secs), Ok(nanos)) = (u64::try_from(newest.0), u32::try_from(newest.1)) else {
+            return false;
+        };
+        now.saturating_sub(Duration::new(secs, nanos.min(999_999_999))) >= settle
+    }
+}
+
+/// Content hashes of the watched files, remembered with the metadata they were read under.
+struct FileHashes {
+    known: HashMap<PathBuf, (Stamp, String)>,
+    settle: Duration,
+    /// Files read and hashed so far (for tests).
+    hashed: u64,
+}
+
+impl FileHashes {
+    fn new(settle: Duration) -> Self {
+        Self {
+            known: HashMap::new(),
+            settle,
+            hashed: 0,
+        }
+    }
+
+    /// The file's content hash (`None`: unreadable), read again only when its metadata
+    /// changed since it was last read, or it had changed just before that.
+    fn hash(&mut self, path: &Path) -> Option<String> {
+        // Stat before reading: a write after the stat changes the stamp seen next time.
+        let Ok(stamp) = std::fs::metadata(path).map(|m| Stamp::of(&m)) else {
+            self.known.remove(path);
+            return None;
+        };
+        if let Some((known, hash)) = self.known.get(path)
+            && *known == stamp
+        {
+            return Some(hash.clone());
+        }
+        self.hashed += 1;
+        let Ok(bytes) = std::fs::read(path) else {
+            self.known.remove(path);
+            return None;
+        };
+        let hash = content_hash(&bytes);
+        if stamp.settled(self.settle) {
+            self.known.insert(path.to_owned(), (stamp, hash.clone()));
+        } else {
+            self.known.remove(path);
+        }
+        Some(hash)
+    }
 }
 
 fn hash_of(snapshot: &Snapshot, path: &Path) -> Option<String> {
@@ -468,5 +558,85 @@ fn absolute(path: &Path) -> PathBuf {
         std::env::current_dir()
             .map(|d| d.join(path))
             .unwrap_or_else(|_| path.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_hashed_again_only_when_its_metadata_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("plugin.wasm");
+        std::fs::write(&f, "one").unwrap();
+        let mut hashes = FileHashes::new(Duration::ZERO);
+        let first = hashes.hash(&f).unwrap();
+        assert_eq!(first, content_hash(b"one"));
+        // Unchanged: served from what was remembered.
+        assert_eq!(hashes.hash(&f).unwrap(), first);
+        assert_eq!(hashes.hashed, 1);
+
+        // Rewritten in place with the same length: the change time moves.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&f, "two").unwrap();
+        assert_eq!(hashes.hash(&f).unwrap(), content_hash(b"two"));
+        assert_eq!(hashes.hashed, 2);
+
+        // Replaced by a rename: a new inode.
+        let tmp = dir.path().join("plugin.wasm.new");
+        std::fs::write(&tmp, "six").unwrap();
+        std::fs::rename(&tmp, &f).unwrap();
+        assert_eq!(hashes.hash(&f).unwrap(), content_hash(b"six"));
+        assert_eq!(hashes.hashed, 3);
+
+        // Gone, then back.
+        std::fs::remove_file(&f).unwrap();
+        assert_eq!(hashes.hash(&f), None);
+        std::fs::write(&f, "six").unwrap();
+        assert_eq!(hashes.hash(&f).unwrap(), content_hash(b"six"));
+        assert_eq!(hashes.hashed, 4);
+    }
+
+    #[test]
+    fn a_file_changed_moments_ago_is_always_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("gateway.toml");
+        std::fs::write(&f, "a").unwrap();
+        let mut hashes = FileHashes::new(Duration::from_secs(3600));
+        for _ in 0..3 {
+            assert_eq!(hashes.hash(&f).unwrap(), content_hash(b"a"));
+        }
+        assert_eq!(hashes.hashed, 3);
+    }
+
+    #[test]
+    fn a_busy_neighbour_does_not_make_the_snapshot_rehash_plugins() {
+        let dir = tempfile::tempdir().unwrap();
+        let plugin = dir.path().join("p.wasm");
+        std::fs::write(&plugin, b"\0asm").unwrap();
+        let config = dir.path().join("gateway.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\n[plugins.p]\npath = {:?}\n[upstreams.u]\ntargets = [\"http://127.0.0.1:9\"]\n[[routes]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"u\"\n[[routes.pipeline]]\nplugin = \"p\"\n",
+                plugin.display().to_string()
+            ),
+        )
+        .unwrap();
+        let mut hashes = FileHashes::new(Duration::ZERO);
+        let (first, _) = read_snapshot(&config, &mut hashes);
+        assert!(
+            first.files.contains_key(&plugin),
+            "{:?}",
+            first.files.keys()
+        );
+        assert_eq!(hashes.hashed, 2);
+        for i in 0..5 {
+            std::fs::write(dir.path().join("gateway.log"), format!("line {i}\n")).unwrap();
+            let (again, _) = read_snapshot(&config, &mut hashes);
+            assert!(again == first);
+        }
+        assert_eq!(hashes.hashed, 2);
     }
 }
