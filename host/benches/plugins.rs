@@ -51,7 +51,7 @@ fn instances(loaded: &LoadedPlugin, config: &str, mode: InstanceMode) -> Instanc
         limiters: Arc::new(rate_limit::Registry::default()),
     });
     let sandbox = Sandbox::new(&Limits::default(), false);
-    Instances::new(loaded.clone(), config.into(), ctx, mode, sandbox, 4)
+    Instances::new(loaded.clone(), config.into(), ctx, mode, sandbox, 1, 4)
         .unwrap()
         .0
 }
@@ -291,6 +291,7 @@ fn sandbox_overhead(c: &mut Criterion) {
             ctx,
             InstanceMode::Pooled,
             sandbox,
+            1,
             4,
         )
         .unwrap()

@@ -156,9 +156,9 @@ impl Gateway {
                     .unwrap_or_else(|| config.wasm.limits.clone());
                 let sandbox = Sandbox::new(&limits, shared.runtime.fuel());
                 // Calls yield at each epoch tick, so a worker may have more than one call of an
-                // entry in flight: keep a few instances per worker.
-                let max_idle = shared.workers * 2;
-                match Instances::new(plugin.clone(), json.into(), ctx, mode, sandbox, max_idle) {
+                // entry in flight: keep two idle instances per worker.
+                let workers = shared.workers;
+                match Instances::new(plugin.clone(), json.into(), ctx, mode, sandbox, workers, 2) {
                     Ok((instances, registration)) => {
                         let stage = Arc::new(Stage {
                             plugin: plugin.name.clone(),

@@ -1,8 +1,10 @@
 //! The instances one pipeline entry runs its calls on.
 //!
-//! Calls are synchronous and short, so a worker thread runs at most one call of an entry at a
-//! time: a pooled entry never needs more idle instances than there are workers. In pooled mode
-//! an instance is initialised once and reused; in fresh mode each call gets a new instance, so
+//! Calls are short, so a worker thread seldom has more than one call of an entry in flight (only
+//! when a call yields at an epoch tick). Idle instances are kept per worker: an instance is
+//! reused on the worker thread that used it last, so its memory stays in that core's caches and
+//! no lock is shared between workers; a worker with none idle makes its own. In pooled mode an
+//! instance is initialised once and reused; in fresh mode each call gets a new instance, so
 //! nothing can carry over from one request to the next. An instance that trapped, or that was
 //! refused memory, is never reused.
 //!
@@ -88,7 +90,9 @@ pub struct Instances {
     ctx: Arc<StageContext>,
     mode: InstanceMode,
     sandbox: Sandbox,
-    idle: Mutex<Vec<Instance>>,
+    /// Idle instances, one list per worker thread (see `crate::server::worker_index`).
+    idle: Box<[Mutex<Vec<Instance>>]>,
+    /// Most idle instances kept per worker.
     max_idle: usize,
 }
 
@@ -106,7 +110,8 @@ fn arm(store: &mut Store<HostState>, limit: Duration, fuel: Option<u64>) {
 }
 
 impl Instances {
-    /// Creates the first instance and calls `init` with the config, which must succeed.
+    /// Creates the first instance and calls `init` with the config, which must succeed. Up to
+    /// `max_idle` idle instances are kept for each of `workers` worker threads.
     /// Blocking (it drives `init` on a runtime of its own): call it off the async runtime.
     pub fn new(
         loaded: LoadedPlugin,
@@ -114,6 +119,7 @@ impl Instances {
         ctx: Arc<StageContext>,
         mode: InstanceMode,
         sandbox: Sandbox,
+        workers: usize,
         max_idle: usize,
     ) -> Result<(Self, Registration), String> {
         let this = Self {
@@ -122,7 +128,9 @@ impl Instances {
             ctx,
             mode,
             sandbox,
-            idle: Mutex::new(Vec::new()),
+            idle: (0..workers.max(1))
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
             max_idle: max_idle.max(1),
         };
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -134,13 +142,19 @@ impl Instances {
             other => other.to_string(),
         })?;
         if mode == InstanceMode::Pooled {
-            this.idle.lock().push(first);
+            this.idle().push(first);
         }
         Ok((this, registration))
     }
 
     pub fn mode(&self) -> InstanceMode {
         self.mode
+    }
+
+    /// The calling worker's idle instances. Only that worker takes this lock, except while a
+    /// config is being built.
+    fn idle(&self) -> parking_lot::MutexGuard<'_, Vec<Instance>> {
+        self.idle[crate::server::worker_index() % self.idle.len()].lock()
     }
 
     async fn instantiate(&self) -> Result<(Instance, Registration), Failure> {
@@ -213,7 +227,7 @@ impl Instances {
 
     async fn checkout(&self) -> Result<Instance, Failure> {
         if self.mode == InstanceMode::Pooled
-            && let Some(i) = self.idle.lock().pop()
+            && let Some(i) = self.idle().pop()
         {
             return Ok(i);
         }
@@ -242,7 +256,7 @@ impl Instances {
             );
         }
         if self.mode == InstanceMode::Pooled && !worn_out && !full {
-            let mut idle = self.idle.lock();
+            let mut idle = self.idle();
             if idle.len() < self.max_idle {
                 idle.push(instance);
             }
