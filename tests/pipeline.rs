@@ -233,6 +233,47 @@ config = {{ queue_response_set = {{ "content-length" = "1" }} }}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_header_queued_from_a_var_takes_its_value_when_applied() {
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let gw = Gateway::start(&config(
+        &up,
+        r#"
+[[routes]]
+name = "v"
+path_prefix = "/v"
+upstream = "up"
+[[routes.pipeline]]
+plugin = "fixture"
+config = { set_var = { tier = "gold" }, queue_response_from_var = { "x-tier" = "tier", "x-upstream" = "unset", "x-kept" = "bad" } }
+[[routes.pipeline]]
+plugin = "fixture"
+config = { set_var = { tier = "platinum", bad = "a\nb" }, response_set = { "x-kept" = "kept" } }
+
+[[routes]]
+name = "refused"
+path_prefix = "/refused"
+upstream = "up"
+[[routes.pipeline]]
+plugin = "fixture"
+config = { queue_response_from_var = { "bad name" = "tier" } }
+"#,
+    ));
+    let c = Client::new();
+
+    let r = c.get(&gw.url("/v")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    // The value the second plugin set after the first queued the header.
+    assert_eq!(r.header("x-tier"), Some("platinum"));
+    // An unset variable, or one that is no header value, leaves the header as it was.
+    assert_eq!(r.header("x-upstream"), Some("up"));
+    assert_eq!(r.header("x-kept"), Some("kept"));
+
+    // The name is checked when the change is queued: the fixture passes the error on.
+    let r = c.get(&gw.url("/refused")).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn variables_flow_along_the_pipeline_and_into_the_response_phase() {
     let up = Upstream::start("up", Behaviour::Echo).await;
     let gw = Gateway::start(&config(

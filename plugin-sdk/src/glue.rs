@@ -189,6 +189,12 @@ impl RequestBackend for HostRequest<'_> {
         }
         .map_err(host_error)
     }
+
+    fn queue_response_header_from_var(&mut self, name: &str, var: &str) -> Result<(), HostError> {
+        self.0
+            .set_response_header_from_var(name, var)
+            .map_err(host_error)
+    }
 }
 
 /// The host's response resource, borrowed for one call.

@@ -31,6 +31,8 @@ pub(crate) trait RequestBackend {
         value: Option<&str>,
         append: bool,
     ) -> Result<(), HostError>;
+    /// A queued response header set to a variable's value at the time it is applied.
+    fn queue_response_header_from_var(&mut self, name: &str, var: &str) -> Result<(), HostError>;
 }
 
 /// What a [`Response`] is a view of (the WIT `response` resource, or a mock).
@@ -188,6 +190,14 @@ impl<'a> Request<'a> {
     /// [`HostError::NotAllowed`].
     pub fn remove_response_header(&mut self, name: &str) -> Result<(), HostError> {
         self.inner.queue_response_header(name, None, false)
+    }
+
+    /// Sets a header on this request's response to the value variable `var` has when the
+    /// change is applied (see [`Request::set_response_header`]), so plugins that run later can
+    /// still decide it. If the variable is unset then, or its value is not a valid header
+    /// value, the header is left as it is. The name is checked now.
+    pub fn set_response_header_from_var(&mut self, name: &str, var: &str) -> Result<(), HostError> {
+        self.inner.queue_response_header_from_var(name, var)
     }
 }
 

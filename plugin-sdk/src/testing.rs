@@ -87,6 +87,12 @@ pub fn on_response<P: Plugin>(
             ResponseEdit::Set(n, v) => set_header(&mut resp.headers, &n, &v)?,
             ResponseEdit::Append(n, v) => append_header(&mut resp.headers, &n, &v)?,
             ResponseEdit::Remove(n) => remove_header(&mut resp.headers, &n),
+            ResponseEdit::SetFromVar(n, var) => {
+                if let Some(v) = req.vars.get(&var) {
+                    // An invalid value leaves the header as it is, as on the host.
+                    let _ = set_header(&mut resp.headers, &n, v);
+                }
+            }
         }
     }
     if !plugin.registration().on_response {
@@ -136,10 +142,13 @@ enum ResponseEdit {
     Set(String, String),
     Append(String, String),
     Remove(String),
+    SetFromVar(String, String),
 }
 
 /// Most response header changes the host lets one plugin queue for one request.
 const MAX_RESPONSE_EDITS: usize = 64;
+/// Longest variable name a queued header may name, as on the host.
+const MAX_VAR_BYTES: usize = 16 * 1024;
 
 /// Which hook a mock request is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -454,6 +463,20 @@ impl RequestBackend for MockRequest {
             None => ResponseEdit::Remove(check_header(name, "")?),
         };
         self.response_edits.push(edit);
+        Ok(())
+    }
+
+    fn queue_response_header_from_var(&mut self, name: &str, var: &str) -> Result<(), HostError> {
+        self.writable()?;
+        if self.response_edits.len() >= MAX_RESPONSE_EDITS {
+            return Err(HostError::NotAllowed);
+        }
+        let name = check_header(name, "")?;
+        if var.len() > MAX_VAR_BYTES {
+            return Err(HostError::InvalidValue);
+        }
+        self.response_edits
+            .push(ResponseEdit::SetFromVar(name, var.to_string()));
         Ok(())
     }
 }
@@ -1111,6 +1134,35 @@ mod tests {
             r.set_response_header("x-a", "1"),
             Err(HostError::NotAllowed)
         );
+    }
+
+    #[test]
+    fn a_header_queued_from_a_var_takes_the_value_the_var_has_when_applied() {
+        let mut req = MockRequest::new("GET", "/");
+        let mut r = Request::new(&mut req);
+        r.set_var("limit", "10");
+        r.set_response_header_from_var("x-limit", "limit").unwrap();
+        r.set_response_header_from_var("x-unset", "nothing")
+            .unwrap();
+        r.set_response_header_from_var("x-bad", "bad").unwrap();
+        assert_eq!(
+            r.set_response_header_from_var("bad name", "limit"),
+            Err(HostError::InvalidName)
+        );
+        assert_eq!(
+            r.set_response_header_from_var("content-length", "limit"),
+            Err(HostError::NotAllowed)
+        );
+        // Changed after queueing, as a later plugin would.
+        r.set_var("limit", "3");
+        r.set_var("bad", "a\r\nb");
+        let mut resp = MockResponse::new(200)
+            .with_header("x-unset", "kept")
+            .with_header("x-bad", "kept");
+        on_response(&mut Queue, &mut req, &mut resp).unwrap();
+        assert_eq!(resp.header("x-limit"), Some("3"));
+        assert_eq!(resp.header("x-unset"), Some("kept"));
+        assert_eq!(resp.header("x-bad"), Some("kept"));
     }
 
     fn request_error(plugin: &mut Echo, header: &str) -> Error {

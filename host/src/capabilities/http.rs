@@ -278,7 +278,7 @@ impl HostRequest for HostState {
         name: String,
         value: String,
     ) -> Result<Result<(), ErrorCode>> {
-        Ok(self.queue_response_edit(&name, Some(&value), false))
+        Ok(self.queue_response_edit(&name, QueuedValue::Set(&value)))
     }
 
     fn append_response_header(
@@ -287,7 +287,7 @@ impl HostRequest for HostState {
         name: String,
         value: String,
     ) -> Result<Result<(), ErrorCode>> {
-        Ok(self.queue_response_edit(&name, Some(&value), true))
+        Ok(self.queue_response_edit(&name, QueuedValue::Append(&value)))
     }
 
     fn remove_response_header(
@@ -295,7 +295,16 @@ impl HostRequest for HostState {
         _: Resource<RequestHandle>,
         name: String,
     ) -> Result<Result<(), ErrorCode>> {
-        Ok(self.queue_response_edit(&name, None, false))
+        Ok(self.queue_response_edit(&name, QueuedValue::Remove))
+    }
+
+    fn set_response_header_from_var(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+        var: String,
+    ) -> Result<Result<(), ErrorCode>> {
+        Ok(self.queue_response_edit(&name, QueuedValue::Var(var)))
     }
 
     fn drop(&mut self, _: Resource<RequestHandle>) -> Result<()> {
@@ -303,15 +312,18 @@ impl HostRequest for HostState {
     }
 }
 
+/// What a queued response header change writes.
+enum QueuedValue<'a> {
+    Set(&'a str),
+    Append(&'a str),
+    Var(String),
+    Remove,
+}
+
 impl HostState {
     /// Queues a response header change for the running stage: checked now, applied when the
     /// response phase reaches the stage (`Pipeline::on_response`).
-    fn queue_response_edit(
-        &mut self,
-        name: &str,
-        value: Option<&str>,
-        append: bool,
-    ) -> Result<(), ErrorCode> {
+    fn queue_response_edit(&mut self, name: &str, value: QueuedValue<'_>) -> Result<(), ErrorCode> {
         let Some(ex) = self.exchange.as_deref_mut() else {
             return Err(ErrorCode::NotAllowed);
         };
@@ -328,20 +340,23 @@ impl HostState {
             return Err(ErrorCode::NotAllowed);
         }
         let edit = match value {
-            Some(value) => {
+            QueuedValue::Set(value) => {
                 let (name, value) = parse_header(name, value)?;
-                if append {
-                    HeaderEdit::Append(name, value)
-                } else {
-                    HeaderEdit::Set(name, value)
-                }
+                HeaderEdit::Set(name, value)
             }
-            None => {
-                let name =
-                    HeaderName::from_bytes(name.as_bytes()).map_err(|_| ErrorCode::InvalidName)?;
-                if is_framing(&name) {
-                    return Err(ErrorCode::NotAllowed);
+            QueuedValue::Append(value) => {
+                let (name, value) = parse_header(name, value)?;
+                HeaderEdit::Append(name, value)
+            }
+            QueuedValue::Var(var) => {
+                let (name, _) = parse_header(name, "")?;
+                if var.len() > MAX_VAR_BYTES {
+                    return Err(ErrorCode::InvalidValue);
                 }
+                HeaderEdit::SetFromVar(name, var)
+            }
+            QueuedValue::Remove => {
+                let (name, _) = parse_header(name, "")?;
                 HeaderEdit::Remove(name)
             }
         };

@@ -52,10 +52,13 @@ pub enum HeaderEdit {
     Set(HeaderName, HeaderValue),
     Append(HeaderName, HeaderValue),
     Remove(HeaderName),
+    /// Set to the value the variable has when the change is applied; left alone when it is
+    /// unset or not a valid header value.
+    SetFromVar(HeaderName, String),
 }
 
 impl HeaderEdit {
-    fn apply(self, headers: &mut HeaderMap) {
+    fn apply(self, headers: &mut HeaderMap, vars: &[(String, String)]) {
         match self {
             Self::Set(n, v) => {
                 headers.insert(n, v);
@@ -65,6 +68,15 @@ impl HeaderEdit {
             }
             Self::Remove(n) => {
                 headers.remove(n);
+            }
+            Self::SetFromVar(n, var) => {
+                let value = vars
+                    .iter()
+                    .find(|(name, _)| *name == var)
+                    .and_then(|(_, v)| HeaderValue::from_str(v).ok());
+                if let Some(v) = value {
+                    headers.insert(n, v);
+                }
             }
         }
     }
@@ -240,7 +252,7 @@ impl Pipeline {
                     .expect("the response phase has a response");
                 for e in edits.drain(from..) {
                     if e.stage == i {
-                        e.edit.apply(&mut response.parts.headers);
+                        e.edit.apply(&mut response.parts.headers, &ex.vars);
                     }
                 }
             }

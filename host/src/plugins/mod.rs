@@ -217,7 +217,7 @@ impl Runtime {
         })?;
         let pre = PluginPre::new(instance_pre).map_err(|e| {
             format!(
-                "plugin `{name}` ({}): does not export wasmgate:plugin/handler@0.1.1: {e:#}",
+                "plugin `{name}` ({}): does not export wasmgate:plugin/handler@0.1.2: {e:#}",
                 path.display()
             )
         })?;

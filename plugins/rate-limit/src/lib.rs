@@ -12,7 +12,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use wasmgate_sdk::log::{self, Level};
 use wasmgate_sdk::rate_limit::{Limiter, Quota, Verdict};
-use wasmgate_sdk::{ConfigError, Decision, Error, Plugin, Registration, Reply, Request, Response};
+use wasmgate_sdk::{ConfigError, Decision, Error, Plugin, Registration, Reply, Request};
 
 /// Each limit is one host call per request; a handful is plenty for real policies.
 const MAX_LIMITS: usize = 8;
@@ -21,9 +21,15 @@ const MAX_NAME: usize = 256;
 /// The host refuses longer keys and limiter names (as a refusal, for keys), so longer ones
 /// are replaced by their SHA-256.
 const MAX_HOST_KEY: usize = 1024;
-/// Carries the numbers for the `RateLimit-*` headers from the request phase to the response
-/// phase, and between several rate-limit entries on one route.
+/// Carries the numbers of the tightest limit so far between several rate-limit entries on one
+/// route.
 const STATUS_VAR: &str = "rate_limit.status";
+/// The `RateLimit-*` headers, each set from a variable holding its value (see `on_request`).
+const HEADER_VARS: [(&str, &str); 3] = [
+    ("ratelimit-limit", "rate_limit.limit"),
+    ("ratelimit-remaining", "rate_limit.remaining"),
+    ("ratelimit-reset", "rate_limit.reset"),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -381,7 +387,7 @@ impl Plugin for RateLimit {
     }
 
     fn registration(&self) -> Registration {
-        Registration::new()
+        Registration::request_only()
     }
 
     fn on_request(&mut self, req: &mut Request<'_>) -> Result<Decision, Error> {
@@ -427,11 +433,22 @@ impl Plugin for RateLimit {
             return Ok(Decision::Continue);
         };
         // An earlier rate-limit entry on this route may have reported already: keep whichever
-        // is closer to refusing, so every entry's response phase writes the same headers.
-        if let Some(earlier) = req.var(STATUS_VAR).as_deref().and_then(Status::decode) {
+        // is closer to refusing. The first entry queues the response headers, set from
+        // variables when the response passes it, last of all the entries: by then the
+        // variables hold the tightest numbers of every entry (no response phase needed).
+        let earlier = req.var(STATUS_VAR).as_deref().and_then(Status::decode);
+        if let Some(earlier) = earlier {
             status = status.tighter(Some(earlier));
         }
         req.set_var(STATUS_VAR, &status.encode());
+        for ((_, var), (_, value)) in HEADER_VARS.iter().zip(status.headers()) {
+            req.set_var(var, &value);
+        }
+        if earlier.is_none() {
+            for (name, var) in HEADER_VARS {
+                req.set_response_header_from_var(name, var)?;
+            }
+        }
 
         let Some(refused) = refused else {
             return Ok(Decision::Continue);
@@ -447,19 +464,6 @@ impl Plugin for RateLimit {
             r#"{{"error":"rate_limited","message":"too many requests","retry_after":{retry_after}}}"#
         );
         Ok(Decision::Respond(reply.body(body)))
-    }
-
-    fn on_response(
-        &mut self,
-        req: &mut Request<'_>,
-        resp: &mut Response<'_>,
-    ) -> Result<Decision, Error> {
-        if let Some(status) = req.var(STATUS_VAR).as_deref().and_then(Status::decode) {
-            for (name, value) in status.headers() {
-                resp.set_header(name, &value)?;
-            }
-        }
-        Ok(Decision::Continue)
     }
 }
 

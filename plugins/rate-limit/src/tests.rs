@@ -591,7 +591,7 @@ fn good_configs_load() {
         json!({ "rate": u32::MAX, "per": "second", "burst": u32::MAX, "key": "global" }),
     ] {
         let p = plugin(config);
-        assert_eq!(p.registration(), Registration::new());
+        assert_eq!(p.registration(), Registration::request_only());
     }
     let p = plugin(json!({ "limits": [
         { "rate": 1, "per": "hour" },
