@@ -327,6 +327,15 @@ impl MockRequest {
         &self.id
     }
 
+    /// Response header changes are queued in the request phase only, at most 64.
+    fn room_for_response_edit(&self) -> Result<(), HostError> {
+        self.writable()?;
+        if self.response_edits.len() >= MAX_RESPONSE_EDITS {
+            return Err(HostError::NotAllowed);
+        }
+        Ok(())
+    }
+
     fn writable(&self) -> Result<(), HostError> {
         match self.phase {
             Phase::Request => Ok(()),
@@ -447,10 +456,7 @@ impl RequestBackend for MockRequest {
         value: Option<&str>,
         append: bool,
     ) -> Result<(), HostError> {
-        self.writable()?;
-        if self.response_edits.len() >= MAX_RESPONSE_EDITS {
-            return Err(HostError::NotAllowed);
-        }
+        self.room_for_response_edit()?;
         let edit = match value {
             Some(value) => {
                 let name = check_header(name, value)?;
@@ -467,10 +473,7 @@ impl RequestBackend for MockRequest {
     }
 
     fn queue_response_header_from_var(&mut self, name: &str, var: &str) -> Result<(), HostError> {
-        self.writable()?;
-        if self.response_edits.len() >= MAX_RESPONSE_EDITS {
-            return Err(HostError::NotAllowed);
-        }
+        self.room_for_response_edit()?;
         let name = check_header(name, "")?;
         if var.len() > MAX_VAR_BYTES {
             return Err(HostError::InvalidValue);
