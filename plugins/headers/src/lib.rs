@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use wasmgate_sdk::{ConfigError, Decision, Error, Plugin, Registration, Request, Response, log};
+use wasmgate_sdk::{
+    ConfigError, Decision, Error, HostError, Plugin, Registration, Request, Response, log,
+};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -219,21 +221,95 @@ impl CompiledOps {
     }
 }
 
-/// Writes one header, or logs and skips it when its rendered value is not valid header text.
-fn write(
-    name: &str,
-    value: String,
-    append: bool,
-    sink: &mut dyn FnMut(&str, &str, bool) -> Result<(), wasmgate_sdk::HostError>,
-) {
-    if !valid_value(&value) {
-        log::warn(&format!(
-            "header `{name}` not set: its value would contain invalid bytes"
-        ));
-        return;
+/// Where header changes go: the request, the response, or the response changes queued in the
+/// request phase.
+trait Target {
+    fn set(&mut self, name: &str, value: &str) -> Result<(), HostError>;
+    fn append(&mut self, name: &str, value: &str) -> Result<(), HostError>;
+    fn remove(&mut self, name: &str) -> Result<(), HostError>;
+}
+
+struct ToRequest<'r, 'a>(&'r mut Request<'a>);
+
+impl Target for ToRequest<'_, '_> {
+    fn set(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        self.0.set_header(name, value)
     }
-    if let Err(e) = sink(name, &value, append) {
-        log::warn(&format!("header `{name}` not set: {e}"));
+    fn append(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        self.0.append_header(name, value)
+    }
+    fn remove(&mut self, name: &str) -> Result<(), HostError> {
+        self.0.remove_header(name);
+        Ok(())
+    }
+}
+
+/// The response, through changes the host applies where the response phase would run.
+struct ToQueuedResponse<'r, 'a>(&'r mut Request<'a>);
+
+impl Target for ToQueuedResponse<'_, '_> {
+    fn set(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        self.0.set_response_header(name, value)
+    }
+    fn append(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        self.0.append_response_header(name, value)
+    }
+    fn remove(&mut self, name: &str) -> Result<(), HostError> {
+        self.0.remove_response_header(name)
+    }
+}
+
+impl Target for Response<'_> {
+    fn set(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        self.set_header(name, value)
+    }
+    fn append(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        self.append_header(name, value)
+    }
+    fn remove(&mut self, name: &str) -> Result<(), HostError> {
+        self.remove_header(name);
+        Ok(())
+    }
+}
+
+/// Writes the rendered values, skipping (with a log line) each one that is not valid header
+/// text or that the host refuses.
+fn write_all(rendered: Vec<(&str, String, bool)>, target: &mut dyn Target) {
+    for (name, value, append) in rendered {
+        if !valid_value(&value) {
+            log::warn(&format!(
+                "header `{name}` not set: its value would contain invalid bytes"
+            ));
+            continue;
+        }
+        let written = if append {
+            target.append(name, &value)
+        } else {
+            target.set(name, &value)
+        };
+        if let Err(e) = written {
+            log::warn(&format!("header `{name}` not set: {e}"));
+        }
+    }
+}
+
+impl Headers {
+    /// The response changes, in order: the request id, removals, then the set and add values
+    /// (rendered beforehand: rendering reads the request, which a queued target borrows).
+    fn respond_to(
+        &self,
+        id: Option<&str>,
+        rendered: Vec<(&str, String, bool)>,
+        target: &mut dyn Target,
+    ) -> Result<(), HostError> {
+        if let (Some(header), Some(id)) = (&self.request_id, id) {
+            target.set(header, id)?;
+        }
+        for name in &self.response.remove {
+            target.remove(name)?;
+        }
+        write_all(rendered, target);
+        Ok(())
     }
 }
 
@@ -299,34 +375,10 @@ impl Plugin for Headers {
             req.remove_header(name);
         }
         let rendered = self.request.render(req, &mut cx);
-        let mut sink = |n: &str, v: &str, append: bool| {
-            if append {
-                req.append_header(n, v)
-            } else {
-                req.set_header(n, v)
-            }
-        };
-        for (name, value, append) in rendered {
-            write(name, value, append, &mut sink);
-        }
+        write_all(rendered, &mut ToRequest(req));
         if self.response_from_request {
-            if let (Some(header), Some(id)) = (&self.request_id, &cx.id) {
-                req.set_response_header(header, id)?;
-            }
-            for name in &self.response.remove {
-                req.remove_response_header(name)?;
-            }
             let rendered = self.response.render(req, &mut cx);
-            let mut sink = |n: &str, v: &str, append: bool| {
-                if append {
-                    req.append_response_header(n, v)
-                } else {
-                    req.set_response_header(n, v)
-                }
-            };
-            for (name, value, append) in rendered {
-                write(name, value, append, &mut sink);
-            }
+            self.respond_to(cx.id.as_deref(), rendered, &mut ToQueuedResponse(req))?;
         }
         Ok(Decision::Continue)
     }
@@ -340,23 +392,8 @@ impl Plugin for Headers {
             id: req.var(ID_VAR),
             ..RenderCx::default()
         };
-        if let (Some(header), Some(id)) = (&self.request_id, &cx.id) {
-            resp.set_header(header, id)?;
-        }
-        for name in &self.response.remove {
-            resp.remove_header(name);
-        }
         let rendered = self.response.render(req, &mut cx);
-        let mut sink = |n: &str, v: &str, append: bool| {
-            if append {
-                resp.append_header(n, v)
-            } else {
-                resp.set_header(n, v)
-            }
-        };
-        for (name, value, append) in rendered {
-            write(name, value, append, &mut sink);
-        }
+        self.respond_to(cx.id.as_deref(), rendered, resp)?;
         Ok(Decision::Continue)
     }
 }
