@@ -50,9 +50,13 @@ fn root() -> PathBuf {
         .to_owned()
 }
 
+/// Cargo, building into the workspace's own `target/` even when `CARGO_TARGET_DIR` points
+/// elsewhere: the gateway, the plugins' components, the example configs and the tests all
+/// look for their artifacts there.
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.current_dir(root());
+    c.current_dir(root())
+        .env("CARGO_TARGET_DIR", root().join("target"));
     c
 }
 
