@@ -4,7 +4,6 @@
 //! (it builds the plugins first).
 
 use std::hint::black_box;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -18,6 +17,7 @@ use wasmgate::plugins::pool::Instances;
 use wasmgate::plugins::state::StageContext;
 use wasmgate::plugins::{LoadedPlugin, Runtime, Sandbox};
 use wasmgate::router::{Matcher, Router};
+use wasmgate::server::Peer;
 
 fn wasm(name: &str) -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -39,7 +39,7 @@ fn exchange() -> Box<Exchange> {
         .body(())
         .unwrap()
         .into_parts();
-    let client: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let client = Peer::new("127.0.0.1:40000".parse().unwrap());
     Box::new(Exchange::new(parts, client, "users".into(), 1 << 20))
 }
 

@@ -217,7 +217,7 @@ impl HostRequest for HostState {
     }
 
     fn client_addr(&mut self, _: Resource<RequestHandle>) -> Result<String> {
-        Ok(self.exchange()?.client.ip().to_string())
+        Ok(self.exchange()?.client.ip_str().to_owned())
     }
 
     fn route(&mut self, _: Resource<RequestHandle>) -> Result<String> {

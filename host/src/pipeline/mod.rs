@@ -1,7 +1,6 @@
 //! Running a route's plugins: the request phase in pipeline order, the response phase in
 //! reverse, over one `Exchange` that carries the request, its variables and the response.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -13,6 +12,7 @@ use crate::config::OnError;
 use crate::metrics::Metrics;
 use crate::plugins::bindings::{Decision, Registration};
 use crate::plugins::pool::{Failure, Instances};
+use crate::server::Peer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -101,7 +101,7 @@ pub struct Exchange {
     pub response_edits: Vec<ResponseEdit>,
     /// The pipeline entry being called (its index).
     pub stage: usize,
-    pub client: SocketAddr,
+    pub client: Peer,
     pub route: Arc<str>,
     pub id: RequestId,
     pub phase: Phase,
@@ -112,12 +112,7 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    pub fn new(
-        request: request::Parts,
-        client: SocketAddr,
-        route: Arc<str>,
-        body_limit: usize,
-    ) -> Self {
+    pub fn new(request: request::Parts, client: Peer, route: Arc<str>, body_limit: usize) -> Self {
         Self {
             request,
             request_body: None,

@@ -4,7 +4,6 @@
 
 mod pool;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -16,6 +15,7 @@ use self::pool::{SendError, WorkerPool};
 use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
 use crate::error::GatewayError;
+use crate::server::Peer;
 
 /// A parsed upstream target (`http://host:port`).
 #[derive(Debug, Clone)]
@@ -132,8 +132,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Headers that describe one connection and must not be forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// Headers that describe one connection and must not be forwarded (RFC 9110 §7.6.1), with
+/// the unregistered `Proxy-Connection` some clients still send.
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     header::TE,
     header::TRAILER,
@@ -141,35 +142,41 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
     HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
 ];
 
 /// Whether a header describes one connection (RFC 9110 §7.6.1) and is never forwarded.
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || name.as_str() == "proxy-connection"
+    HOP_BY_HOP.iter().any(|h| h == name)
 }
 
-/// Removes hop-by-hop headers, including any named in `Connection`. Most messages carry none,
-/// so one pass over the names present decides whether anything needs removing.
+/// Removes hop-by-hop headers, including any named in `Connection`. Most messages carry at
+/// most `Connection: keep-alive`, so one pass over the names present finds what to remove and
+/// nothing else is looked up.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(is_hop_by_hop) {
+    let mut gone: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n))
+        .cloned()
+        .collect();
+    if gone.is_empty() {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
-        for n in named {
-            headers.remove(n);
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',').map(str::trim) {
+            // The two connection options that name no header field.
+            if token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("close") {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                gone.push(name);
+            }
         }
     }
-    for h in &HOP_BY_HOP {
-        headers.remove(h);
+    for name in gone {
+        headers.remove(name);
     }
-    headers.remove("proxy-connection");
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -178,20 +185,16 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 
 /// Prepares a client's request headers for the upstream: drops hop-by-hop headers and the
 /// client's Host (the client sets the target's), and sets the X-Forwarded-* headers.
-pub fn forwarded_headers(headers: &mut HeaderMap, client: SocketAddr) {
+pub fn forwarded_headers(headers: &mut HeaderMap, client: &Peer) {
     strip_hop_by_hop(headers);
-    let mut xff = String::with_capacity(48);
-    if let Some(prev) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        xff.push_str(prev);
-        xff.push_str(", ");
-    }
-    {
-        use std::fmt::Write;
-        let _ = write!(xff, "{}", client.ip());
-    }
-    if let Ok(v) = HeaderValue::try_from(xff) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::to_str) {
+        Some(Ok(prev)) => {
+            let appended = format!("{prev}, {}", client.ip_str());
+            HeaderValue::try_from(appended).unwrap_or_else(|_| client.ip().clone())
+        }
+        _ => client.ip().clone(),
+    };
+    headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     if let Some(host) = headers.remove(header::HOST) {
         headers.insert(X_FORWARDED_HOST.clone(), host);
@@ -237,11 +240,49 @@ mod tests {
     }
 
     #[test]
+    fn every_hop_by_hop_header_is_dropped_and_nothing_else() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Keep-Alive, close, X-Trace"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-trace", HeaderValue::from_static("1"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key(header::CONTENT_TYPE));
+
+        // Nothing to strip: the map is left as it was.
+        let mut plain = HeaderMap::new();
+        plain.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut plain);
+        assert_eq!(plain.len(), 1);
+    }
+
+    #[test]
+    fn forwarded_for_is_the_client_ip_alone_when_new_or_unreadable() {
+        let mut h = HeaderMap::new();
+        forwarded_headers(&mut h, &Peer::new("[::1]:5000".parse().unwrap()));
+        assert_eq!(h["x-forwarded-for"], "::1");
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"10.0.0.1\xff").unwrap(),
+        );
+        forwarded_headers(&mut h, &Peer::new("127.0.0.1:5000".parse().unwrap()));
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    }
+
+    #[test]
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert(header::HOST, HeaderValue::from_static("api.example.com"));
-        forwarded_headers(&mut h, "127.0.0.1:5000".parse().unwrap());
+        forwarded_headers(&mut h, &Peer::new("127.0.0.1:5000".parse().unwrap()));
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
         assert_eq!(h["x-forwarded-proto"], "http");

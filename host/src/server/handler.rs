@@ -1,7 +1,6 @@
 //! One request's journey: match a route, run its pipeline, forward upstream, run the response
 //! phase, answer. Routes without plugins take a path that never touches the plugin machinery.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,12 +14,9 @@ use crate::gateway::{Gateway, Route};
 use crate::pipeline::{Exchange, Pipeline, RequestOutcome, ResponseState};
 use crate::proxy;
 use crate::router::has_dot_segments;
+use crate::server::Peer;
 
-pub async fn handle(
-    gw: Arc<Gateway>,
-    req: Request<Incoming>,
-    client: SocketAddr,
-) -> Response<Body> {
+pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, client: Peer) -> Response<Body> {
     let started = Instant::now();
     if has_dot_segments(req.uri().path()) {
         return GatewayError::BadRequest.into_response();
@@ -50,9 +46,9 @@ pub async fn handle(
 }
 
 /// The plain proxy path: no buffering, no copies.
-async fn forward(route: &Route, req: Request<Incoming>, client: SocketAddr) -> Response<Body> {
+async fn forward(route: &Route, req: Request<Incoming>, client: Peer) -> Response<Body> {
     let (mut parts, incoming) = req.into_parts();
-    prepare_upstream_request(route, &mut parts.uri, &mut parts.headers, client);
+    prepare_upstream_request(route, &mut parts.uri, &mut parts.headers, &client);
     match route
         .upstream
         .send(Request::from_parts(parts, Body::Left(incoming)))
@@ -67,7 +63,7 @@ fn prepare_upstream_request(
     route: &Route,
     uri: &mut http::Uri,
     headers: &mut HeaderMap,
-    client: SocketAddr,
+    client: &Peer,
 ) {
     if let Some(prefix) = &route.strip {
         strip_prefix(uri, prefix);
@@ -103,7 +99,7 @@ async fn with_pipeline(
     route: &Route,
     pipeline: &Pipeline,
     req: Request<Incoming>,
-    client: SocketAddr,
+    client: Peer,
 ) -> Response<Body> {
     let metrics = &gw.shared.metrics;
     let (parts, incoming) = req.into_parts();
@@ -198,7 +194,7 @@ fn upstream_request(
         std::mem::take(&mut ex.request.headers)
     };
     let (mut parts, _) = req.into_parts();
-    prepare_upstream_request(route, &mut parts.uri, &mut parts.headers, ex.client);
+    prepare_upstream_request(route, &mut parts.uri, &mut parts.headers, &ex.client);
     let body = match (ex.request_body.take(), streaming) {
         (Some(bytes), _) => {
             parts.headers.remove(header::CONTENT_LENGTH);

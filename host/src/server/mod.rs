@@ -12,7 +12,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -25,6 +25,32 @@ use crate::body::Body;
 
 thread_local! {
     static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The client end of a connection: its address, and its IP as header text, rendered once per
+/// connection for `X-Forwarded-For` and the plugins' `client-addr` rather than once per request.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    ip: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Self {
+        let ip = HeaderValue::from_str(&addr.ip().to_string())
+            .expect("an IP address is a valid header value");
+        Self { addr, ip }
+    }
+
+    /// The IP address, as a header value.
+    pub fn ip(&self) -> &HeaderValue {
+        &self.ip
+    }
+
+    /// The IP address, as text.
+    pub fn ip_str(&self) -> &str {
+        self.ip.to_str().unwrap_or_default()
+    }
 }
 
 /// The index of the worker thread running this code (0 outside workers).
@@ -79,7 +105,7 @@ pub async fn serve<F, Fut>(
     mut shutdown: watch::Receiver<bool>,
     handle: F,
 ) where
-    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Request<Incoming>, Peer) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
@@ -99,8 +125,9 @@ pub async fn serve<F, Fut>(
                 };
                 let _ = stream.set_nodelay(true);
                 let handle = handle.clone();
+                let client = Peer::new(peer);
                 let service = service_fn(move |req| {
-                    let fut = handle(req, peer);
+                    let fut = handle(req, client.clone());
                     async move { Ok::<_, Infallible>(fut.await) }
                 });
                 let conn = http1::Builder::new()
