@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
 use http::Method;
 
 /// What the router needs to know about a route; the rest lives with the caller's `T`.
@@ -51,13 +52,16 @@ fn normalise_prefix(p: &str) -> &str {
 #[derive(Debug)]
 pub struct Router<T> {
     routes: Vec<(Matcher, T)>,
-    /// prefix → indices into `routes`, host-specific routes first, then config order.
-    by_prefix: HashMap<Box<str>, Vec<usize>>,
+    /// prefix → indices into `routes`, host-specific routes first, then config order. The keys
+    /// come from the config, so a fast hash is safe here.
+    by_prefix: HashMap<Box<str>, Vec<usize>, RandomState>,
+    /// Whether any route names a host; when none does, the Host header is never looked at.
+    any_host: bool,
 }
 
 impl<T> Router<T> {
     pub fn new(routes: Vec<(Matcher, T)>) -> Self {
-        let mut by_prefix: HashMap<Box<str>, Vec<usize>> = HashMap::new();
+        let mut by_prefix: HashMap<Box<str>, Vec<usize>, RandomState> = HashMap::default();
         for (i, (m, _)) in routes.iter().enumerate() {
             by_prefix
                 .entry(m.prefix.as_str().into())
@@ -67,7 +71,12 @@ impl<T> Router<T> {
         for ids in by_prefix.values_mut() {
             ids.sort_by_key(|&i| (routes[i].0.host.is_none(), i));
         }
-        Self { routes, by_prefix }
+        let any_host = routes.iter().any(|(m, _)| m.host.is_some());
+        Self {
+            routes,
+            by_prefix,
+            any_host,
+        }
     }
 
     pub fn routes(&self) -> impl Iterator<Item = &(Matcher, T)> {
@@ -76,7 +85,11 @@ impl<T> Router<T> {
 
     /// The route for a request. `host` is the Host header's value (a port is ignored).
     pub fn find(&self, host: Option<&str>, path: &str, method: &Method) -> Option<&T> {
-        let host = host.map(strip_port);
+        let host = if self.any_host {
+            host.map(strip_port)
+        } else {
+            None
+        };
         if !path.starts_with('/') {
             return None;
         }
@@ -110,6 +123,10 @@ fn strip_port(host: &str) -> &str {
 /// Whether a request path tries to climb out of its prefix with dot segments, raw or
 /// percent-encoded (`/a/../admin`, `/a/%2e%2e/admin`). Such requests are refused outright.
 pub fn has_dot_segments(path: &str) -> bool {
+    // Most paths have neither a dot nor a percent sign.
+    if !path.bytes().any(|b| b == b'.' || b == b'%') {
+        return false;
+    }
     let lower_has_encoded_dot = path.len() >= 3
         && path
             .as_bytes()
@@ -167,5 +184,6 @@ mod tests {
         assert!(has_dot_segments("/a/%2E%2e/b"));
         assert!(has_dot_segments("/a/."));
         assert!(!has_dot_segments("/a/..b/c.d"));
+        assert!(!has_dot_segments("/plain/x"));
     }
 }
