@@ -155,6 +155,16 @@ async fn worker(
             move |req, _| crate::admin::handle(gw.clone(), reloader.clone(), req),
         ));
     }
+    // A timer due within a second keeps tokio's time driver from being woken through its
+    // eventfd on every request: hyper arms a header-read timer after each response, and a
+    // timer due sooner than the driver's next planned wake-up makes it wake (a `write` per
+    // keep-alive request); one due later costs nothing.
+    let timer_floor = tokio::spawn(async {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+        }
+    });
     let housekeeping = (index == 0).then(|| {
         // Keyed limiters forget idle keys now and then, so key churn cannot grow memory.
         let limiters = gw.shared.limiters.clone();
@@ -168,6 +178,7 @@ async fn worker(
         })
     });
     while tasks.join_next().await.is_some() {}
+    timer_floor.abort();
     if let Some(h) = housekeeping {
         h.abort();
     }
