@@ -27,11 +27,10 @@ thread_local! {
     static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// The client end of a connection: its address, and its IP as header text, rendered once per
-/// connection for `X-Forwarded-For` and the plugins' `client-addr` rather than once per request.
+/// The client end of a connection: its IP as header text, rendered once per connection for
+/// `X-Forwarded-For` and the plugins' `client-addr` rather than once per request.
 #[derive(Debug, Clone)]
 pub struct Peer {
-    pub addr: SocketAddr,
     ip: HeaderValue,
 }
 
@@ -39,7 +38,7 @@ impl Peer {
     pub fn new(addr: SocketAddr) -> Self {
         let ip = HeaderValue::from_str(&addr.ip().to_string())
             .expect("an IP address is a valid header value");
-        Self { addr, ip }
+        Self { ip }
     }
 
     /// The IP address, as a header value.
