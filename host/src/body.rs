@@ -1,18 +1,77 @@
-//! The body type that flows through the gateway: either a streamed hyper body or bytes held
-//! in memory. `Either` keeps the common path free of boxing.
+//! The body type that flows through the gateway: the client's request body as hyper's server
+//! streams it, an upstream's response body as `proxy` reads it, or bytes held in memory. An
+//! enum keeps the common path free of boxing.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http_body::{Frame, SizeHint};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-pub type Body = Either<Incoming, Full<Bytes>>;
+use crate::proxy::UpstreamBody;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug)]
+pub enum Body {
+    /// A client's request body.
+    Incoming(Incoming),
+    /// An upstream's response body.
+    Upstream(UpstreamBody),
+    /// Bytes in memory, sent as one frame (`None` once sent, or when there are none).
+    Full(Option<Bytes>),
+}
+
+impl Body {
+    pub fn empty() -> Self {
+        Self::Full(None)
+    }
+}
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Either::Right(Full::new(bytes.into()))
+    Body::Full(Some(bytes.into()))
 }
 
 pub fn empty() -> Body {
-    Either::Right(Full::new(Bytes::new()))
+    Body::empty()
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Body::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Body::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Body::Full(b) => Poll::Ready(
+                b.take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(Frame::data(b))),
+            ),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Incoming(b) => b.is_end_stream(),
+            Body::Upstream(b) => b.is_end_stream(),
+            Body::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Incoming(b) => b.size_hint(),
+            Body::Upstream(b) => b.size_hint(),
+            Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
 }
 
 /// Why a body could not be read into memory.

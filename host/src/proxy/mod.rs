@@ -2,6 +2,7 @@
 //! targets round robin, owns its timeouts, and keeps a keep-alive connection pool per worker
 //! thread (`pool`).
 
+mod h1;
 mod pool;
 
 use std::sync::Arc;
@@ -11,8 +12,9 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, header};
 
+pub use self::h1::UpstreamBody;
 use self::pool::{SendError, WorkerPool};
-use crate::body::{self, Body};
+use crate::body::Body;
 use crate::config::UpstreamConfig;
 use crate::error::GatewayError;
 use crate::server::Peer;
@@ -65,7 +67,7 @@ pub struct Upstream {
     next: AtomicUsize,
     timeout: Duration,
     connect_timeout: Duration,
-    pools: Vec<WorkerPool>,
+    pools: Vec<Arc<WorkerPool>>,
 }
 
 impl Upstream {
@@ -81,7 +83,9 @@ impl Upstream {
             next: AtomicUsize::new(0),
             timeout: Duration::from_millis(cfg.timeout_ms),
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
-            pools: (0..workers.max(1)).map(|_| WorkerPool::default()).collect(),
+            pools: (0..workers.max(1))
+                .map(|_| Arc::new(WorkerPool::default()))
+                .collect(),
         })
     }
 
@@ -112,10 +116,9 @@ impl Upstream {
                 tracing::warn!(upstream = %self.name, target = %target.authority, error = %error_chain(&e), "upstream request failed");
                 Err(GatewayError::UpstreamBadResponse)
             }
-            Ok(Ok(resp)) => {
-                let (mut parts, incoming) = resp.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
-                Ok(Response::from_parts(parts, body::Body::Left(incoming)))
+            Ok(Ok(mut resp)) => {
+                strip_hop_by_hop(resp.headers_mut());
+                Ok(resp)
             }
         }
     }

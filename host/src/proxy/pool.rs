@@ -1,87 +1,99 @@
 //! Keep-alive connections to upstream targets, one pool per worker thread.
 //!
-//! A connection's I/O task runs on the worker's own runtime, and only that worker ever sends on
-//! it, so the pool's lock is never contended and no request crosses threads. A connection goes
-//! back to the pool as soon as the response headers arrive; it is reused once hyper reports it
-//! idle again (the body finished), and dropped once it closes.
+//! Only the worker that owns a pool sends on its connections, so its lock is never contended
+//! and no request crosses threads. A connection is out of the pool while it carries a request
+//! and its response; it comes back when the response body has been read to its end and the
+//! connection can carry another (see `h1`), and is dropped otherwise.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use http::{Method, Request, Response};
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
 
+use super::h1::{self, Conn, Outgoing};
 use crate::body::Body;
 
-/// Most connections a worker keeps per upstream; past this, finished connections are closed.
-const MAX_PER_WORKER: usize = 256;
-
-struct Conn {
-    target: usize,
-    sender: SendRequest<Body>,
-}
+/// Most idle connections a worker keeps per upstream; past this, finished connections close.
+const MAX_IDLE: usize = 256;
 
 #[derive(Default)]
 pub struct WorkerPool {
-    conns: Mutex<Vec<Conn>>,
+    idle: Mutex<Vec<(usize, Conn)>>,
 }
 
 /// Why a request got no response.
 #[derive(Debug)]
 pub enum SendError {
     Connect(String),
-    Request(hyper::Error),
+    Request(h1::Error),
 }
 
 impl WorkerPool {
-    fn take_ready(&self, target: usize) -> Option<SendRequest<Body>> {
-        let mut conns = self.conns.lock();
-        conns.retain(|c| !c.sender.is_closed());
-        let i = conns
-            .iter()
-            .position(|c| c.target == target && c.sender.is_ready())?;
-        Some(conns.swap_remove(i).sender)
+    /// The most recently used idle connection to `target` that is still fit to send on;
+    /// connections found closed on the way are dropped.
+    fn checkout(&self, target: usize) -> Option<Conn> {
+        let mut idle = self.idle.lock();
+        while let Some(i) = idle.iter().rposition(|(t, _)| *t == target) {
+            let (_, mut conn) = idle.remove(i);
+            if conn.still_idle() {
+                return Some(conn);
+            }
+        }
+        None
     }
 
-    fn put(&self, target: usize, sender: SendRequest<Body>) {
-        let mut conns = self.conns.lock();
-        if conns.len() < MAX_PER_WORKER {
-            conns.push(Conn { target, sender });
+    pub(super) fn put(&self, target: usize, conn: Conn) {
+        let mut idle = self.idle.lock();
+        if idle.len() < MAX_IDLE {
+            idle.push((target, conn));
         }
     }
 
     /// Sends a request (origin-form URI, Host set) to `target` at `addr`, on an idle
-    /// connection when there is one. A request that an idle connection could not take (it
-    /// closed under us) is sent on a new connection instead: it was never written.
+    /// connection when there is one, and returns once the response head is in. A connection
+    /// that turns out closed before the response started (the upstream closed it while idle)
+    /// is replaced by a new one when the request can safely be sent again: an idempotent
+    /// method and a body still in hand.
     pub async fn send(
-        &self,
+        self: &Arc<Self>,
         target: usize,
         addr: &str,
         connect_timeout: Duration,
-        mut req: http::Request<Body>,
-    ) -> Result<http::Response<Incoming>, SendError> {
-        while let Some(mut sender) = self.take_ready(target) {
-            match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    self.put(target, sender);
-                    return Ok(resp);
-                }
-                Err(mut e) => match e.take_message() {
-                    Some(r) => req = r,
-                    None => return Err(SendError::Request(e.into_error())),
-                },
+        req: Request<Body>,
+    ) -> Result<Response<Body>, SendError> {
+        let (parts, body) = req.into_parts();
+        let uri_target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut body = Outgoing::new(body);
+        while let Some(mut conn) = self.checkout(target) {
+            match conn
+                .round_trip(&parts.method, uri_target, &parts.headers, &mut body)
+                .await
+            {
+                Ok(head) => return Ok(h1::into_response(conn, head, self.clone(), target)),
+                Err(h1::Error::Closed) if idempotent(&parts.method) && body.replayable() => {}
+                Err(e) => return Err(SendError::Request(e)),
             }
         }
-        let mut sender = connect(addr, connect_timeout).await?;
-        let resp = sender.send_request(req).await.map_err(SendError::Request)?;
-        self.put(target, sender);
-        Ok(resp)
+        let mut conn = connect(addr, connect_timeout).await?;
+        let head = conn
+            .round_trip(&parts.method, uri_target, &parts.headers, &mut body)
+            .await
+            .map_err(SendError::Request)?;
+        Ok(h1::into_response(conn, head, self.clone(), target))
     }
 }
 
-async fn connect(addr: &str, timeout: Duration) -> Result<SendRequest<Body>, SendError> {
+/// RFC 9110 §9.2.2.
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    )
+}
+
+async fn connect(addr: &str, timeout: Duration) -> Result<Conn, SendError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => {
             return Err(SendError::Connect(format!(
@@ -92,14 +104,5 @@ async fn connect(addr: &str, timeout: Duration) -> Result<SendRequest<Body>, Sen
         Ok(Ok(s)) => s,
     };
     let _ = stream.set_nodelay(true);
-    let (sender, conn) = http1::Builder::new()
-        .handshake::<_, Body>(TokioIo::new(stream))
-        .await
-        .map_err(|e| SendError::Connect(e.to_string()))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "upstream connection ended with an error");
-        }
-    });
-    Ok(sender)
+    Ok(Conn::new(stream))
 }

@@ -51,7 +51,7 @@ async fn forward(route: &Route, req: Request<Incoming>, client: Peer) -> Respons
     prepare_upstream_request(route, &mut parts.uri, &mut parts.headers, &client);
     match route
         .upstream
-        .send(Request::from_parts(parts, Body::Left(incoming)))
+        .send(Request::from_parts(parts, Body::Incoming(incoming)))
         .await
     {
         Ok(r) => r,
@@ -113,7 +113,7 @@ async fn with_pipeline(
     let mut streaming = Some(incoming);
     if pipeline.needs_request_body() {
         let incoming = streaming.take().expect("body not yet taken");
-        match body::collect(Body::Left(incoming), route.body_limit).await {
+        match body::collect(Body::Incoming(incoming), route.body_limit).await {
             Ok(b) => ex.request_body = Some(b),
             Err(CollectError::TooLarge(_)) => return GatewayError::PayloadTooLarge.into_response(),
             Err(CollectError::Io(e)) => {
@@ -200,7 +200,7 @@ fn upstream_request(
             parts.headers.remove(header::CONTENT_LENGTH);
             body::full(bytes)
         }
-        (None, Some(incoming)) => Body::Left(incoming),
+        (None, Some(incoming)) => Body::Incoming(incoming),
         (None, None) => body::full(Bytes::new()),
     };
     Request::from_parts(parts, body)
