@@ -270,6 +270,15 @@ async fn oversized_heads_and_broken_bodies_fail_without_harm() {
                     h.extend(b"Content-Length: 0\r\n\r\n");
                     let _ = s.write_all(&h).await;
                 }
+                "/trickle" => {
+                    let _ = s.set_nodelay(true);
+                    for b in b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\ntrickle" {
+                        if s.write_all(&[*b]).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
                 "/short" => {
                     let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b").await;
                 }
@@ -291,6 +300,8 @@ async fn oversized_heads_and_broken_bodies_fail_without_harm() {
         let r = c.get(&gw.url(path)).await;
         assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{path}");
     }
+    // A head that arrives a byte at a time is read all the same.
+    assert_eq!(c.get(&gw.url("/trickle")).await.text(), "trickle");
     // Past the head, the status is out: the client's response is cut short (or, when the
     // head had not left the gateway yet, never comes). It never ends as if complete.
     for path in ["/short", "/bad-chunk"] {

@@ -316,15 +316,28 @@ async fn read_head<R: AsyncRead + Unpin>(
     head_request: bool,
 ) -> Result<Head, Error> {
     let mut started = !buf.is_empty();
+    // Bytes already seen not to end the head: a head that arrives in pieces is parsed again
+    // only once a piece brings a blank line, so trickling it costs linear time, not quadratic.
+    let mut scanned = 0usize;
     loop {
         if !buf.is_empty() {
             started = true;
-            match parse_head(buf, head_request)? {
-                Some(Parsed::Interim) => continue,
-                Some(Parsed::Final(head)) => return Ok(head),
-                None if buf.len() >= MAX_HEAD => return Err(Error::Invalid("head too large")),
-                None => {}
+            if scanned == 0 || ends_head(&buf[scanned.saturating_sub(3)..]) {
+                match parse_head(buf, head_request)? {
+                    Some(Parsed::Interim) => {
+                        scanned = 0;
+                        continue;
+                    }
+                    Some(Parsed::Final(head)) => return Ok(head),
+                    None if buf.len() >= MAX_HEAD => {
+                        return Err(Error::Invalid("head too large"));
+                    }
+                    None => {}
+                }
+            } else if buf.len() >= MAX_HEAD {
+                return Err(Error::Invalid("head too large"));
             }
+            scanned = buf.len();
         }
         let n = match std::future::poll_fn(|cx| poll_fill(io, buf, READ_SMALL, cx)).await {
             Ok(n) => n,
@@ -340,6 +353,15 @@ async fn read_head<R: AsyncRead + Unpin>(
             });
         }
     }
+}
+
+/// Whether `bytes` hold the blank line that ends a head (CRLF, or a bare LF, which httparse
+/// also accepts).
+fn ends_head(bytes: &[u8]) -> bool {
+    bytes
+        .windows(2)
+        .enumerate()
+        .any(|(i, w)| w == b"\n\n" || (w == b"\n\r" && bytes.get(i + 2) == Some(&b'\n')))
 }
 
 enum Parsed {
@@ -883,6 +905,16 @@ mod tests {
             head(&many, false),
             Err(Error::Invalid("too many headers"))
         ));
+    }
+
+    #[test]
+    fn the_end_of_a_head_is_found_across_pieces() {
+        assert!(ends_head(b"Length: 1\r\n\r\n"));
+        assert!(ends_head(b"\n\r\n"));
+        assert!(ends_head(b"x\n\nab"));
+        assert!(!ends_head(b"Length: 1\r\n\r"));
+        assert!(!ends_head(b"a\r\nb\r\n"));
+        assert!(!ends_head(b""));
     }
 
     #[test]
