@@ -341,7 +341,6 @@ async fn idle_connections_closed_by_the_upstream_are_replaced() {
                     }
                 }
                 1 => {
-                    let _ = s.write_all(b"").await;
                     if read_request(&mut s, &mut buf).await.is_some() {
                         let _ = s
                             .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1")
@@ -371,8 +370,8 @@ async fn idle_connections_closed_by_the_upstream_are_replaced() {
     assert_eq!(c.get(&gw.url("/")).await.text(), "n");
     assert_eq!(raw.conns(), 3);
 
-    // A POST is not: the upstream may have acted on it. (Connection 2 is idle; make it the
-    // kind that closes on the next request.)
+    // A POST is not: the upstream may have acted on it. A fresh upstream whose one connection
+    // answers a GET, then closes when the next request (the POST) arrives.
     let raw = Raw::start(Arc::new(|n, mut s| {
         Box::pin(async move {
             let mut buf = Vec::new();

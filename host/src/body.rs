@@ -24,18 +24,12 @@ pub enum Body {
     Full(Option<Bytes>),
 }
 
-impl Body {
-    pub fn empty() -> Self {
-        Self::Full(None)
-    }
-}
-
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Body::Full(Some(bytes.into()))
 }
 
 pub fn empty() -> Body {
-    Body::empty()
+    Body::Full(None)
 }
 
 impl http_body::Body for Body {

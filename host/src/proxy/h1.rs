@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::pool::WorkerPool;
-use crate::body::Body;
+use crate::body::{self, Body};
 
 /// Most bytes a response head (status line and headers) may take.
 const MAX_HEAD: usize = 64 * 1024;
@@ -502,7 +502,7 @@ fn parse_content_length(value: &[u8]) -> Result<u64, Error> {
 /// Turns a response head into the response the gateway passes on; the connection goes with
 /// the body, and back to `home` once the body has been read to its end.
 pub fn into_response(
-    mut conn: Conn,
+    conn: Conn,
     head: Head,
     home: Arc<WorkerPool>,
     target: usize,
@@ -512,17 +512,14 @@ pub fn into_response(
             if head.reuse && conn.rbuf.is_empty() {
                 home.put(target, conn);
             }
-            Body::empty()
+            body::empty()
         }
-        Some(framing) => {
-            conn.wbuf.clear();
-            Body::Upstream(UpstreamBody {
-                conn: Some(conn),
-                framing,
-                reuse: head.reuse,
-                home: Some((home, target)),
-            })
-        }
+        Some(framing) => Body::Upstream(UpstreamBody {
+            conn: Some(conn),
+            framing,
+            reuse: head.reuse,
+            home: Some((home, target)),
+        }),
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = head.status;
