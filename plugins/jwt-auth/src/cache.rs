@@ -1,5 +1,7 @@
-//! Verified tokens, keyed by the SHA-256 of the token, so a repeated token costs a hash and a
-//! map lookup instead of a signature check.
+//! Verified tokens, found by a randomly keyed 64-bit hash of the token (std's SipHash) and
+//! then compared with the token kept in the entry, so a repeated token costs a short hash, a
+//! map lookup and one comparison instead of a signature check, and two tokens never share an
+//! outcome: a token whose hash matches another's is a miss, and replaces it when verified.
 //!
 //! Bounded with two generations: new entries go to the current one; when it is full it becomes
 //! the previous one and the old previous one is dropped whole. A hit in the previous generation
@@ -7,32 +9,20 @@
 //! with O(1) work per request and no per-entry bookkeeping.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
-use sha2::{Digest, Sha256};
-
-/// SHA-256 of a token. The digest is already uniform, so its first 8 bytes are its hash.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct TokenHash([u8; 32]);
-
-impl TokenHash {
-    pub fn of(token: &str) -> Self {
-        Self(Sha256::digest(token.as_bytes()).into())
-    }
+struct Entry<V> {
+    token: Box<str>,
+    /// Wall-clock milliseconds from which the entry is no longer valid.
+    expires_at: i64,
+    value: V,
 }
 
-impl Hash for TokenHash {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        let mut prefix = [0u8; 8];
-        prefix.copy_from_slice(&self.0[..8]);
-        state.write_u64(u64::from_le_bytes(prefix));
-    }
-}
-
+/// The maps' keys are already SipHash outputs: they are their own hash.
 #[derive(Default)]
-pub struct PrefixHasher(u64);
+struct KeyIsHash(u64);
 
-impl Hasher for PrefixHasher {
+impl Hasher for KeyIsHash {
     fn finish(&self) -> u64 {
         self.0
     }
@@ -48,16 +38,12 @@ impl Hasher for PrefixHasher {
     }
 }
 
-type Map<V> = HashMap<TokenHash, Entry<V>, BuildHasherDefault<PrefixHasher>>;
-
-struct Entry<V> {
-    /// Wall-clock milliseconds from which the entry is no longer valid.
-    expires_at: i64,
-    value: V,
-}
+type Map<V> = HashMap<u64, Entry<V>, BuildHasherDefault<KeyIsHash>>;
 
 pub struct Cache<V> {
     generation_size: usize,
+    /// Random keys, drawn per instance: nobody outside can aim two tokens at one entry.
+    hasher: RandomState,
     current: Map<V>,
     previous: Map<V>,
 }
@@ -67,6 +53,7 @@ impl<V> Cache<V> {
     pub fn new(size: usize) -> Self {
         Self {
             generation_size: size.div_ceil(2),
+            hasher: RandomState::new(),
             current: Map::default(),
             previous: Map::default(),
         }
@@ -77,35 +64,43 @@ impl<V> Cache<V> {
         self.current.len() + self.previous.len()
     }
 
-    /// The value for `key`, unless it has expired at `now`.
-    pub fn get(&mut self, key: &TokenHash, now: i64) -> Option<&V> {
+    /// The value for `token`, unless it has expired at `now`.
+    pub fn get(&mut self, token: &str, now: i64) -> Option<&V> {
         if self.generation_size == 0 {
             return None;
         }
-        if self.current.get(key).is_some_and(|e| e.expires_at <= now) {
-            self.current.remove(key);
-            return None;
-        }
-        if !self.current.contains_key(key) {
-            let entry = self.previous.remove(key)?;
-            if entry.expires_at <= now {
-                return None;
+        let key = self.hasher.hash_one(token);
+        let live = |e: &Entry<V>| e.expires_at > now && same(&e.token, token);
+        let found = self.current.get(&key);
+        if !found.is_some_and(live) {
+            if found.is_some_and(|e| e.expires_at <= now) {
+                self.current.remove(&key);
             }
-            self.insert_entry(*key, entry);
+            let entry = self.previous.remove(&key).filter(live)?;
+            self.insert_entry(key, entry);
         }
-        self.current.get(key).map(|e| &e.value)
+        self.current.get(&key).map(|e| &e.value)
     }
 
-    /// Keeps `value` for `key` until `expires_at` (wall-clock milliseconds).
-    pub fn insert(&mut self, key: TokenHash, value: V, expires_at: i64) {
+    /// Keeps `value` for `token` until `expires_at` (wall-clock milliseconds).
+    pub fn insert(&mut self, token: String, value: V, expires_at: i64) {
         if self.generation_size == 0 {
             return;
         }
+        let key = self.hasher.hash_one(token.as_str());
         self.previous.remove(&key);
-        self.insert_entry(key, Entry { expires_at, value });
+        let token = token.into_boxed_str();
+        self.insert_entry(
+            key,
+            Entry {
+                token,
+                expires_at,
+                value,
+            },
+        );
     }
 
-    fn insert_entry(&mut self, key: TokenHash, entry: Entry<V>) {
+    fn insert_entry(&mut self, key: u64, entry: Entry<V>) {
         if self.current.len() >= self.generation_size && !self.current.contains_key(&key) {
             self.previous = std::mem::take(&mut self.current);
         }
@@ -113,12 +108,27 @@ impl<V> Cache<V> {
     }
 }
 
+/// Whether two tokens are the same, eight bytes at a step (the component's `memcmp` takes one
+/// byte at a time, and a token is a few hundred).
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let ((words_a, rest_a), (words_b, rest_b)) = (a.as_chunks::<8>(), b.as_chunks::<8>());
+    words_a
+        .iter()
+        .zip(words_b)
+        .all(|(x, y)| u64::from_ne_bytes(*x) == u64::from_ne_bytes(*y))
+        && rest_a == rest_b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn key(i: usize) -> TokenHash {
-        TokenHash::of(&format!("token-{i}"))
+    fn key(i: usize) -> String {
+        format!("token-{i}")
     }
 
     #[test]
@@ -159,5 +169,35 @@ mod tests {
         assert_eq!(c.get(&key(1), 50), None);
         assert_eq!(c.get(&key(1), 0), None);
         assert_eq!(c.get(&key(2), 0), Some(&2));
+    }
+
+    #[test]
+    fn a_token_is_found_only_by_itself() {
+        let mut c = Cache::new(10);
+        let token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.sig-0123456789";
+        c.insert(token.to_owned(), 1, i64::MAX);
+        assert_eq!(c.get(token, 0), Some(&1));
+        let mut other = token.to_owned();
+        other.pop();
+        other.push('8');
+        assert_eq!(c.get(&other, 0), None);
+        assert_eq!(c.get(&token[1..], 0), None);
+        assert_eq!(c.get("", 0), None);
+    }
+
+    #[test]
+    fn same_compares_every_byte() {
+        for len in 0..40 {
+            let a: String = (0..len)
+                .map(|i| char::from(b'a' + (i % 26) as u8))
+                .collect();
+            assert!(same(&a, &a.clone()));
+            for at in 0..len {
+                let mut b = a.clone().into_bytes();
+                b[at] = b'Z';
+                assert!(!same(&a, std::str::from_utf8(&b).unwrap()), "{len} {at}");
+            }
+            assert!(!same(&a, &format!("{a}x")));
+        }
     }
 }

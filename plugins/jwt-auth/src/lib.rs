@@ -2,7 +2,7 @@
 //! hands its claims on to the upstream (as headers) and to later plugins (as vars).
 //!
 //! Keys are decoded and verifiers built once, at init. A verified token's outcome is cached
-//! under its SHA-256, so a repeated token costs a hash, a map lookup and a clock read. Time is
+//! under the token, so a repeated token costs a hash, a map lookup and a clock read. Time is
 //! the host's clock, never the component's own. See README.md for the config reference.
 
 mod cache;
@@ -22,7 +22,7 @@ use wasmgate_sdk::{
     ConfigError, Decision, Error, Plugin, Registration, Reply, Request, clock, log,
 };
 
-use cache::{Cache, TokenHash};
+use cache::Cache;
 use keys::Key;
 use source::Source;
 use verify::{Invalid, claim_text, matches_any, numeric_date_ms};
@@ -398,15 +398,14 @@ impl Plugin for JwtAuth {
         if token.len() > self.max_token_bytes {
             return unauthorized(Some(&Invalid::TooLarge));
         }
-        let key = TokenHash::of(&token);
         let now = i64::try_from(clock::now_millis()).unwrap_or(i64::MAX);
-        if let Some(outcome) = self.cache.get(&key, now) {
+        if let Some(outcome) = self.cache.get(&token, now) {
             return respond(req, &self.claim_headers, outcome);
         }
         match self.check(&token, now) {
             Ok((outcome, expires_at)) => {
                 let decision = respond(req, &self.claim_headers, &outcome);
-                self.cache.insert(key, outcome, expires_at);
+                self.cache.insert(token, outcome, expires_at);
                 decision
             }
             Err(invalid) => {
