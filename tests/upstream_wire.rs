@@ -97,6 +97,7 @@ workers = 1
 [upstreams.raw]
 targets = ["http://{}"]
 timeout_ms = 2000
+read_timeout_ms = 1000
 [[routes]]
 name = "raw"
 path_prefix = "/"
@@ -322,6 +323,64 @@ async fn oversized_heads_and_broken_bodies_fail_without_harm() {
     }
     let r = c.get(&gw.url("/fine")).await;
     assert_eq!(r.text(), "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stalls_is_cut_after_the_read_timeout_and_a_slow_one_is_not() {
+    let raw = Raw::start(Arc::new(|_, mut s| {
+        Box::pin(async move {
+            let mut buf = Vec::new();
+            let Some((head, _)) = read_request(&mut s, &mut buf).await else {
+                return;
+            };
+            if head.starts_with("get /stall ") {
+                // Three bytes of ten, then silence on an open connection.
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                return;
+            }
+            // Five chunks 400 ms apart: 2 s in all, never 1 s of silence.
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .await;
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                if s.write_all(b"2\r\nok\r\n").await.is_err() {
+                    return;
+                }
+            }
+            let _ = s.write_all(b"0\r\n\r\n").await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        })
+    }))
+    .await;
+    let gw = gateway(&raw);
+
+    let started = std::time::Instant::now();
+    let req = Request::get(gw.url("/stall"))
+        .body(support::full(Bytes::new()))
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<support::ClientBody>();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.into_body().collect().await;
+    assert!(body.is_err(), "a stalled body must fail: {body:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(20),
+        "cut after {waited:?}, not after the 1 s read timeout"
+    );
+    assert!(
+        gw.logs_containing(&["upstream response body stalled"])
+            .contains("upstream response body stalled")
+    );
+
+    // The read timeout is for silence, not for the whole body.
+    let r = Client::new().get(&gw.url("/slow")).await;
+    assert_eq!(r.text(), "okokokokok");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -182,6 +182,9 @@ pub struct UpstreamConfig {
     /// Time allowed from sending the request to receiving the response headers.
     #[serde(default = "defaults::timeout_ms")]
     pub timeout_ms: u64,
+    /// Longest wait for the next bytes of a response body once it has started.
+    #[serde(default = "defaults::read_timeout_ms")]
+    pub read_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -244,6 +247,9 @@ mod defaults {
     }
     pub fn timeout_ms() -> u64 {
         30_000
+    }
+    pub fn read_timeout_ms() -> u64 {
+        60_000
     }
 }
 
@@ -345,7 +351,7 @@ impl Config {
                     out.push(format!("upstreams.{name}.targets[{i}]: {e}"));
                 }
             }
-            if up.connect_timeout_ms == 0 || up.timeout_ms == 0 {
+            if up.connect_timeout_ms == 0 || up.timeout_ms == 0 || up.read_timeout_ms == 0 {
                 out.push(format!("upstreams.{name}: timeouts must be greater than 0"));
             }
         }

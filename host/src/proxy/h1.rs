@@ -10,7 +10,8 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version, header};
@@ -48,6 +49,8 @@ pub enum Error {
     Invalid(&'static str),
     #[error("the response body ended early")]
     Truncated,
+    #[error("no byte of the response body came for {} ms", .0.as_millis())]
+    Stalled(Duration),
     #[error("reading the client's request body failed: {0}")]
     RequestBody(String),
 }
@@ -500,12 +503,14 @@ fn parse_content_length(value: &[u8]) -> Result<u64, Error> {
 }
 
 /// Turns a response head into the response the gateway passes on; the connection goes with
-/// the body, and back to `home` once the body has been read to its end.
+/// the body, and back to `home` once the body has been read to its end. The body fails when
+/// the upstream sends nothing for `read_timeout` while it is being read.
 pub fn into_response(
     conn: Conn,
     head: Head,
     home: Arc<WorkerPool>,
     target: usize,
+    read_timeout: Duration,
 ) -> Response<Body> {
     let body = match head.framing {
         None | Some(Framing::Length(0)) => {
@@ -519,6 +524,8 @@ pub fn into_response(
             framing,
             reuse: head.reuse,
             home: Some((home, target)),
+            read_timeout,
+            stall: None,
         }),
     };
     let mut resp = Response::new(body);
@@ -534,6 +541,10 @@ pub struct UpstreamBody {
     framing: Framing,
     reuse: bool,
     home: Option<(Arc<WorkerPool>, usize)>,
+    read_timeout: Duration,
+    /// The deadline of the read that is waiting, if one is. The timer is made at the first
+    /// wait only: a body that came in with its head costs none.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl UpstreamBody {
@@ -552,6 +563,20 @@ impl UpstreamBody {
         self.conn = None;
         self.home = None;
         Poll::Ready(Some(Err(e)))
+    }
+
+    /// A read is waiting: arms the stall deadline when this wait is new, and says whether it
+    /// has passed.
+    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
+        let timer = match &mut self.stall {
+            Some(timer) => timer,
+            None => {
+                let deadline = tokio::time::Instant::now() + self.read_timeout;
+                self.stall
+                    .insert(Box::pin(tokio::time::sleep_until(deadline)))
+            }
+        };
+        timer.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -614,7 +639,24 @@ impl http_body::Body for UpstreamBody {
                     READ_LARGE
                 }
             };
-            match ready!(poll_fill(&mut conn.io, &mut conn.rbuf, want, cx)) {
+            let filled = match poll_fill(&mut conn.io, &mut conn.rbuf, want, cx) {
+                Poll::Ready(filled) => filled,
+                Poll::Pending if this.stalled(cx) => {
+                    tracing::warn!(
+                        read_timeout_ms = this.read_timeout.as_millis() as u64,
+                        "upstream response body stalled; its connection is closed"
+                    );
+                    return this.fail(Error::Stalled(this.read_timeout));
+                }
+                Poll::Pending => return Poll::Pending,
+            };
+            // Bytes came: the next wait gets a deadline of its own.
+            if let Some(timer) = &mut this.stall {
+                timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + this.read_timeout);
+            }
+            match filled {
                 Ok(0) if matches!(this.framing, Framing::Close) => {
                     this.conn = None;
                     return Poll::Ready(None);

@@ -67,6 +67,7 @@ pub struct Upstream {
     next: AtomicUsize,
     timeout: Duration,
     connect_timeout: Duration,
+    read_timeout: Duration,
     pools: Vec<Arc<WorkerPool>>,
 }
 
@@ -83,6 +84,7 @@ impl Upstream {
             next: AtomicUsize::new(0),
             timeout: Duration::from_millis(cfg.timeout_ms),
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
+            read_timeout: Duration::from_millis(cfg.read_timeout_ms),
             pools: (0..workers.max(1))
                 .map(|_| Arc::new(WorkerPool::default()))
                 .collect(),
@@ -102,7 +104,13 @@ impl Upstream {
         *req.version_mut() = http::Version::HTTP_11;
         req.headers_mut().insert(header::HOST, target.host.clone());
         let pool = &self.pools[crate::server::worker_index() % self.pools.len()];
-        let sent = pool.send(index, &target.addr, self.connect_timeout, req);
+        let sent = pool.send(
+            index,
+            &target.addr,
+            self.connect_timeout,
+            self.read_timeout,
+            req,
+        );
         match tokio::time::timeout(self.timeout, sent).await {
             Err(_) => {
                 tracing::warn!(upstream = %self.name, target = %target.authority, timeout_ms = self.timeout.as_millis() as u64, "upstream timed out");

@@ -61,6 +61,7 @@ impl WorkerPool {
         target: usize,
         addr: &str,
         connect_timeout: Duration,
+        read_timeout: Duration,
         req: Request<Body>,
     ) -> Result<Response<Body>, SendError> {
         let (parts, body) = req.into_parts();
@@ -71,7 +72,10 @@ impl WorkerPool {
                 .round_trip(&parts.method, uri_target, &parts.headers, &mut body)
                 .await
             {
-                Ok(head) => return Ok(h1::into_response(conn, head, self.clone(), target)),
+                Ok(head) => {
+                    let resp = h1::into_response(conn, head, self.clone(), target, read_timeout);
+                    return Ok(resp);
+                }
                 Err(h1::Error::Closed) if idempotent(&parts.method) && body.replayable() => {}
                 Err(e) => return Err(SendError::Request(e)),
             }
@@ -81,7 +85,13 @@ impl WorkerPool {
             .round_trip(&parts.method, uri_target, &parts.headers, &mut body)
             .await
             .map_err(SendError::Request)?;
-        Ok(h1::into_response(conn, head, self.clone(), target))
+        Ok(h1::into_response(
+            conn,
+            head,
+            self.clone(),
+            target,
+            read_timeout,
+        ))
     }
 }
 
