@@ -542,8 +542,8 @@ pub struct UpstreamBody {
     reuse: bool,
     home: Option<(Arc<WorkerPool>, usize)>,
     read_timeout: Duration,
-    /// The deadline of the read that is waiting, if one is. The timer is made at the first
-    /// wait only: a body that came in with its head costs none.
+    /// The deadline for the next bytes: made at the body's first wait and moved on whenever
+    /// bytes come, so a body that came in with its head costs no timer.
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -565,8 +565,8 @@ impl UpstreamBody {
         Poll::Ready(Some(Err(e)))
     }
 
-    /// A read is waiting: arms the stall deadline when this wait is new, and says whether it
-    /// has passed.
+    /// A read is waiting: makes the deadline if there is none yet, and says whether it has
+    /// passed.
     fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
         let timer = match &mut self.stall {
             Some(timer) => timer,
