@@ -6,7 +6,7 @@
 //! httparse's; framing follows RFC 9112 §6, and any doubt about where a response ends closes
 //! the connection rather than risk reading one response's bytes as the next one's.
 
-use std::io;
+use std::io::{self, Write as _};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -169,10 +169,10 @@ impl Conn {
                 let length = stream.size_hint().exact();
                 encode_head(&mut self.wbuf, method, target, headers, length);
                 let (mut rd, mut wr) = self.io.split();
-                let wbuf = &self.wbuf;
+                let wbuf = &mut self.wbuf;
                 let write = async {
                     wr.write_all(wbuf).await?;
-                    write_stream(&mut wr, stream, length.is_none()).await
+                    write_stream(&mut wr, stream, length.is_none(), wbuf).await
                 };
                 let read = read_head(&mut rd, &mut self.rbuf, head_request);
                 tokio::pin!(write, read);
@@ -264,11 +264,13 @@ fn encode_head(
 }
 
 /// Writes a streamed request body: as it comes when its length is known (hyper's server
-/// checked it against the client's `Content-Length`), in chunks otherwise.
+/// checked it against the client's `Content-Length`), in chunks otherwise. `scratch` (the
+/// connection's write buffer, free once the head is out) holds each chunk's framing.
 async fn write_stream<W: AsyncWrite + Unpin>(
     w: &mut W,
     body: &mut Body,
     chunked: bool,
+    scratch: &mut Vec<u8>,
 ) -> Result<(), Error> {
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| Error::RequestBody(e.to_string()))?;
@@ -279,13 +281,14 @@ async fn write_stream<W: AsyncWrite + Unpin>(
             continue;
         }
         if chunked {
-            let mut size = format!("{:x}\r\n", data.len()).into_bytes();
+            scratch.clear();
+            write!(scratch, "{:x}\r\n", data.len())?;
             if data.len() <= COALESCE_BODY {
-                size.extend_from_slice(&data);
-                size.extend_from_slice(b"\r\n");
-                w.write_all(&size).await?;
+                scratch.extend_from_slice(&data);
+                scratch.extend_from_slice(b"\r\n");
+                w.write_all(scratch).await?;
             } else {
-                w.write_all(&size).await?;
+                w.write_all(scratch).await?;
                 w.write_all(&data).await?;
                 w.write_all(b"\r\n").await?;
             }
