@@ -17,7 +17,7 @@ use wasmgate::plugins::pool::Instances;
 use wasmgate::plugins::state::StageContext;
 use wasmgate::plugins::{LoadedPlugin, Runtime, Sandbox};
 use wasmgate::router::{Matcher, Router};
-use wasmgate::server::Peer;
+use wasmgate::wire::Peer;
 
 fn wasm(name: &str) -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

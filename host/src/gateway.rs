@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::capabilities::{kv, rate_limit};
-use crate::config::{Config, InstanceMode};
+use crate::config::{Config, EscapedSlashes, InstanceMode};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::pipeline::{Pipeline, Stage};
 use crate::plugins::pool::Instances;
@@ -16,6 +16,7 @@ use crate::plugins::state::StageContext;
 use crate::plugins::{LoadedPlugin, Runtime, Sandbox};
 use crate::proxy::Upstream;
 use crate::router::{Matcher, Router};
+use crate::wire::TrustedProxies;
 
 /// State that outlives any one config.
 pub struct Shared {
@@ -25,6 +26,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Worker threads serving requests: the most calls one pipeline entry can have at once.
     pub workers: usize,
+    /// `server.trusted_proxies`, fixed at start like the listeners.
+    pub trusted: Arc<TrustedProxies>,
 }
 
 /// One route, ready to serve.
@@ -36,6 +39,8 @@ pub struct Route {
     pub pipeline: Option<Pipeline>,
     pub body_limit: usize,
     pub metrics: RouteMetrics,
+    /// `server.escaped_slashes`, for the paths this route's plugins set.
+    pub escaped_slashes: EscapedSlashes,
 }
 
 /// Everything a config produces.
@@ -45,6 +50,8 @@ pub struct Table {
     pub plugins: Vec<(Arc<str>, Arc<str>)>,
     /// Every stage, by what it was built from, for the next table to reuse.
     stages: HashMap<String, Vec<Arc<Stage>>>,
+    /// `server.escaped_slashes`: how request paths, and paths plugins set, are normalised.
+    pub escaped_slashes: EscapedSlashes,
 }
 
 /// The running gateway: shared state and the current table.
@@ -185,6 +192,7 @@ impl Gateway {
                 pipeline: (!stages.is_empty()).then_some(Pipeline { stages }),
                 body_limit,
                 metrics: shared.metrics.route(&r.name),
+                escaped_slashes: config.server.escaped_slashes,
             };
             routes.push((matcher, Arc::new(route)));
         }
@@ -200,6 +208,7 @@ impl Gateway {
             router: Router::new(routes),
             plugins,
             stages: built,
+            escaped_slashes: config.server.escaped_slashes,
         })
     }
 
@@ -231,7 +240,7 @@ impl Gateway {
                     .collect();
                 serde_json::json!({
                     "name": &*r.name,
-                    "host": m.host,
+                    "host": m.host.as_ref().map(ToString::to_string),
                     "path_prefix": m.prefix,
                     "methods": m.methods.as_ref().map(|ms| ms.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
                     "upstream": &*r.upstream.name,

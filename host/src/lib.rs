@@ -22,3 +22,4 @@ pub mod router;
 pub mod run;
 pub mod scaffold;
 pub mod server;
+pub mod wire;

@@ -15,7 +15,8 @@ use crate::gateway::{Gateway, Shared, Table};
 use crate::metrics::Metrics;
 use crate::plugins::Runtime;
 use crate::reload;
-use crate::server::{self, ConnLimits};
+use crate::server::{self, ConnLimits, Connections};
+use crate::wire::TrustedProxies;
 
 /// Worker threads: `server.workers`, or one per core.
 pub fn workers(config: &Config) -> usize {
@@ -36,6 +37,9 @@ pub fn build(config: &Config) -> anyhow::Result<(Shared, Result<Table, Vec<Strin
         kv: Default::default(),
         metrics: Metrics::new(),
         workers: workers(config),
+        trusted: Arc::new(
+            TrustedProxies::parse(&config.server.trusted_proxies).map_err(anyhow::Error::msg)?,
+        ),
     };
     let table = Gateway::build_table(&shared, config);
     Ok((shared, table))
@@ -62,10 +66,12 @@ pub fn serve(path: &Path, config: Config, shared: Shared, table: Table) -> anyho
         shared,
         table: ArcSwap::from_pointee(table),
     });
-    let limits = ConnLimits {
-        header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),
-        drain_timeout: Duration::from_millis(config.server.drain_timeout_ms),
-    };
+    let limits = ConnLimits::from_config(&config.server);
+    raise_open_file_limit(config.server.max_connections);
+    let admin_token = config
+        .admin_token()
+        .map_err(anyhow::Error::msg)?
+        .map(Arc::<str>::from);
 
     // Bind everything before starting anything, so a bad address fails cleanly.
     let listeners = server::reuseport_listeners(config.server.listen, workers)
@@ -88,6 +94,7 @@ pub fn serve(path: &Path, config: Config, shared: Shared, table: Table) -> anyho
         reload::start(gw.clone(), path, config.clone()).context("starting the reload thread")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let connections = Connections::new(config.server.max_connections);
     let mut admin = admin;
     let mut threads = Vec::with_capacity(workers);
     for (i, listener) in listeners.into_iter().enumerate() {
@@ -95,12 +102,24 @@ pub fn serve(path: &Path, config: Config, shared: Shared, table: Table) -> anyho
         let stop = stop_rx.clone();
         let admin = if i == 0 { admin.take() } else { None };
         let reloader = reloader.clone();
+        let connections = connections.clone();
+        let admin_token = admin_token.clone();
         let thread = std::thread::Builder::new()
             .name(format!("worker-{i}"))
             .spawn(move || -> anyhow::Result<()> {
-                server::set_worker_index(i);
+                crate::wire::set_worker_index(i);
                 let rt = current_thread_runtime()?;
-                rt.block_on(worker(i, gw, reloader, listener, admin, limits, stop))
+                let admin = admin.map(|l| (l, admin_token));
+                rt.block_on(worker(
+                    i,
+                    gw,
+                    reloader,
+                    listener,
+                    admin,
+                    limits,
+                    connections,
+                    stop,
+                ))
             })?;
         threads.push(thread);
     }
@@ -123,13 +142,15 @@ pub fn serve(path: &Path, config: Config, shared: Shared, table: Table) -> anyho
 
 /// One worker: its share of the proxy connections and, on worker 0, the admin listener and
 /// housekeeping.
+#[allow(clippy::too_many_arguments)]
 async fn worker(
     index: usize,
     gw: Arc<Gateway>,
     reloader: reload::Handle,
     listener: std::net::TcpListener,
-    admin: Option<std::net::TcpListener>,
+    admin: Option<(std::net::TcpListener, Option<Arc<str>>)>,
     limits: ConnLimits,
+    connections: Arc<Connections>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
@@ -140,19 +161,26 @@ async fn worker(
             "proxy",
             listener,
             limits,
+            connections,
+            gw.shared.trusted.clone(),
             stop.clone(),
             move |req, peer| crate::server::handler::handle(gw.clone(), req, peer),
         ));
     }
-    if let Some(admin) = admin {
+    if let Some((admin, token)) = admin {
         let admin = tokio::net::TcpListener::from_std(admin)?;
         let gw = gw.clone();
         tasks.spawn(server::serve(
             "admin",
             admin,
-            limits,
+            ConnLimits {
+                proxy_protocol: false,
+                ..limits
+            },
+            Connections::new(ADMIN_MAX_CONNECTIONS),
+            Arc::default(),
             stop.clone(),
-            move |req, _| crate::admin::handle(gw.clone(), reloader.clone(), req),
+            move |req, _| crate::admin::handle(gw.clone(), reloader.clone(), token.clone(), req),
         ));
     }
     // A timer due within a second keeps tokio's time driver from being woken through its
@@ -183,6 +211,25 @@ async fn worker(
         h.abort();
     }
     Ok(())
+}
+
+/// Admin connections open at once: operators and scrapers, never a crowd.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// Raises the soft limit on open files to the hard limit, as a server that holds many
+/// connections needs (each client connection can also hold an upstream one), and warns when
+/// even that is below what `max_connections` may need.
+fn raise_open_file_limit(max_connections: usize) {
+    let wanted = 2 * max_connections as u64;
+    match rlimit::increase_nofile_limit(wanted + 256) {
+        Ok(limit) if limit < wanted => tracing::warn!(
+            open_files = limit,
+            max_connections,
+            "the open file limit is below what server.max_connections may need (two per connection)"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open file limit"),
+    }
 }
 
 /// The signals the gateway acts on: SIGINT and SIGTERM stop it, SIGHUP reloads the config.

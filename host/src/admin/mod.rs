@@ -1,7 +1,8 @@
 //! The admin listener: `GET /health`, `GET /metrics` (Prometheus text), `GET /admin/routes`,
 //! `GET /admin/status` (the live config and the last reload) and `POST /admin/reload` (reload
 //! now: 200, or 400 with the errors while the previous config stays live).
-//! It is meant for operators only: bind it to a private address.
+//! It binds to loopback by default; on any other address it needs `admin.token_file`, and
+//! then every request must carry that bearer token.
 
 use std::sync::Arc;
 
@@ -16,8 +17,20 @@ use crate::reload;
 pub async fn handle(
     gw: Arc<Gateway>,
     reload: reload::Handle,
+    token: Option<Arc<str>>,
     req: Request<Incoming>,
 ) -> Response<Body> {
+    if let Some(token) = &token
+        && !authorized(&req, token)
+    {
+        let mut resp = json(
+            StatusCode::UNAUTHORIZED,
+            r#"{"error":"unauthorized","message":"the admin API needs a bearer token"}"#.into(),
+        );
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return resp;
+    }
     if req.uri().path() == "/admin/reload" {
         if req.method() != Method::POST {
             return json(
@@ -56,6 +69,24 @@ pub async fn handle(
         "/admin/status" => json(StatusCode::OK, reload.status_json().to_string()),
         _ => json(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#.into()),
     }
+}
+
+/// Whether the request carries `Authorization: Bearer <token>`, compared in constant time.
+fn authorized(req: &Request<Incoming>, token: &str) -> bool {
+    let Some(given) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+    else {
+        return false;
+    };
+    let want = token.as_bytes();
+    given.len() == want.len()
+        && given
+            .iter()
+            .zip(want)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 fn json(status: StatusCode, text: String) -> Response<Body> {

@@ -135,13 +135,18 @@ impl HostRequest for HostState {
         if ex.phase != Phase::Request {
             return Ok(Err(ErrorCode::NotAllowed));
         }
-        if !path.starts_with('/') || path.contains('?') || path.contains('#') {
+        if path.contains(['?', '#']) {
             return Ok(Err(ErrorCode::InvalidValue));
         }
+        // The same normal form as the request's own path, so what the upstream sees is never
+        // a path the gateway did not check (`/a/../admin` is `/admin`).
+        let Ok(path) = wasmgate_uri::normalise_path(&path, ex.escaped_slashes) else {
+            return Ok(Err(ErrorCode::InvalidValue));
+        };
         let query = ex.request.uri.query();
         let pq = match query {
             Some(q) => format!("{path}?{q}"),
-            None => path,
+            None => path.into_owned(),
         };
         Ok(ex.set_path_and_query(&pq))
     }

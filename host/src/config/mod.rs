@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+pub use wasmgate_uri::EscapedSlashes;
 
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -46,6 +47,80 @@ pub struct ServerConfig {
     /// Largest body buffered for a plugin that reads bodies (a route may override it).
     #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: usize,
+    /// What an encoded `/` or `\` (or a raw `\`) in a request path does: `reject` (400),
+    /// `keep` (stays encoded, part of a segment) or `unescape` (becomes `/`).
+    #[serde(default, deserialize_with = "escaped_slashes")]
+    pub escaped_slashes: EscapedSlashes,
+    /// Client connections open at once, across all workers; past it, new ones are closed.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// How long a keep-alive connection may sit idle between requests.
+    #[serde(default = "defaults::keepalive_timeout_ms")]
+    pub keepalive_timeout_ms: u64,
+    /// Requests served on one connection before it is closed (after that response).
+    #[serde(default = "defaults::max_requests_per_connection")]
+    pub max_requests_per_connection: u64,
+    /// Largest request head (request line and headers), in bytes; past it, 431.
+    #[serde(default = "defaults::max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Most header fields in a request; past it, 431.
+    #[serde(default = "defaults::max_headers")]
+    pub max_headers: usize,
+    /// How long a response write may wait for a client that does not read.
+    #[serde(default = "defaults::send_timeout_ms")]
+    pub send_timeout_ms: u64,
+    /// Networks (`10.0.0.0/8`) or addresses of the proxies and load balancers in front of the
+    /// gateway: only from these peers are `X-Forwarded-For`, `X-Real-IP` and PROXY headers
+    /// believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Every connection opens with a PROXY protocol (v1 or v2) header naming the client.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+}
+
+impl ServerConfig {
+    /// The settings a running gateway cannot take up (its sockets and connection handling are
+    /// set up at start), as `(key, value)` for the reload check.
+    pub fn fixed_settings(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("server.listen", self.listen.to_string()),
+            (
+                "server.workers",
+                self.workers.map_or("unset".into(), |w| w.to_string()),
+            ),
+            (
+                "server.header_read_timeout_ms",
+                self.header_read_timeout_ms.to_string(),
+            ),
+            ("server.drain_timeout_ms", self.drain_timeout_ms.to_string()),
+            ("server.max_connections", self.max_connections.to_string()),
+            (
+                "server.keepalive_timeout_ms",
+                self.keepalive_timeout_ms.to_string(),
+            ),
+            (
+                "server.max_requests_per_connection",
+                self.max_requests_per_connection.to_string(),
+            ),
+            ("server.max_header_bytes", self.max_header_bytes.to_string()),
+            ("server.max_headers", self.max_headers.to_string()),
+            ("server.send_timeout_ms", self.send_timeout_ms.to_string()),
+            ("server.trusted_proxies", self.trusted_proxies.join(", ")),
+            ("server.proxy_protocol", self.proxy_protocol.to_string()),
+        ]
+    }
+}
+
+fn escaped_slashes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<EscapedSlashes, D::Error> {
+    match String::deserialize(d)?.as_str() {
+        "reject" => Ok(EscapedSlashes::Reject),
+        "keep" => Ok(EscapedSlashes::Keep),
+        "unescape" => Ok(EscapedSlashes::Unescape),
+        other => Err(serde::de::Error::custom(format!(
+            "unknown value `{other}`, expected one of `reject`, `keep`, `unescape`"
+        ))),
+    }
 }
 
 /// Hot reload: how changes to the config file and the files it names are picked up.
@@ -82,8 +157,17 @@ impl Default for ReloadConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
+    /// Loopback unless told otherwise: the admin API can reload the gateway.
+    #[serde(default = "defaults::admin_listen")]
     pub listen: SocketAddr,
+    /// A file holding the bearer token every admin request must carry (relative to the config
+    /// file). Required when `listen` is not a loopback address.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
+
+/// Shortest admin token accepted, in bytes.
+pub const MIN_ADMIN_TOKEN: usize = 16;
 
 /// How plugin instances are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -251,7 +335,32 @@ mod defaults {
     pub fn read_timeout_ms() -> u64 {
         60_000
     }
+    pub fn admin_listen() -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], 9901))
+    }
+    pub fn max_connections() -> usize {
+        10_000
+    }
+    pub fn keepalive_timeout_ms() -> u64 {
+        60_000
+    }
+    pub fn max_requests_per_connection() -> u64 {
+        1_000
+    }
+    pub fn max_header_bytes() -> usize {
+        64 * 1024
+    }
+    pub fn max_headers() -> usize {
+        100
+    }
+    pub fn send_timeout_ms() -> u64 {
+        60_000
+    }
 }
+
+/// The longest any timeout may be: a day. Longer ones are mistakes, and a bound keeps every
+/// deadline far from overflowing.
+pub const MAX_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// Why a config was refused. Each message names where the problem is.
 #[derive(Debug, thiserror::Error)]
@@ -332,6 +441,24 @@ impl Config {
                 .any(|p| p.limits.fuel_per_call.is_some())
     }
 
+    /// The admin bearer token, read from `admin.token_file` (surrounding whitespace trimmed).
+    pub fn admin_token(&self) -> Result<Option<String>, String> {
+        let Some(file) = self.admin.as_ref().and_then(|a| a.token_file.as_ref()) else {
+            return Ok(None);
+        };
+        let path = self.base_dir.join(file);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("admin.token_file: cannot read {}: {e}", path.display()))?;
+        let token = text.trim();
+        if token.len() < MIN_ADMIN_TOKEN || token.contains(char::is_whitespace) {
+            return Err(format!(
+                "admin.token_file: {} must hold one token of at least {MIN_ADMIN_TOKEN} characters, without spaces",
+                path.display()
+            ));
+        }
+        Ok(Some(token.to_owned()))
+    }
+
     /// Where a plugin's component file is.
     pub fn plugin_path(&self, plugin: &PluginConfig) -> PathBuf {
         self.base_dir.join(&plugin.path)
@@ -351,10 +478,60 @@ impl Config {
                     out.push(format!("upstreams.{name}.targets[{i}]: {e}"));
                 }
             }
-            if up.connect_timeout_ms == 0 || up.timeout_ms == 0 || up.read_timeout_ms == 0 {
-                out.push(format!("upstreams.{name}: timeouts must be greater than 0"));
+            for (key, ms) in [
+                ("connect_timeout_ms", up.connect_timeout_ms),
+                ("timeout_ms", up.timeout_ms),
+                ("read_timeout_ms", up.read_timeout_ms),
+            ] {
+                check_timeout(&mut out, &format!("upstreams.{name}.{key}"), ms);
             }
         }
+        let s = &self.server;
+        for (key, ms) in [
+            ("drain_timeout_ms", s.drain_timeout_ms),
+            ("header_read_timeout_ms", s.header_read_timeout_ms),
+            ("keepalive_timeout_ms", s.keepalive_timeout_ms),
+            ("send_timeout_ms", s.send_timeout_ms),
+        ] {
+            check_timeout(&mut out, &format!("server.{key}"), ms);
+        }
+        check_timeout(&mut out, "reload.debounce_ms", self.reload.debounce_ms);
+        for (key, n) in [
+            ("max_connections", s.max_connections as u64),
+            ("max_requests_per_connection", s.max_requests_per_connection),
+            ("max_headers", s.max_headers as u64),
+        ] {
+            if n == 0 {
+                out.push(format!("server.{key}: must be greater than 0"));
+            }
+        }
+        if !(1024..=1024 * 1024).contains(&s.max_header_bytes) {
+            out.push("server.max_header_bytes: must be between 1024 and 1048576".into());
+        }
+        if s.workers == Some(0) {
+            out.push("server.workers: must be greater than 0".into());
+        }
+        if let Err(e) = crate::wire::TrustedProxies::parse(&s.trusted_proxies) {
+            out.push(format!("server.trusted_proxies: {e}"));
+        }
+        if s.proxy_protocol && s.trusted_proxies.is_empty() {
+            out.push(
+                "server.proxy_protocol: needs server.trusted_proxies, the load balancers allowed to send the header"
+                    .into(),
+            );
+        }
+        if let Some(a) = &self.admin {
+            if !a.listen.ip().is_loopback() && a.token_file.is_none() {
+                out.push(format!(
+                    "admin.listen: {} is not a loopback address; set admin.token_file (a bearer token) to serve the admin API there",
+                    a.listen
+                ));
+            }
+            if let Err(e) = self.admin_token() {
+                out.push(e);
+            }
+        }
+        let mut routes_seen = std::collections::HashMap::new();
         let mut seen = std::collections::HashSet::new();
         for (i, r) in self.routes.iter().enumerate() {
             let at = format!("routes[{i}] (\"{}\")", r.name);
@@ -363,20 +540,35 @@ impl Config {
             } else if !seen.insert(r.name.as_str()) {
                 out.push(format!("{at}.name: duplicate route name"));
             }
-            if !r.path_prefix.starts_with('/') {
-                out.push(format!("{at}.path_prefix: must start with '/'"));
+            match wasmgate_uri::normalise_path(&r.path_prefix, EscapedSlashes::Reject) {
+                Err(e) => out.push(format!("{at}.path_prefix: `{}`: {e}", r.path_prefix)),
+                Ok(n) if n != r.path_prefix => out.push(format!(
+                    "{at}.path_prefix: `{}` is not in normal form, so no request could match it (write `{n}`)",
+                    r.path_prefix
+                )),
+                Ok(_) => {}
             }
             if let Some(h) = &r.host
-                && (h.is_empty() || h.contains(['/', ' ', ':']))
+                && let Err(e) = check_route_host(h)
             {
+                out.push(format!("{at}.host: `{h}` {e}"));
+            }
+            if r.methods.as_ref().is_some_and(Vec::is_empty) {
                 out.push(format!(
-                    "{at}.host: `{h}` is not a host name (give it without a port)"
+                    "{at}.methods: an empty list matches nothing (leave it out to match every method)"
                 ));
             }
             for m in r.methods.iter().flatten() {
                 if http::Method::from_bytes(m.as_bytes()).is_err() || m.is_empty() {
                     out.push(format!("{at}.methods: `{m}` is not an HTTP method"));
                 }
+            }
+            let key = route_key(r);
+            if let Some(first) = routes_seen.insert(key, i) {
+                out.push(format!(
+                    "{at}: same host, path_prefix and methods as routes[{first}] (\"{}\"), so it could never match",
+                    self.routes[first].name
+                ));
             }
             if !self.upstreams.contains_key(&r.upstream) {
                 out.push(format!(
@@ -434,6 +626,43 @@ impl Config {
         }
         out
     }
+}
+
+fn check_timeout(out: &mut Vec<String>, at: &str, ms: u64) {
+    if ms == 0 || ms > MAX_TIMEOUT_MS {
+        out.push(format!(
+            "{at}: must be between 1 and {MAX_TIMEOUT_MS} (a day), in milliseconds"
+        ));
+    }
+}
+
+/// A route's `host`: a host name, or `*.` and a host name to match its subdomains.
+fn check_route_host(host: &str) -> Result<(), String> {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    if name.contains('*') {
+        return Err("is not a host name: `*` may only stand first, as in `*.example.com`".into());
+    }
+    match wasmgate_uri::parse_host(name.as_bytes()) {
+        Ok(Some(h)) if h.port.is_none() && !name.contains(':') => Ok(()),
+        Ok(_) => Err("is not a host name (give it without a port)".into()),
+        Err(e) => Err(format!("is not a host name: {e}")),
+    }
+}
+
+/// What makes two routes the same to the router: host, prefix and method set.
+fn route_key(r: &RouteConfig) -> (Option<String>, String, Option<Vec<String>>) {
+    let prefix = r.path_prefix.trim_end_matches('/');
+    let methods = r.methods.as_ref().map(|ms| {
+        let mut ms: Vec<String> = ms.iter().map(|m| m.to_ascii_uppercase()).collect();
+        ms.sort();
+        ms.dedup();
+        ms
+    });
+    (
+        r.host.as_ref().map(|h| h.to_ascii_lowercase()),
+        if prefix.is_empty() { "/" } else { prefix }.to_owned(),
+        methods,
+    )
 }
 
 fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
@@ -529,5 +758,145 @@ mod limit_tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("bogus"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod hole_tests {
+    use super::*;
+
+    const BASE: &str =
+        "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.u]\ntargets = [\"http://127.0.0.1:1\"]\n";
+
+    fn problems(extra: &str) -> String {
+        match Config::parse(&format!("{BASE}{extra}"), Path::new("gw.toml")) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn route(name: &str, rest: &str) -> String {
+        format!("[[routes]]\nname = \"{name}\"\nupstream = \"u\"\n{rest}\n")
+    }
+
+    #[test]
+    fn timeouts_are_bounded_to_a_day() {
+        let err = Config::parse(
+            "[server]\nlisten = \"127.0.0.1:0\"\nheader_read_timeout_ms = 0\ndrain_timeout_ms = 86400001\nkeepalive_timeout_ms = 99999999999\n[upstreams.u]\ntargets = [\"http://127.0.0.1:1\"]\ntimeout_ms = 99999999999\n[reload]\ndebounce_ms = 0\n",
+            Path::new("gw.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "server.header_read_timeout_ms",
+            "server.drain_timeout_ms",
+            "server.keepalive_timeout_ms",
+            "upstreams.u.timeout_ms",
+            "reload.debounce_ms",
+        ] {
+            assert!(
+                err.contains(&format!("{key}: must be between 1 and 86400000")),
+                "{key}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn prefixes_must_be_normal_and_methods_not_empty() {
+        let err = problems(&route("a", "path_prefix = \"/api//x\""));
+        assert!(
+            err.contains("is not in normal form") && err.contains("(write `/api/x`)"),
+            "{err}"
+        );
+        let err = problems(&route("a", "path_prefix = \"/api/%61\""));
+        assert!(err.contains("(write `/api/a`)"), "{err}");
+        let err = problems(&route("a", "path_prefix = \"/a/../b\""));
+        assert!(err.contains("(write `/b`)"), "{err}");
+        let err = problems(&route("a", "path_prefix = \"/a%2fb\""));
+        assert!(
+            err.contains("path_prefix: `/a%2fb`: an encoded '/'"),
+            "{err}"
+        );
+        let err = problems(&route("a", "path_prefix = \"api\""));
+        assert!(err.contains("does not start with '/'"), "{err}");
+        assert_eq!(problems(&route("a", "path_prefix = \"/api/\"")), "");
+        let err = problems(&route("a", "path_prefix = \"/\"\nmethods = []"));
+        assert!(
+            err.contains("methods: an empty list matches nothing"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn duplicate_routes_are_refused() {
+        let two = format!(
+            "{}{}",
+            route("a", "path_prefix = \"/x\"\nmethods = [\"GET\", \"POST\"]"),
+            route("b", "path_prefix = \"/x/\"\nmethods = [\"post\", \"GET\"]")
+        );
+        let err = problems(&two);
+        assert!(
+            err.contains(
+                "routes[1] (\"b\"): same host, path_prefix and methods as routes[0] (\"a\")"
+            ),
+            "{err}"
+        );
+        let other_host = format!(
+            "{}{}",
+            route("a", "path_prefix = \"/x\""),
+            route("b", "path_prefix = \"/x\"\nhost = \"h.example\"")
+        );
+        assert_eq!(problems(&other_host), "");
+    }
+
+    #[test]
+    fn hosts_are_names_or_leading_wildcards() {
+        assert_eq!(
+            problems(&route("a", "path_prefix = \"/\"\nhost = \"*.example.com\"")),
+            ""
+        );
+        for bad in ["a.*.example.com", "*example.com", "*", "h:80", "a b", "a@b"] {
+            let err = problems(&route(
+                "a",
+                &format!("path_prefix = \"/\"\nhost = \"{bad}\""),
+            ));
+            assert!(err.contains(&format!(".host: `{bad}`")), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_admin_api_off_loopback_needs_a_token() {
+        let err = problems("[admin]\nlisten = \"0.0.0.0:9901\"\n");
+        assert!(
+            err.contains("admin.listen: 0.0.0.0:9901 is not a loopback address"),
+            "{err}"
+        );
+        assert_eq!(problems("[admin]\n"), "");
+        let err = problems("[admin]\ntoken_file = \"/nonexistent/token\"\n");
+        assert!(
+            err.contains("admin.token_file: cannot read /nonexistent/token"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn escaped_slashes_take_three_values() {
+        let c = Config::parse(
+            &BASE.replace("listen", "escaped_slashes = \"keep\"\nlisten"),
+            Path::new("gw.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.server.escaped_slashes, EscapedSlashes::Keep);
+        assert_eq!(problems(""), "");
+        let err = Config::parse(
+            &BASE.replace("listen", "escaped_slashes = \"decode\"\nlisten"),
+            Path::new("gw.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("expected one of `reject`, `keep`, `unescape`"),
+            "{err}"
+        );
     }
 }

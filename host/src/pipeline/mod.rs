@@ -8,11 +8,11 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, request, response};
 
 use crate::capabilities::http::reply_into_parts;
-use crate::config::OnError;
+use crate::config::{EscapedSlashes, OnError};
 use crate::metrics::Metrics;
 use crate::plugins::bindings::{Decision, Registration};
 use crate::plugins::pool::{Failure, Instances};
-use crate::server::Peer;
+use crate::wire::Peer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -101,7 +101,10 @@ pub struct Exchange {
     pub response_edits: Vec<ResponseEdit>,
     /// The pipeline entry being called (its index).
     pub stage: usize,
+    /// The client the request comes from (see `wire::TrustedProxies::client`).
     pub client: Peer,
+    /// The connection's peer, which `X-Forwarded-For` names as the last hop.
+    pub peer: Peer,
     pub route: Arc<str>,
     pub id: RequestId,
     pub phase: Phase,
@@ -109,6 +112,8 @@ pub struct Exchange {
     pub allow_request_body: bool,
     pub allow_response_body: bool,
     pub body_limit: usize,
+    /// How a path a plugin sets is normalised: as the request's own was.
+    pub escaped_slashes: EscapedSlashes,
 }
 
 impl Exchange {
@@ -120,6 +125,7 @@ impl Exchange {
             vars: Vec::new(),
             response_edits: Vec::new(),
             stage: 0,
+            peer: client.clone(),
             client,
             route,
             id: RequestId::next(),
@@ -127,6 +133,7 @@ impl Exchange {
             allow_request_body: false,
             allow_response_body: false,
             body_limit,
+            escaped_slashes: EscapedSlashes::default(),
         }
     }
 

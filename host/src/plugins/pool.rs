@@ -90,7 +90,7 @@ pub struct Instances {
     ctx: Arc<StageContext>,
     mode: InstanceMode,
     sandbox: Sandbox,
-    /// Idle instances, one list per worker thread (see `crate::server::worker_index`).
+    /// Idle instances, one list per worker thread (see `crate::wire::worker_index`).
     idle: Box<[Mutex<Vec<Instance>>]>,
     /// Most idle instances kept per worker.
     max_idle: usize,
@@ -154,7 +154,7 @@ impl Instances {
     /// The calling worker's idle instances. Only that worker takes this lock, except while a
     /// config is being built.
     fn idle(&self) -> parking_lot::MutexGuard<'_, Vec<Instance>> {
-        self.idle[crate::server::worker_index() % self.idle.len()].lock()
+        self.idle[crate::wire::worker_index() % self.idle.len()].lock()
     }
 
     async fn instantiate(&self) -> Result<(Instance, Registration), Failure> {

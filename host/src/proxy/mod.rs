@@ -17,7 +17,7 @@ use self::pool::{SendError, WorkerPool};
 use crate::body::Body;
 use crate::config::UpstreamConfig;
 use crate::error::GatewayError;
-use crate::server::Peer;
+use crate::wire::Peer;
 
 /// A parsed upstream target (`http://host:port`).
 #[derive(Debug, Clone)]
@@ -103,7 +103,7 @@ impl Upstream {
         }
         *req.version_mut() = http::Version::HTTP_11;
         req.headers_mut().insert(header::HOST, target.host.clone());
-        let pool = &self.pools[crate::server::worker_index() % self.pools.len()];
+        let pool = &self.pools[crate::wire::worker_index() % self.pools.len()];
         let sent = pool.send(
             index,
             &target.addr,
@@ -207,8 +207,14 @@ pub fn forwarded_headers(headers: &mut HeaderMap, client: &Peer) {
     };
     headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    if let Some(host) = headers.remove(header::HOST) {
-        headers.insert(X_FORWARDED_HOST.clone(), host);
+    // The host the request was routed by, never one the client sent beside it.
+    match headers.remove(header::HOST) {
+        Some(host) => {
+            headers.insert(X_FORWARDED_HOST.clone(), host);
+        }
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
     }
 }
 
@@ -286,6 +292,14 @@ mod tests {
         );
         forwarded_headers(&mut h, &Peer::new("127.0.0.1:5000".parse().unwrap()));
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    }
+
+    #[test]
+    fn a_client_forwarded_host_never_passes_without_a_host() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        forwarded_headers(&mut h, &Peer::new("127.0.0.1:5000".parse().unwrap()));
+        assert!(h.get("x-forwarded-host").is_none());
     }
 
     #[test]

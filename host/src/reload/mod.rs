@@ -385,29 +385,26 @@ fn fixed_settings(path: &Path, live: &Config, new: &Config) -> Vec<String> {
             ));
         }
     };
-    changed(
-        "server.listen",
-        live.server.listen.to_string(),
-        new.server.listen.to_string(),
-    );
+    for ((key, old), (_, new)) in live
+        .server
+        .fixed_settings()
+        .into_iter()
+        .zip(new.server.fixed_settings())
+    {
+        changed(key, old, new);
+    }
     let admin = |c: &Config| {
-        c.admin
-            .as_ref()
-            .map_or("none".into(), |a| a.listen.to_string())
+        c.admin.as_ref().map_or("none".into(), |a| {
+            format!(
+                "{} (token file {})",
+                a.listen,
+                a.token_file
+                    .as_ref()
+                    .map_or("none".into(), |p| p.display().to_string())
+            )
+        })
     };
-    changed("admin.listen", admin(live), admin(new));
-    let workers = |c: &Config| c.server.workers.map_or("unset".into(), |w| w.to_string());
-    changed("server.workers", workers(live), workers(new));
-    changed(
-        "server.header_read_timeout_ms",
-        live.server.header_read_timeout_ms.to_string(),
-        new.server.header_read_timeout_ms.to_string(),
-    );
-    changed(
-        "server.drain_timeout_ms",
-        live.server.drain_timeout_ms.to_string(),
-        new.server.drain_timeout_ms.to_string(),
-    );
+    changed("admin", admin(live), admin(new));
     if format!("{:?}", live.wasm) != format!("{:?}", new.wasm) {
         out.push(format!(
             "{}: [wasm] changed, which needs a restart (the previous config stays live)",

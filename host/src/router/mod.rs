@@ -3,17 +3,63 @@
 //! A prefix matches at segment boundaries: `/api/users` matches `/api/users` and
 //! `/api/users/7`, never `/api/usersX`. Lookup walks the request path's own prefixes from the
 //! longest, one hash lookup each, so its cost follows the path's depth, not the route count.
+//! The path is already in normal form (`wasmgate_uri::normalise_path`) and the host already
+//! checked and lower-cased, without its port (`wasmgate_uri::parse_host`).
 
 use std::collections::HashMap;
 
 use foldhash::fast::RandomState;
 use http::Method;
 
+/// Which hosts a route accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// One host, lower-case.
+    Exact(String),
+    /// `*.example.com`: any subdomain of it (`a.example.com`, `a.b.example.com`), not
+    /// `example.com` itself. Holds the suffix with its dot, lower-case (`.example.com`).
+    Suffix(String),
+}
+
+impl HostMatch {
+    fn new(host: &str) -> Self {
+        let host = host.to_ascii_lowercase();
+        match host.strip_prefix('*') {
+            Some(suffix) => Self::Suffix(suffix.to_owned()),
+            None => Self::Exact(host),
+        }
+    }
+
+    fn accepts(&self, host: &str) -> bool {
+        match self {
+            Self::Exact(h) => h == host,
+            Self::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()),
+        }
+    }
+
+    /// Exact hosts first, then the longest suffix: the most specific route wins.
+    fn rank(&self) -> (u8, usize) {
+        match self {
+            Self::Exact(_) => (0, 0),
+            Self::Suffix(s) => (1, usize::MAX - s.len()),
+        }
+    }
+}
+
+impl std::fmt::Display for HostMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Exact(h) => f.write_str(h),
+            Self::Suffix(s) => write!(f, "*{s}"),
+        }
+    }
+}
+
 /// What the router needs to know about a route; the rest lives with the caller's `T`.
 #[derive(Debug, Clone)]
 pub struct Matcher {
-    /// Lower-case host without port; `None` matches any host.
-    pub host: Option<String>,
+    /// `None` matches any host.
+    pub host: Option<HostMatch>,
     /// Normalised: starts with `/`, no trailing `/` except for the root.
     pub prefix: String,
     /// `None` matches any method.
@@ -23,7 +69,7 @@ pub struct Matcher {
 impl Matcher {
     pub fn new(host: Option<&str>, prefix: &str, methods: Option<&[String]>) -> Self {
         Self {
-            host: host.map(|h| h.to_ascii_lowercase()),
+            host: host.map(HostMatch::new),
             prefix: normalise_prefix(prefix).to_owned(),
             methods: methods.map(|ms| {
                 ms.iter()
@@ -36,7 +82,7 @@ impl Matcher {
     fn accepts(&self, host: Option<&str>, method: &Method) -> bool {
         let host_ok = match (&self.host, host) {
             (None, _) => true,
-            (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
+            (Some(want), Some(got)) => want.accepts(got),
             (Some(_), None) => false,
         };
         host_ok && self.methods.as_ref().is_none_or(|ms| ms.contains(method))
@@ -69,7 +115,10 @@ impl<T> Router<T> {
                 .push(i);
         }
         for ids in by_prefix.values_mut() {
-            ids.sort_by_key(|&i| (routes[i].0.host.is_none(), i));
+            ids.sort_by_key(|&i| {
+                let rank = routes[i].0.host.as_ref().map_or((2, 0), HostMatch::rank);
+                (rank, i)
+            });
         }
         let any_host = routes.iter().any(|(m, _)| m.host.is_some());
         Self {
@@ -83,13 +132,14 @@ impl<T> Router<T> {
         self.routes.iter()
     }
 
-    /// The route for a request. `host` is the Host header's value (a port is ignored).
+    /// Whether any route names a host: when none does, the request's host is never needed.
+    pub fn any_host(&self) -> bool {
+        self.any_host
+    }
+
+    /// The route for a request: `host` lower-case and without a port, `path` in normal form.
     pub fn find(&self, host: Option<&str>, path: &str, method: &Method) -> Option<&T> {
-        let host = if self.any_host {
-            host.map(strip_port)
-        } else {
-            None
-        };
+        let host = if self.any_host { host } else { None };
         if !path.starts_with('/') {
             return None;
         }
@@ -110,33 +160,6 @@ impl<T> Router<T> {
             cand = &cand[..cand.rfind('/').unwrap_or(0)];
         }
     }
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        // IPv6 literal: keep up to the closing bracket.
-        return host.split_inclusive(']').next().unwrap_or(host);
-    }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
-}
-
-/// Whether a request path tries to climb out of its prefix with dot segments, raw or
-/// percent-encoded (`/a/../admin`, `/a/%2e%2e/admin`). Such requests are refused outright.
-pub fn has_dot_segments(path: &str) -> bool {
-    // Most paths have neither a dot nor a percent sign.
-    if !path.bytes().any(|b| b == b'.' || b == b'%') {
-        return false;
-    }
-    let lower_has_encoded_dot = path.len() >= 3
-        && path
-            .as_bytes()
-            .windows(3)
-            .any(|w| w[0] == b'%' && w[1] == b'2' && (w[2] == b'e' || w[2] == b'E'));
-    if lower_has_encoded_dot {
-        let decoded = path.replace("%2e", ".").replace("%2E", ".");
-        return decoded.split('/').any(|s| s == "." || s == "..");
-    }
-    path.split('/').any(|s| s == "." || s == "..")
 }
 
 #[cfg(test)]
@@ -171,7 +194,7 @@ mod tests {
             r(Some("API.example.com"), "/a", None, 1),
         ]);
         assert_eq!(
-            router.find(Some("api.example.com:8080"), "/a", &Method::POST),
+            router.find(Some("api.example.com"), "/a", &Method::POST),
             Some(&1)
         );
         assert_eq!(router.find(Some("other"), "/a", &Method::GET), Some(&0));
@@ -179,11 +202,20 @@ mod tests {
     }
 
     #[test]
-    fn dot_segments_are_spotted() {
-        assert!(has_dot_segments("/a/../b"));
-        assert!(has_dot_segments("/a/%2E%2e/b"));
-        assert!(has_dot_segments("/a/."));
-        assert!(!has_dot_segments("/a/..b/c.d"));
-        assert!(!has_dot_segments("/plain/x"));
+    fn wildcard_hosts_match_subdomains_and_exact_hosts_win() {
+        let router = Router::new(vec![
+            r(None, "/", None, 0),
+            r(Some("*.example.com"), "/", None, 1),
+            r(Some("api.example.com"), "/", None, 2),
+            r(Some("*.eu.example.com"), "/", None, 3),
+        ]);
+        let get = Method::GET;
+        assert_eq!(router.find(Some("api.example.com"), "/x", &get), Some(&2));
+        assert_eq!(router.find(Some("www.example.com"), "/x", &get), Some(&1));
+        assert_eq!(router.find(Some("a.b.example.com"), "/x", &get), Some(&1));
+        assert_eq!(router.find(Some("a.eu.example.com"), "/x", &get), Some(&3));
+        assert_eq!(router.find(Some("example.com"), "/x", &get), Some(&0));
+        assert_eq!(router.find(Some("badexample.com"), "/x", &get), Some(&0));
+        assert_eq!(router.find(None, "/x", &get), Some(&0));
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, header};
+use http::{HeaderMap, HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 
 use crate::body::{self, Body, CollectError};
@@ -13,30 +13,37 @@ use crate::error::GatewayError;
 use crate::gateway::{Gateway, Route};
 use crate::pipeline::{Exchange, Pipeline, RequestOutcome, ResponseState};
 use crate::proxy;
-use crate::router::has_dot_segments;
-use crate::server::Peer;
+use crate::server::admit::{admit, host_of};
+use crate::wire::Peer;
 
 pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, client: Peer) -> Response<Body> {
     let started = Instant::now();
-    if has_dot_segments(req.uri().path()) {
-        return GatewayError::BadRequest.into_response();
-    }
+    let (mut parts, incoming) = req.into_parts();
     let route = {
         let table = gw.table.load();
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| req.uri().host());
+        if let Err(e) = admit(&mut parts, table.escaped_slashes) {
+            tracing::debug!(client = client.ip_str(), error = %e, "request refused before routing");
+            // Whatever follows on this connection cannot be trusted to be framed as meant.
+            let mut resp = GatewayError::BadRequest.into_response();
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return resp;
+        }
+        let host = if table.router.any_host() {
+            host_of(&parts)
+        } else {
+            None
+        };
         table
             .router
-            .find(host, req.uri().path(), req.method())
+            .find(host.as_deref(), parts.uri.path(), &parts.method)
             .cloned()
     };
     let Some(route) = route else {
         gw.shared.metrics.unmatched();
         return GatewayError::NotFound.into_response();
     };
+    let req = Request::from_parts(parts, incoming);
     let resp = match &route.pipeline {
         None => forward(&route, req, client).await,
         Some(p) => with_pipeline(&gw, &route, p, req, client).await,
@@ -109,6 +116,10 @@ async fn with_pipeline(
         route.name.clone(),
         route.body_limit,
     ));
+    ex.escaped_slashes = route.escaped_slashes;
+    if ex.peer.trusted() {
+        ex.client = gw.shared.trusted.client(&ex.peer, &ex.request.headers);
+    }
 
     let mut streaming = Some(incoming);
     if pipeline.needs_request_body() {
@@ -194,7 +205,7 @@ fn upstream_request(
         std::mem::take(&mut ex.request.headers)
     };
     let (mut parts, _) = req.into_parts();
-    prepare_upstream_request(route, &mut parts.uri, &mut parts.headers, &ex.client);
+    prepare_upstream_request(route, &mut parts.uri, &mut parts.headers, &ex.peer);
     let body = match (ex.request_body.take(), streaming) {
         (Some(bytes), _) => {
             parts.headers.remove(header::CONTENT_LENGTH);

@@ -82,11 +82,30 @@ fn verifiers(
 ) -> Result<Verifiers, String> {
     let mut out = Vec::new();
     for alg in candidates.iter().filter(|a| allowed.contains(a)) {
+        if let Some(min) = hmac_min_len(*alg) {
+            let len = key.try_get_as_bytes().map_or(0, <[u8]>::len);
+            if len < min {
+                return Err(format!(
+                    "a {len}-byte secret is shorter than {}'s {min} bytes (RFC 7518 §3.2)",
+                    alg_name(*alg)
+                ));
+            }
+        }
         let verifier = (DEFAULT_PROVIDER.verifier_factory)(alg, key)
             .map_err(|e| format!("not a usable {} key: {e}", alg_name(*alg)))?;
         out.push((*alg, verifier));
     }
     Ok(out)
+}
+
+/// RFC 7518 §3.2: an HMAC key is at least as long as the hash's output.
+fn hmac_min_len(alg: Algorithm) -> Option<usize> {
+    match alg {
+        Algorithm::HS256 => Some(32),
+        Algorithm::HS384 => Some(48),
+        Algorithm::HS512 => Some(64),
+        _ => None,
+    }
 }
 
 fn family_names(family: AlgorithmFamily) -> String {

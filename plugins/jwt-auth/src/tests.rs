@@ -11,7 +11,7 @@ use wasmgate_sdk::{ConfigError, Decision};
 
 use crate::JwtAuth;
 
-const SECRET: &str = "a-test-secret-of-at-least-32-bytes!";
+const SECRET: &str = "a-test-secret-of-at-least-64-bytes-so-that-hs512-accepts-it-too!!";
 const RSA_KEY: &str = include_str!("testdata/rsa.key");
 const RSA_PUB: &str = include_str!("testdata/rsa.pub");
 const RSA_PKCS1_PUB: &str = include_str!("testdata/rsa.pkcs1.pub");
@@ -896,6 +896,23 @@ fn bad_configs_name_the_key() {
             "algorithms[0]",
         ),
         (json!({ "algorithms": ["HS256"], "secret": "" }), "secret"),
+        // RFC 7518 §3.2: no shorter than the hash.
+        (
+            json!({ "algorithms": ["HS256"], "secret": "x".repeat(31) }),
+            "secret",
+        ),
+        (
+            json!({ "algorithms": ["HS384"], "secret": "x".repeat(47) }),
+            "secret",
+        ),
+        (
+            json!({ "algorithms": ["HS256", "HS512"], "secret": "x".repeat(40) }),
+            "secret",
+        ),
+        (
+            json!({ "algorithms": ["HS256"], "jwks": { "keys": [{ "kty": "oct", "k": "c2hvcnQ" }] } }),
+            "jwks",
+        ),
         (
             json!({ "algorithms": ["RS256"], "secret": SECRET, "public_key": RSA_PUB }),
             "secret",

@@ -1,0 +1,312 @@
+//! The bounds on one client connection that hyper does not keep itself: how long it may sit
+//! idle between requests, how long it may take to send a head, and how long a response write
+//! may wait for a client that stopped reading.
+//!
+//! hyper's own header-read timer starts as soon as it waits for a head, which on a keep-alive
+//! connection is right after the last response, so it cannot tell idle time from a slow head.
+//! [`ClientIo`] wraps the socket and knows which is which from [`Cycle`], which the service
+//! updates: busy from the moment a head is parsed until its response body is dropped, idle
+//! from then until the next byte arrives, reading a head from that byte on.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+use crate::body::{Body, BoxError};
+
+/// Where a connection is between requests. The low two bits are the phase, the rest counts
+/// changes, so the socket side sees every change even when the phase is the same again.
+#[derive(Debug, Default)]
+pub struct Cycle {
+    state: AtomicU64,
+    served: AtomicU64,
+}
+
+const HEAD: u64 = 0;
+const BUSY: u64 = 1;
+const IDLE: u64 = 2;
+
+impl Cycle {
+    fn set(&self, phase: u64) {
+        let changes = (self.state.load(Ordering::Relaxed) >> 2) + 1;
+        self.state.store(changes << 2 | phase, Ordering::Relaxed);
+    }
+
+    /// A head was parsed: the service has the request. Returns how many requests this
+    /// connection has now been given, this one included.
+    pub fn start_request(&self) -> u64 {
+        self.set(BUSY);
+        self.served.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// The client socket, with the idle, head and send deadlines.
+pub struct ClientIo {
+    io: TcpStream,
+    /// Bytes read before hyper took over (after a PROXY header), served first.
+    prefix: Bytes,
+    cycle: Arc<Cycle>,
+    /// The cycle state the read deadline was computed for, and when that state began.
+    seen: u64,
+    since: Instant,
+    head_timeout: Duration,
+    idle_timeout: Duration,
+    send_timeout: Duration,
+    /// Made at the first wait and moved on after that, so a connection allocates each once.
+    read_timer: Option<Pin<Box<Sleep>>>,
+    read_armed_for: Option<u64>,
+    write_timer: Option<Pin<Box<Sleep>>>,
+    write_armed: bool,
+}
+
+impl ClientIo {
+    pub fn new(
+        io: TcpStream,
+        prefix: Bytes,
+        cycle: Arc<Cycle>,
+        limits: &super::ConnLimits,
+    ) -> Self {
+        Self {
+            io,
+            prefix,
+            seen: cycle.state.load(Ordering::Relaxed),
+            cycle,
+            since: Instant::now(),
+            head_timeout: limits.header_read_timeout,
+            idle_timeout: limits.keepalive_timeout,
+            send_timeout: limits.send_timeout,
+            read_timer: None,
+            read_armed_for: None,
+            write_timer: None,
+            write_armed: false,
+        }
+    }
+}
+
+fn arm(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant) -> &mut Pin<Box<Sleep>> {
+    match timer {
+        Some(t) => {
+            t.as_mut().reset(deadline);
+            t
+        }
+        None => timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+    }
+}
+
+fn timed_out(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, what.to_owned())
+}
+
+impl AsyncRead for ClientIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        let state = this.cycle.state.load(Ordering::Relaxed);
+        if state != this.seen {
+            this.seen = state;
+            this.since = Instant::now();
+        }
+        let phase = state & 3;
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if phase == IDLE && buf.filled().len() > before {
+                    // The first byte of the next request: from here it is a head being read.
+                    this.cycle.set(HEAD);
+                    this.seen = this.cycle.state.load(Ordering::Relaxed);
+                    this.since = Instant::now();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending if phase == BUSY => Poll::Pending,
+            Poll::Pending => {
+                let (limit, what) = if phase == HEAD {
+                    (this.head_timeout, "the request head took too long")
+                } else {
+                    (this.idle_timeout, "idle past the keep-alive timeout")
+                };
+                let timer = if this.read_armed_for == Some(state) {
+                    this.read_timer.as_mut().expect("armed")
+                } else {
+                    this.read_armed_for = Some(state);
+                    arm(&mut this.read_timer, this.since + limit)
+                };
+                ready!(timer.as_mut().poll(cx));
+                Poll::Ready(Err(timed_out(what)))
+            }
+        }
+    }
+}
+
+impl ClientIo {
+    fn poll_send<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match write(Pin::new(&mut self.io), cx) {
+            Poll::Ready(r) => {
+                self.write_armed = false;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let timer = if self.write_armed {
+                    self.write_timer.as_mut().expect("armed")
+                } else {
+                    self.write_armed = true;
+                    arm(&mut self.write_timer, Instant::now() + self.send_timeout)
+                };
+                ready!(timer.as_mut().poll(cx));
+                Poll::Ready(Err(timed_out("the client stopped reading the response")))
+            }
+        }
+    }
+}
+
+impl AsyncWrite for ClientIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut()
+            .poll_send(cx, |io, cx| io.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut()
+            .poll_send(cx, |io, cx| io.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_send(cx, |io, cx| io.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// A response body that marks its connection idle once hyper is done with it (it drops the
+/// body when the last frame is written, or when the connection fails).
+pub struct ConnBody {
+    inner: Body,
+    cycle: Arc<Cycle>,
+}
+
+impl ConnBody {
+    pub fn new(inner: Body, cycle: Arc<Cycle>) -> Self {
+        Self { inner, cycle }
+    }
+}
+
+impl Drop for ConnBody {
+    fn drop(&mut self) {
+        self.cycle.set(IDLE);
+    }
+}
+
+impl http_body::Body for ConnBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Client connections open at once, across the workers of one listener.
+#[derive(Debug)]
+pub struct Connections {
+    open: AtomicUsize,
+    max: usize,
+    refused: AtomicU64,
+    /// When a refusal was last logged (seconds since `epoch`), so a flood logs once a second.
+    last_warned: AtomicU64,
+    epoch: Instant,
+}
+
+/// One open connection's place in [`Connections`], given back on drop.
+#[derive(Debug)]
+pub struct Slot(Arc<Connections>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Connections {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            open: AtomicUsize::new(0),
+            max,
+            refused: AtomicU64::new(0),
+            last_warned: AtomicU64::new(u64::MAX),
+            epoch: Instant::now(),
+        })
+    }
+
+    /// A place for a new connection, or `None` (and a warning at most once a second) when
+    /// `max` are open.
+    pub fn try_open(self: &Arc<Self>, listener: &str) -> Option<Slot> {
+        let prev = self.open.fetch_add(1, Ordering::Relaxed);
+        if prev < self.max {
+            return Some(Slot(self.clone()));
+        }
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = self.epoch.elapsed().as_secs();
+        let last = self.last_warned.swap(now, Ordering::Relaxed);
+        if last != now {
+            tracing::warn!(
+                listener,
+                max_connections = self.max,
+                refused_so_far = refused,
+                "connection limit reached: new connections are closed until some end"
+            );
+        }
+        None
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+}
