@@ -52,9 +52,13 @@ pub(crate) trait ResponseBackend {
 /// The client's request, lent to a hook for the length of one call. The host owns it; every
 /// read is a call to the host and returns a copy.
 ///
-/// Header names are case-insensitive and come back lower-case. Setting a header the host owns
-/// (the framing headers `content-length`, `transfer-encoding`, `connection`, `keep-alive`,
-/// `te`, `trailer`, `upgrade`, `proxy-connection`) is [`HostError::NotAllowed`]. In the
+/// Header names are case-insensitive and come back lower-case. A name must pass
+/// [`rules::http::is_header_name`](crate::rules::http::is_header_name) (else
+/// [`HostError::InvalidName`]) and a value
+/// [`rules::http::is_header_value`](crate::rules::http::is_header_value) (else
+/// [`HostError::InvalidValue`]). Setting a header the host manages (one of
+/// [`rules::http::HOST_MANAGED_HEADERS`](crate::rules::http::HOST_MANAGED_HEADERS):
+/// `content-length` and the hop-by-hop headers) is [`HostError::NotAllowed`]. In the
 /// response phase the request is read-only: changes are refused with
 /// [`HostError::NotAllowed`], but vars can still be set.
 pub struct Request<'a> {
@@ -162,7 +166,11 @@ impl<'a> Request<'a> {
         self.inner.var(name)
     }
 
-    /// Sets a per-request variable (see [`Request::var`]).
+    /// Sets a per-request variable (see [`Request::var`]). The host ignores a variable whose
+    /// name and value together exceed
+    /// [`rules::http::MAX_VAR_BYTES`](crate::rules::http::MAX_VAR_BYTES), and a new name once
+    /// the request holds [`rules::http::MAX_VARS`](crate::rules::http::MAX_VARS) (changing
+    /// one it holds still works).
     pub fn set_var(&mut self, name: &str, value: &str) {
         self.inner.set_var(name, value)
     }
@@ -173,8 +181,9 @@ impl<'a> Request<'a> {
     /// plugin whose response changes are all known in the request phase can leave
     /// `on_response` out of its [`Registration`](crate::Registration) and save that call.
     /// Not applied to a reply this plugin answers with itself. The checks are
-    /// [`Response::set_header`]'s; in the response phase, or past 64 queued changes per
-    /// request, [`HostError::NotAllowed`].
+    /// [`Response::set_header`]'s; in the response phase, or past
+    /// [`rules::http::MAX_RESPONSE_EDITS`](crate::rules::http::MAX_RESPONSE_EDITS) queued
+    /// changes per request, [`HostError::NotAllowed`].
     pub fn set_response_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
         self.inner.queue_response_header(name, Some(value), false)
     }
@@ -219,7 +228,8 @@ impl<'a> Response<'a> {
         self.inner.status()
     }
 
-    /// Changes the status code. [`HostError::InvalidValue`] outside 200 to 599 (final statuses).
+    /// Changes the status code. [`HostError::InvalidValue`] outside 200 to 599
+    /// ([`rules::http::FINAL_STATUS`](crate::rules::http::FINAL_STATUS)).
     pub fn set_status(&mut self, status: u16) -> Result<(), HostError> {
         self.inner.set_status(status)
     }

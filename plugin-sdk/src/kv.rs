@@ -16,7 +16,8 @@ use std::fmt;
 /// Why the host refused to store a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KvError {
-    /// The key or value is larger than the host allows.
+    /// The key or value is larger than the host allows
+    /// ([`rules::kv`](crate::rules::kv)).
     TooLarge,
     /// The plugin's namespace holds as many entries as the host allows.
     Full,

@@ -148,6 +148,18 @@ pub mod testing;
 pub use config::ConfigError;
 pub use http::{Request, Response};
 pub use types::{Decision, Error, HostError, Registration, Reply};
+/// The rules the gateway holds a plugin's output to, from the crate the host itself enforces
+/// them with: the headers it manages ([`rules::http::HOST_MANAGED_HEADERS`]), what a header
+/// name and value may be, and the caps on variables, queued response headers, key-value
+/// entries, limiter keys and log lines. The mock host in `testing` enforces the same ones.
+/// Check a config against them at load, so a bad one fails there and not on every request:
+///
+/// ```
+/// use wasmgate_sdk::rules::http::is_host_managed;
+/// assert!(is_host_managed("Proxy-Authorization"));
+/// assert!(!is_host_managed("x-request-id"));
+/// ```
+pub use wasmgate_rules as rules;
 
 /// The trait a plugin implements. One value of it serves every request of one route in one
 /// instance; the gateway may run several instances of a route side by side, so state that must

@@ -46,7 +46,8 @@ pub fn enabled(level: Level) -> bool {
     imp::enabled(level)
 }
 
-/// Logs a line at `level`.
+/// Logs a line at `level`. The host cuts it at
+/// [`rules::log::MAX_LINE_BYTES`](crate::rules::log::MAX_LINE_BYTES).
 pub fn log(level: Level, message: &str) {
     imp::log(level, message)
 }

@@ -77,7 +77,9 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    /// Opens (or rejoins) a limiter. Fails on a zero count, period or burst. Open it once, in
+    /// Opens (or rejoins) a limiter. Fails on a zero count, period or burst, a period over
+    /// [`rules::rate_limit::MAX_PERIOD_MS`](crate::rules::rate_limit::MAX_PERIOD_MS), or a name
+    /// over [`rules::rate_limit::MAX_KEY_BYTES`](crate::rules::rate_limit::MAX_KEY_BYTES). Open it once, in
     /// [`Plugin::new`](crate::Plugin::new), and keep it in the plugin.
     pub fn open(name: &str, quota: Quota) -> Result<Limiter, String> {
         imp::Limiter::open(name, quota).map(|inner| Limiter { inner })
@@ -85,7 +87,8 @@ impl Limiter {
 
     /// Takes `cost` tokens from the bucket of `key`, if they are there. A `cost` of 0 takes
     /// nothing and reports a full bucket (the host cannot read a bucket without taking from
-    /// it); a `cost` above the burst never passes.
+    /// it); a `cost` above the burst never passes, nor does a `key` over
+    /// [`rules::rate_limit::MAX_KEY_BYTES`](crate::rules::rate_limit::MAX_KEY_BYTES).
     pub fn check(&self, key: &str, cost: u32) -> Verdict {
         self.inner.check(key, cost)
     }

@@ -4,11 +4,17 @@
 //! - [`init`] builds a plugin from a JSON config through the same parsing path as the wasm
 //!   `init`, so config errors name the same keys.
 //! - [`MockRequest`] and [`MockResponse`] stand in for the host's request and response, with
-//!   the host's checks: header names must be HTTP tokens ([`HostError::InvalidName`]), values
-//!   must not hold control bytes other than tab ([`HostError::InvalidValue`]), framing headers are the host's
-//!   ([`HostError::NotAllowed`]), and the request is read-only in the response phase.
+//!   the host's checks and limits, taken from the crate the host enforces them with
+//!   ([`rules`](crate::rules)): header names must be HTTP tokens ([`HostError::InvalidName`]),
+//!   values must not hold control bytes other than tab ([`HostError::InvalidValue`]), the
+//!   headers the host manages are its own ([`HostError::NotAllowed`]), statuses are final
+//!   ones, the request is read-only in the response phase, queued response headers and
+//!   variables are capped as on the host.
 //! - [`on_request`] and [`on_response`] run a hook as the host would (skipping it when the
-//!   plugin's registration says so).
+//!   plugin's registration says so), and check a reply the hook answers with as the host
+//!   does.
+//! - The key-value store, the rate limiter and the log bound keys, values and lines as the
+//!   host does.
 //! - The capability modules ([`log`](crate::log), [`clock`](crate::clock), [`kv`](crate::kv),
 //!   [`rate_limit`](crate::rate_limit)) talk to mock state that is per thread, so tests (which
 //!   `cargo test` runs on threads of their own) do not see each other's. [`reset`] clears it.
@@ -24,6 +30,11 @@
 //! ```
 
 use std::collections::BTreeMap;
+
+use wasmgate_rules::http::{
+    FINAL_STATUS, MAX_RESPONSE_EDITS, MAX_VAR_BYTES, MAX_VARS, is_header_name, is_header_value,
+    is_host_managed, is_token,
+};
 
 use crate::config::parse_config;
 use crate::http::{RequestBackend, ResponseBackend};
@@ -59,6 +70,11 @@ pub fn init<P: Plugin>(config: serde_json::Value) -> Result<P, ConfigError> {
 /// Response header changes the hook queues ([`Request::set_response_header`] and its
 /// siblings) are kept on the request and applied by [`on_response`]; when the hook answers
 /// with its own reply they are dropped, as the host drops them.
+///
+/// A reply is checked as the host checks it (see [`Reply`](crate::Reply)): a status that is not
+/// final, a header the host would refuse or a body over the request's
+/// [`with_body_limit`](MockRequest::with_body_limit) is an [`Error`], as it is a plugin failure
+/// of kind `bad_output` on the host; a `content-length` in it is dropped.
 pub fn on_request<P: Plugin>(plugin: &mut P, req: &mut MockRequest) -> Result<Decision, Error> {
     req.phase = Phase::Request;
     if !plugin.registration().on_request {
@@ -68,7 +84,42 @@ pub fn on_request<P: Plugin>(plugin: &mut P, req: &mut MockRequest) -> Result<De
     if let Ok(Decision::Respond(_)) = decision {
         req.response_edits.clear();
     }
-    decision
+    check_decision(decision, req.body_limit)
+}
+
+/// Checks a hook's reply as the host does before it sends it.
+fn check_decision(
+    decision: Result<Decision, Error>,
+    body_limit: Option<usize>,
+) -> Result<Decision, Error> {
+    let Decision::Respond(mut reply) = decision? else {
+        return Ok(Decision::Continue);
+    };
+    let bad = |what: String| Err(Error::new(format!("bad output: {what}")));
+    if !FINAL_STATUS.contains(&reply.status) {
+        return bad(format!(
+            "status {} is not a final HTTP status (200-599)",
+            reply.status
+        ));
+    }
+    if body_limit.is_some_and(|limit| reply.body.len() > limit) {
+        return bad(format!(
+            "body of {} bytes exceeds the route's limit",
+            reply.body.len()
+        ));
+    }
+    // A reply may state its own length; the host frames it anyway.
+    reply
+        .headers
+        .retain(|(n, _)| !n.eq_ignore_ascii_case("content-length"));
+    if let Some((name, _)) = reply
+        .headers
+        .iter()
+        .find(|(n, v)| check_header(n, v).is_err())
+    {
+        return bad(format!("header {name:?} is invalid or host-managed"));
+    }
+    Ok(Decision::Respond(reply))
 }
 
 /// Runs `plugin.on_response` on a mock request and response, as the host would: first the
@@ -98,9 +149,10 @@ pub fn on_response<P: Plugin>(
     if !plugin.registration().on_response {
         return Ok(Decision::Continue);
     }
+    let body_limit = req.body_limit;
     let mut req = Request::new(req);
     let mut resp = Response::new(resp);
-    plugin.on_response(&mut req, &mut resp)
+    check_decision(plugin.on_response(&mut req, &mut resp), body_limit)
 }
 
 /// Sets the mock clock (milliseconds since the Unix epoch). Until a test sets it, the mock
@@ -125,7 +177,8 @@ pub fn set_log_level(level: Level) {
     host::set_log_level(level)
 }
 
-/// Sets the limits of the mock key-value store. Default: none.
+/// Sets the limits of the mock key-value store. Default: the host's key and value sizes, and
+/// no entry count ([`KvLimits::default`]).
 pub fn set_kv_limits(limits: KvLimits) {
     host::set_kv_limits(limits)
 }
@@ -144,11 +197,6 @@ enum ResponseEdit {
     Remove(String),
     SetFromVar(String, String),
 }
-
-/// Most response header changes the host lets one plugin queue for one request.
-const MAX_RESPONSE_EDITS: usize = 64;
-/// Longest variable name a queued header may name, as on the host.
-const MAX_VAR_BYTES: usize = 16 * 1024;
 
 /// Which hook a mock request is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,7 +375,8 @@ impl MockRequest {
         &self.id
     }
 
-    /// Response header changes are queued in the request phase only, at most 64.
+    /// Response header changes are queued in the request phase only, at most
+    /// [`MAX_RESPONSE_EDITS`].
     fn room_for_response_edit(&self) -> Result<(), HostError> {
         self.writable()?;
         if self.response_edits.len() >= MAX_RESPONSE_EDITS {
@@ -447,7 +496,15 @@ impl RequestBackend for MockRequest {
     }
 
     fn set_var(&mut self, name: &str, value: &str) {
-        self.vars.insert(name.to_string(), value.to_string());
+        // Ignored past the host's caps, as the host ignores it.
+        if name.len() + value.len() > MAX_VAR_BYTES {
+            return;
+        }
+        if let Some(slot) = self.vars.get_mut(name) {
+            value.clone_into(slot);
+        } else if self.vars.len() < MAX_VARS {
+            self.vars.insert(name.to_string(), value.to_string());
+        }
     }
 
     fn queue_response_header(
@@ -572,7 +629,7 @@ impl ResponseBackend for MockResponse {
     }
 
     fn set_status(&mut self, status: u16) -> Result<(), HostError> {
-        if !(200..=599).contains(&status) {
+        if !FINAL_STATUS.contains(&status) {
             return Err(HostError::InvalidValue);
         }
         self.status = status;
@@ -619,18 +676,6 @@ impl ResponseBackend for MockResponse {
     }
 }
 
-/// Headers only the host may set: they frame the message on the wire.
-const FRAMING_HEADERS: [&str; 8] = [
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-connection",
-];
-
 fn header_values<'h>(
     headers: &'h [(String, String)],
     name: &str,
@@ -644,18 +689,16 @@ fn header_values<'h>(
 
 /// The lower-case name, if `name: value` may be set.
 fn check_header(name: &str, value: &str) -> Result<String, HostError> {
-    if !is_token(name) {
+    if !is_header_name(name) {
         return Err(HostError::InvalidName);
     }
-    let name = name.to_ascii_lowercase();
-    if FRAMING_HEADERS.contains(&name.as_str()) {
+    if is_host_managed(name) {
         return Err(HostError::NotAllowed);
     }
-    // The host's rule (HTTP field values): no control bytes but tab, no DEL.
-    if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+    if !is_header_value(value) {
         return Err(HostError::InvalidValue);
     }
-    Ok(name)
+    Ok(name.to_ascii_lowercase())
 }
 
 fn set_header(
@@ -680,8 +723,8 @@ fn append_header(
 }
 
 fn remove_header(headers: &mut Vec<(String, String)>, name: &str) {
-    let name = name.to_ascii_lowercase();
-    if !FRAMING_HEADERS.contains(&name.as_str()) {
+    if !is_host_managed(name) {
+        let name = name.to_ascii_lowercase();
         headers.retain(|(n, _)| *n != name);
     }
 }
@@ -704,31 +747,6 @@ fn write_body(body: &mut Vec<u8>, new: &[u8], limit: Option<usize>) -> Result<()
     Ok(())
 }
 
-/// An HTTP token (RFC 9110 `tchar`s), as header names and methods are.
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'!' | b'#'
-                        | b'$'
-                        | b'%'
-                        | b'&'
-                        | b'\''
-                        | b'*'
-                        | b'+'
-                        | b'-'
-                        | b'.'
-                        | b'^'
-                        | b'_'
-                        | b'`'
-                        | b'|'
-                        | b'~'
-                )
-        })
-}
-
 /// An origin-form path: `/`, then visible ASCII without `?` or `#`.
 fn is_valid_path(path: &str) -> bool {
     path.starts_with('/')
@@ -749,6 +767,8 @@ pub(crate) mod host {
     use std::sync::OnceLock;
     use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+    use wasmgate_rules::rate_limit::{MAX_KEY_BYTES, MAX_PERIOD_MS};
+
     use crate::kv::KvError;
     use crate::log::Level;
     use crate::rate_limit::{Quota, Verdict};
@@ -766,12 +786,15 @@ pub(crate) mod host {
     }
 
     impl Default for KvLimits {
-        /// No limits.
+        /// The host's key and value sizes ([`rules::kv`](crate::rules::kv)), and no entry
+        /// count: past its count the host evicts the least used entries instead of refusing,
+        /// so a test that sets `max_entries` sees [`KvError::Full`] where the host would
+        /// forget an older key.
         fn default() -> Self {
             Self {
                 max_entries: usize::MAX,
-                max_key_bytes: usize::MAX,
-                max_value_bytes: usize::MAX,
+                max_key_bytes: wasmgate_rules::kv::MAX_KEY_BYTES,
+                max_value_bytes: wasmgate_rules::kv::MAX_VALUE_BYTES,
             }
         }
     }
@@ -858,6 +881,7 @@ pub(crate) mod host {
     }
 
     pub(crate) fn log(level: Level, message: &str) {
+        let message = wasmgate_rules::log::cut_line(message);
         if with(|s| {
             let keep = level >= s.log_level;
             if keep {
@@ -926,12 +950,14 @@ pub(crate) mod host {
     }
 
     pub(crate) fn limiter_open(name: &str, quota: Quota) -> Result<(), String> {
-        let _ = name;
+        if name.len() > MAX_KEY_BYTES {
+            return Err(format!("limiter name longer than {MAX_KEY_BYTES} bytes"));
+        }
         if quota.count == 0 {
             return Err("quota count must be positive".to_string());
         }
-        if quota.period_ms == 0 {
-            return Err("quota period must be positive".to_string());
+        if quota.period_ms == 0 || quota.period_ms > MAX_PERIOD_MS {
+            return Err("period-ms must be between 1 ms and a year".to_string());
         }
         if quota.burst == 0 {
             return Err("quota burst must be positive".to_string());
@@ -961,6 +987,16 @@ pub(crate) mod host {
                 / u128::from(quota.count.max(1)))
             .max(1);
             let capacity = interval * u128::from(quota.burst);
+            if key.len() > MAX_KEY_BYTES {
+                // As on the host: refused, and never given a bucket.
+                return Verdict {
+                    allowed: false,
+                    limit: quota.burst,
+                    remaining: 0,
+                    reset_after_ms: ceil_millis(capacity),
+                    retry_after_ms: ceil_millis(interval).max(1),
+                };
+            }
             let bucket = BucketKey {
                 name: name.to_string(),
                 quota,
@@ -1231,15 +1267,20 @@ mod tests {
             request_error(&mut plugin, "x:y"),
             expect(HostError::InvalidName)
         );
-        for framing in FRAMING_HEADERS {
+        for managed in wasmgate_rules::http::HOST_MANAGED_HEADERS {
             assert_eq!(
-                request_error(&mut plugin, framing),
+                request_error(&mut plugin, managed),
                 expect(HostError::NotAllowed)
             );
         }
         assert_eq!(
             request_error(&mut plugin, "Content-Length"),
             expect(HostError::NotAllowed)
+        );
+        let longest = "x".repeat(wasmgate_rules::http::MAX_HEADER_NAME_BYTES);
+        assert_eq!(
+            request_error(&mut plugin, &format!("{longest}x")),
+            expect(HostError::InvalidName)
         );
 
         let mut req = MockRequest::new("GET", "/");
@@ -1476,6 +1517,182 @@ mod tests {
         .unwrap();
         assert_eq!(clock::now_millis(), 5);
         assert_eq!(clock::monotonic_nanos(), 5_000_000);
+    }
+
+    #[test]
+    fn proxy_authorization_is_the_hosts_in_every_write() {
+        let mut req = MockRequest::new("GET", "/").with_header("Proxy-Authorization", "Basic a");
+        let mut r = Request::new(&mut req);
+        let name = "Proxy-Authorization";
+        assert_eq!(r.set_header(name, "Basic b"), Err(HostError::NotAllowed));
+        assert_eq!(r.append_header(name, "Basic b"), Err(HostError::NotAllowed));
+        r.remove_header(name);
+        assert_eq!(r.set_response_header(name, "x"), Err(HostError::NotAllowed));
+        assert_eq!(r.remove_response_header(name), Err(HostError::NotAllowed));
+        assert_eq!(
+            r.set_response_header_from_var(name, "v"),
+            Err(HostError::NotAllowed)
+        );
+        assert_eq!(req.header_values("proxy-authorization"), ["Basic a"]);
+
+        let mut resp = MockResponse::new(200).with_header(name, "Basic a");
+        let mut r = Response::new(&mut resp);
+        assert_eq!(r.set_header(name, "x"), Err(HostError::NotAllowed));
+        assert_eq!(r.append_header(name, "x"), Err(HostError::NotAllowed));
+        r.remove_header(name);
+        assert_eq!(resp.header("proxy-authorization"), Some("Basic a"));
+    }
+
+    #[test]
+    fn vars_are_capped_in_count_and_size_as_on_the_host() {
+        use wasmgate_rules::http::{MAX_VAR_BYTES, MAX_VARS};
+        let mut req = MockRequest::new("GET", "/");
+        let mut r = Request::new(&mut req);
+        // Name and value together: exactly the cap is kept, one byte more is ignored.
+        r.set_var("big", &"v".repeat(MAX_VAR_BYTES - 3));
+        r.set_var("bigger", &"v".repeat(MAX_VAR_BYTES - 5));
+        assert_eq!(r.var("big").map(|v| v.len()), Some(MAX_VAR_BYTES - 3));
+        assert_eq!(r.var("bigger"), None);
+        // An oversized value leaves the old one in place.
+        r.set_var("big", &"w".repeat(MAX_VAR_BYTES));
+        assert_eq!(r.var("big").map(|v| v.len()), Some(MAX_VAR_BYTES - 3));
+
+        for i in 1..MAX_VARS {
+            r.set_var(&format!("v{i}"), "1");
+        }
+        r.set_var("one-too-many", "1");
+        assert_eq!(r.var("one-too-many"), None);
+        // Changing a var the request holds still works at the cap.
+        r.set_var("v1", "2");
+        assert_eq!(r.var("v1").as_deref(), Some("2"));
+        assert_eq!(req.vars().len(), MAX_VARS);
+    }
+
+    /// Answers with the reply its config describes.
+    struct Replies {
+        reply: Reply,
+    }
+
+    impl Plugin for Replies {
+        type Config = ();
+
+        fn new((): ()) -> Result<Self, ConfigError> {
+            Ok(Replies {
+                reply: Reply::new(200),
+            })
+        }
+
+        fn on_request(&mut self, _: &mut Request<'_>) -> Result<Decision, Error> {
+            Ok(self.reply.clone().into())
+        }
+
+        fn on_response(
+            &mut self,
+            _: &mut Request<'_>,
+            _: &mut Response<'_>,
+        ) -> Result<Decision, Error> {
+            Ok(self.reply.clone().into())
+        }
+    }
+
+    #[test]
+    fn replies_are_checked_as_the_host_checks_them() {
+        let mut plugin = init::<Replies>(serde_json::Value::Null).unwrap();
+        let mut outcome = |reply: Reply| {
+            plugin.reply = reply;
+            let mut req = MockRequest::new("GET", "/").with_body_limit(4);
+            let in_request = on_request(&mut plugin, &mut req);
+            let in_response = on_response(&mut plugin, &mut req, &mut MockResponse::new(200));
+            assert_eq!(in_request, in_response);
+            in_request
+        };
+        let refused = |r: Result<Decision, Error>, what: &str| match r {
+            Err(e) => assert!(
+                e.message().starts_with("bad output") && e.message().contains(what),
+                "{e}"
+            ),
+            Ok(d) => panic!("{what}: {d:?} passed"),
+        };
+        refused(outcome(Reply::new(101)), "status 101");
+        refused(outcome(Reply::new(600)), "status 600");
+        refused(outcome(Reply::new(200).body("12345")), "5 bytes");
+        refused(
+            outcome(Reply::new(200).header("Proxy-Authorization", "Basic a")),
+            "Proxy-Authorization",
+        );
+        refused(
+            outcome(Reply::new(200).header("transfer-encoding", "chunked")),
+            "transfer-encoding",
+        );
+        refused(outcome(Reply::new(200).header("bad name", "1")), "bad name");
+        refused(outcome(Reply::new(200).header("x-a", "a\r\nb")), "x-a");
+
+        // The host frames the reply: its own length is dropped, not refused.
+        let framed = outcome(
+            Reply::new(599)
+                .header("Content-Length", "99")
+                .header("x-a", "1")
+                .body("1234"),
+        );
+        let expected = Reply::new(599).header("x-a", "1").body("1234");
+        assert_eq!(framed, Ok(Decision::Respond(expected)));
+    }
+
+    #[test]
+    fn log_lines_are_cut_as_on_the_host() {
+        use wasmgate_rules::log::MAX_LINE_BYTES;
+        // A two-byte character across the cut is dropped whole.
+        let line = format!("{}\u{e9}tail", "a".repeat(MAX_LINE_BYTES - 1));
+        log::info(&line);
+        log::info("short");
+        let logged = logs();
+        assert_eq!(logged[0].1, "a".repeat(MAX_LINE_BYTES - 1));
+        assert_eq!(logged[1].1, "short");
+    }
+
+    #[test]
+    fn kv_keeps_the_hosts_sizes_by_default() {
+        use wasmgate_rules::kv::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
+        let key = "k".repeat(MAX_KEY_BYTES);
+        kv::set(&key, &vec![0; MAX_VALUE_BYTES], None).unwrap();
+        assert_eq!(kv::get(&key).map(|v| v.len()), Some(MAX_VALUE_BYTES));
+        assert_eq!(
+            kv::set(&format!("{key}k"), b"", None),
+            Err(KvError::TooLarge)
+        );
+        assert_eq!(
+            kv::set("k", &vec![0; MAX_VALUE_BYTES + 1], None),
+            Err(KvError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn limiter_names_keys_and_periods_are_capped_as_on_the_host() {
+        use wasmgate_rules::rate_limit::{MAX_KEY_BYTES, MAX_PERIOD_MS};
+        set_now_millis(0);
+        let longest = "n".repeat(MAX_KEY_BYTES);
+        let quota = Quota::per_second(10);
+        assert!(Limiter::open(&longest, quota).is_ok());
+        assert!(Limiter::open(&format!("{longest}n"), quota).is_err());
+        let year = Quota {
+            count: 1,
+            period_ms: MAX_PERIOD_MS,
+            burst: 1,
+        };
+        assert!(Limiter::open("y", year).is_ok());
+        let longer = Quota {
+            period_ms: MAX_PERIOD_MS + 1,
+            ..year
+        };
+        assert!(Limiter::open("y", longer).is_err());
+
+        let limiter = Limiter::open("k", quota).unwrap();
+        assert!(limiter.check(&longest, 1).allowed);
+        let v = limiter.check(&format!("{longest}k"), 1);
+        assert!(!v.allowed);
+        assert_eq!((v.limit, v.remaining, v.retry_after_ms), (10, 0, 100));
+        // Refused every time, not only once its bucket is empty.
+        assert!(!limiter.check(&format!("{longest}k"), 1).allowed);
     }
 
     #[test]

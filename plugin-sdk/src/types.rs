@@ -97,8 +97,8 @@ pub enum HostError {
     /// The body is larger than the route allows.
     BodyTooLarge,
     /// The call makes no sense in this phase (changing the request once the upstream
-    /// answered), or touches what only the host may (framing headers such as
-    /// `content-length`).
+    /// answered), or touches what only the host may (the headers in
+    /// [`rules::http::HOST_MANAGED_HEADERS`](crate::rules::http::HOST_MANAGED_HEADERS)).
     NotAllowed,
 }
 
@@ -220,9 +220,14 @@ impl From<Reply> for Decision {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
-    /// The status code (100 to 999; the host refuses others).
+    /// The status code: a final one
+    /// ([`rules::http::FINAL_STATUS`](crate::rules::http::FINAL_STATUS)), else the host
+    /// refuses the reply.
     pub status: u16,
-    /// Headers, in order. The host sets the framing headers (`content-length`) itself.
+    /// Headers, in order, checked as [`Request`](crate::Request)'s are. The host frames the
+    /// reply itself: a `content-length` here is dropped, and any other header it manages
+    /// ([`rules::http::HOST_MANAGED_HEADERS`](crate::rules::http::HOST_MANAGED_HEADERS))
+    /// makes the reply refused.
     pub headers: Vec<(String, String)>,
     /// The body.
     pub body: Vec<u8>,

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, StatusCode};
+use wasmgate_rules::http::{FINAL_STATUS, MAX_RESPONSE_EDITS, MAX_VAR_BYTES, MAX_VARS};
 use wasmtime::Result;
 use wasmtime::component::Resource;
 
@@ -22,10 +23,9 @@ pub struct RequestHandle;
 /// The `response` resource: stands for the exchange's response in flight.
 pub struct ResponseHandle;
 
-/// Headers the host manages itself, because they frame the message on the wire. A plugin that
-/// could set them could smuggle a second request past the upstream.
+/// Headers the host manages itself ([`wasmgate_rules::http::HOST_MANAGED_HEADERS`]).
 fn is_framing(name: &HeaderName) -> bool {
-    name == header::CONTENT_LENGTH || crate::proxy::is_hop_by_hop(name)
+    wasmgate_rules::http::is_host_managed(name.as_str())
 }
 
 fn value_string(v: &HeaderValue) -> String {
@@ -89,13 +89,6 @@ fn read_body(allowed: bool, body: &Option<Bytes>) -> Result<Vec<u8>, ErrorCode> 
     }
     Ok(body.as_deref().unwrap_or_default().to_vec())
 }
-
-/// Most response header changes one plugin may queue for one request.
-const MAX_RESPONSE_EDITS: usize = 64;
-
-/// Most variables one request may carry, and their sizes; past these `set-var` is ignored.
-const MAX_VARS: usize = 128;
-const MAX_VAR_BYTES: usize = 16 * 1024;
 
 impl Host for HostState {}
 
@@ -463,7 +456,7 @@ impl HostResponse for HostState {
 }
 
 fn valid_status(status: u16) -> Option<StatusCode> {
-    if (200..=599).contains(&status) {
+    if FINAL_STATUS.contains(&status) {
         StatusCode::from_u16(status).ok()
     } else {
         None
@@ -512,5 +505,74 @@ impl Exchange {
         parts.path_and_query = Some(pq);
         self.request.uri = http::Uri::from_parts(parts).map_err(|_| ErrorCode::InvalidValue)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wasmgate_rules::http::{HOST_MANAGED_HEADERS, MAX_HEADER_NAME_BYTES};
+    use wasmgate_rules::http::{is_header_name, is_header_value};
+
+    use super::*;
+
+    /// The host parses what a plugin writes with `http`'s types; the SDK's mock host and the
+    /// plugins check with the rules crate. The two must agree, character for character.
+    #[test]
+    fn the_rules_agree_with_the_parsers_the_host_checks_with() {
+        for c in (0..0x300).filter_map(char::from_u32) {
+            for s in [c.to_string(), format!("a{c}b")] {
+                assert_eq!(
+                    is_header_name(&s),
+                    HeaderName::from_bytes(s.as_bytes()).is_ok(),
+                    "name {s:?}"
+                );
+                assert_eq!(
+                    is_header_value(&s),
+                    HeaderValue::from_str(&s).is_ok(),
+                    "value {s:?}"
+                );
+            }
+        }
+        for len in [0, 1, MAX_HEADER_NAME_BYTES, MAX_HEADER_NAME_BYTES + 1] {
+            let name = "a".repeat(len);
+            assert_eq!(
+                is_header_name(&name),
+                HeaderName::from_bytes(name.as_bytes()).is_ok(),
+                "{len}"
+            );
+        }
+    }
+
+    #[test]
+    fn host_managed_headers_are_refused_and_never_forwarded() {
+        for name in HOST_MANAGED_HEADERS {
+            let upper = name.to_ascii_uppercase();
+            for n in [name, upper.as_str()] {
+                assert!(
+                    matches!(parse_header(n, "1"), Err(ErrorCode::NotAllowed)),
+                    "{n}"
+                );
+            }
+            // The proxy strips each of them (but the length, which it sets) on the way.
+            if name != "content-length" {
+                let parsed = HeaderName::from_static(name);
+                assert!(crate::proxy::is_hop_by_hop(&parsed), "{name}");
+            }
+        }
+        assert!(parse_header("x-proxy-authorization", "1").is_ok());
+
+        let reply = |headers: &[(&str, &str)]| Reply {
+            status: 200,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: b"ok".to_vec(),
+        };
+        let refused = reply_into_parts(reply(&[("Proxy-Authorization", "Basic a")]), 10);
+        assert!(matches!(refused, Err(BadReply::Header(_))), "{refused:?}");
+        let (parts, _) = reply_into_parts(reply(&[("content-length", "99"), ("x-a", "1")]), 10)
+            .expect("a reply's own length is dropped");
+        assert_eq!(parts.headers.len(), 1);
     }
 }

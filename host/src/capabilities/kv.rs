@@ -9,14 +9,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use moka::sync::Cache;
 use parking_lot::Mutex;
+use wasmgate_rules::kv::{MAX_ENTRIES, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use wasmtime::Result;
 
 use crate::plugins::bindings::wasmgate::plugin::kv::{Error, Host};
 use crate::plugins::state::HostState;
-
-pub const MAX_KEY_BYTES: usize = 1024;
-pub const MAX_VALUE_BYTES: usize = 64 * 1024;
-pub const MAX_ENTRIES: u64 = 10_000;
 
 #[derive(Clone)]
 struct Entry {

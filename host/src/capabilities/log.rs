@@ -1,13 +1,10 @@
 //! Implements `wasmgate:plugin/log`: plugin lines go into the host's tracing, with the plugin
-//! and the route named, cut to a bounded length.
+//! and the route named, cut to a bounded length (`wasmgate_rules::log`).
 
 use wasmtime::Result;
 
 use crate::plugins::bindings::wasmgate::plugin::log::{Host, Level};
 use crate::plugins::state::HostState;
-
-/// Longest line kept from a plugin; the rest is cut.
-const MAX_LINE: usize = 4096;
 
 impl Host for HostState {
     fn enabled(&mut self, level: Level) -> Result<bool> {
@@ -21,7 +18,7 @@ impl Host for HostState {
     }
 
     fn log(&mut self, level: Level, message: String) -> Result<()> {
-        let message = truncate(&message, MAX_LINE);
+        let message = wasmgate_rules::log::cut_line(&message);
         let (plugin, route) = (&*self.ctx.plugin, &*self.ctx.route);
         match level {
             Level::Trace => tracing::trace!(target: "plugin", plugin, route, "{message}"),
@@ -32,16 +29,4 @@ impl Host for HostState {
         }
         Ok(())
     }
-}
-
-/// Cuts a string to at most `max` bytes on a character boundary.
-pub fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }

@@ -14,6 +14,7 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota as GQuota, RateLimiter};
 use parking_lot::Mutex;
+use wasmgate_rules::rate_limit::{MAX_KEY_BYTES, MAX_PERIOD_MS};
 use wasmtime::Result;
 use wasmtime::component::Resource;
 
@@ -22,10 +23,6 @@ use crate::plugins::state::HostState;
 
 type Keyed =
     RateLimiter<String, DashMapStateStore<String>, DefaultClock, StateInformationMiddleware>;
-
-/// Longest key or limiter name a plugin may use; longer ones are refused (key: counted as a
-/// refusal, so a hostile client cannot grow the table with huge keys).
-const MAX_KEY: usize = 1024;
 
 /// One shared limiter, and what the `limiter` resource in a store points to.
 pub struct Limiter {
@@ -59,14 +56,14 @@ impl std::fmt::Debug for Registry {
 
 impl Registry {
     fn open(&self, plugin: &Arc<str>, name: String, q: Quota) -> Result<Arc<Limiter>, String> {
-        if name.len() > MAX_KEY {
-            return Err(format!("limiter name longer than {MAX_KEY} bytes"));
+        if name.len() > MAX_KEY_BYTES {
+            return Err(format!("limiter name longer than {MAX_KEY_BYTES} bytes"));
         }
         let (Some(count), Some(burst)) = (NonZeroU32::new(q.count), NonZeroU32::new(q.burst))
         else {
             return Err("count and burst must be greater than 0".into());
         };
-        if q.period_ms == 0 || q.period_ms > 366 * 24 * 3600 * 1000 {
+        if q.period_ms == 0 || q.period_ms > MAX_PERIOD_MS {
             return Err("period-ms must be between 1 ms and a year".into());
         }
         let interval = Duration::from_nanos(
@@ -124,7 +121,7 @@ impl Limiter {
                 retry_after_ms: 0,
             };
         };
-        if key.len() > MAX_KEY {
+        if key.len() > MAX_KEY_BYTES {
             return denied(self.interval);
         }
         let key = key.to_owned();

@@ -12,9 +12,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
 use super::state::StageContext;
-use crate::capabilities::log::truncate;
-
-const MAX_LINE: usize = 4096;
+use wasmgate_rules::log::{MAX_LINE_BYTES, cut_line};
 
 #[derive(Clone)]
 pub struct LogStream {
@@ -34,7 +32,7 @@ impl LogStream {
 
     fn emit(&self, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
-        let text = truncate(text.trim_end_matches('\r'), MAX_LINE);
+        let text = cut_line(text.trim_end_matches('\r'));
         tracing::info!(target: "plugin", plugin = %self.ctx.plugin, route = %self.ctx.route, stream = self.stream, "{text}");
     }
 
@@ -50,9 +48,9 @@ impl LogStream {
             }
             bytes = &bytes[nl + 1..];
         }
-        let room = MAX_LINE.saturating_sub(pending.len());
+        let room = MAX_LINE_BYTES.saturating_sub(pending.len());
         pending.extend_from_slice(&bytes[..bytes.len().min(room)]);
-        if pending.len() >= MAX_LINE {
+        if pending.len() >= MAX_LINE_BYTES {
             self.emit(&pending);
             pending.clear();
         }

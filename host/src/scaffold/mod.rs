@@ -4,7 +4,10 @@
 //!
 //! The templates are files under `templates/`, embedded at build time. `{{name}}` in them
 //! becomes the plugin's name, `{{crate_name}}` the name with `-` as `_` (the Rust library,
-//! hence the component's file name), and `{{sdk_path}}` the Rust SDK's path.
+//! hence the component's file name), and `{{sdk_path}}` the Rust SDK's path. Python and
+//! JavaScript cannot use the rules crate the host enforces, so `{{host_managed_headers}}`
+//! becomes its list of host-managed headers as string literals in the file's language
+//! (the Rust template calls the crate through the SDK instead).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -117,19 +120,63 @@ pub struct File {
 pub fn render(lang: Lang, name: &str, sdk_path: &str) -> Vec<File> {
     let crate_name = name.replace('-', "_");
     let sdk_path = toml_basic_string(sdk_path);
+    let quote = match lang {
+        Lang::Js => '\'',
+        Lang::Rust | Lang::Python => '"',
+    };
     templates(lang)
         .iter()
-        .map(|t| File {
-            source: t.source,
-            path: t.path,
-            contents: t
+        .map(|t| {
+            let text = t
                 .text
                 .replace("{{name}}", name)
                 .replace("{{crate_name}}", &crate_name)
-                .replace("{{sdk_path}}", &sdk_path),
-            executable: t.executable,
+                .replace("{{sdk_path}}", &sdk_path);
+            File {
+                source: t.source,
+                path: t.path,
+                contents: fill_list(
+                    &text,
+                    "{{host_managed_headers}}",
+                    &wasmgate_rules::http::HOST_MANAGED_HEADERS,
+                    quote,
+                ),
+                executable: t.executable,
+            }
         })
         .collect()
+}
+
+/// Longest line a filled-in list makes, as the templates' own lines are.
+const LIST_WIDTH: usize = 100;
+
+/// Replaces `placeholder` with `items` as quoted string literals, `, `-separated with a
+/// trailing comma, wrapped at [`LIST_WIDTH`] with the placeholder's indentation. The items
+/// are header names (tokens), which need no escaping in either language.
+fn fill_list(text: &str, placeholder: &str, items: &[&str], quote: char) -> String {
+    let Some(at) = text.find(placeholder) else {
+        return text.to_owned();
+    };
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let indent = &text[line_start..at];
+    let mut list = String::new();
+    let mut line_len = indent.len();
+    for item in items {
+        let literal = format!("{quote}{item}{quote},");
+        if line_len > indent.len() {
+            if line_len + 1 + literal.len() > LIST_WIDTH {
+                list.push('\n');
+                list.push_str(indent);
+                line_len = indent.len();
+            } else {
+                list.push(' ');
+                line_len += 1;
+            }
+        }
+        list.push_str(&literal);
+        line_len += literal.len();
+    }
+    text.replacen(placeholder, &list, 1)
 }
 
 /// The inside of a TOML basic string (`"..."`) holding `s`.
@@ -655,6 +702,38 @@ mod tests {
             manifest["dependencies"]["wasmgate-sdk"]["path"].as_str(),
             Some(r#"/odd "dir"\sdk"#)
         );
+    }
+
+    #[test]
+    fn python_and_js_get_the_host_managed_headers_from_the_rules() {
+        use wasmgate_rules::http::HOST_MANAGED_HEADERS;
+        for (lang, file, quote) in [(Lang::Python, "app.py", '"'), (Lang::Js, "app.js", '\'')] {
+            let files = render(lang, "x", "");
+            let text = &files.iter().find(|f| f.path == file).unwrap().contents;
+            assert!(!text.contains("{{"), "{file} has an unfilled placeholder");
+            for name in HOST_MANAGED_HEADERS {
+                assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'));
+                let literal = format!("{quote}{name}{quote},");
+                assert_eq!(text.matches(&literal).count(), 1, "{file}: {literal}");
+            }
+            assert!(text.lines().all(|l| l.len() <= LIST_WIDTH), "{file}");
+        }
+    }
+
+    #[test]
+    fn lists_wrap_with_the_placeholders_indentation() {
+        let text = "set = {\n    {{list}}\n}\n";
+        let items = ["aaaa", "bbbb", "cccc"];
+        let filled = fill_list(text, "{{list}}", &items, '"');
+        assert_eq!(filled, "set = {\n    \"aaaa\", \"bbbb\", \"cccc\",\n}\n");
+        // 4 + 47 + 1 + 48: exactly the width, so the third item starts a line.
+        let long = ["a".repeat(44), "b".repeat(45), "c".repeat(10)];
+        let long: Vec<&str> = long.iter().map(String::as_str).collect();
+        let filled = fill_list(text, "{{list}}", &long, '\'');
+        let lines: Vec<&str> = filled.lines().collect();
+        assert_eq!(lines[1], format!("    '{}', '{}',", long[0], long[1]));
+        assert_eq!(lines[2], format!("    '{}',", long[2]));
+        assert_eq!(fill_list("none", "{{list}}", &items, '"'), "none");
     }
 
     #[test]

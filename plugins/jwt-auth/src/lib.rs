@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use wasmgate_sdk::rules::http::is_host_managed;
 use wasmgate_sdk::{
     ConfigError, Decision, Error, Plugin, Registration, Reply, Request, clock, log,
 };
@@ -348,7 +349,7 @@ impl Plugin for JwtAuth {
                 ));
             }
             let header = header.to_ascii_lowercase();
-            if is_framing(&header) {
+            if is_host_managed(&header) {
                 return Err(ConfigError::at(
                     at,
                     format!("`{header}` is managed by the gateway"),
@@ -528,24 +529,10 @@ fn apply(req: &mut Request<'_>, claim_headers: &[(ClaimPath, String)], grant: &G
     }
 }
 
-/// What the host accepts as a header value: visible ASCII, spaces and tabs.
+/// Visible ASCII, spaces and tabs: stricter than the host, which passes bytes past ASCII, so a
+/// claim's non-ASCII text is left out rather than sent upstream as raw UTF-8.
 fn is_header_value(s: &str) -> bool {
     s.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
-}
-
-/// The headers the host frames messages with, which it refuses from plugins.
-fn is_framing(name: &str) -> bool {
-    matches!(
-        name,
-        "content-length"
-            | "transfer-encoding"
-            | "connection"
-            | "keep-alive"
-            | "te"
-            | "trailer"
-            | "upgrade"
-            | "proxy-connection"
-    )
 }
 
 fn unauthorized(invalid: Option<&Invalid>) -> Result<Decision, Error> {

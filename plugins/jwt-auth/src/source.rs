@@ -68,12 +68,8 @@ impl Source {
     }
 }
 
-/// RFC 7230 `token`: what a header name or a cookie name may be made of.
-pub fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
+/// RFC 9110 `token`: what a header name or a cookie name may be made of.
+pub use wasmgate_sdk::rules::http::is_token;
 
 fn cookie_value(header: &str, name: &str) -> Option<String> {
     header.split(';').find_map(|pair| {

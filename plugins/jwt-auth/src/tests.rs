@@ -1006,6 +1006,10 @@ fn bad_configs_name_the_key() {
             "claims_to_headers.sub",
         ),
         (
+            hs_config(json!({ "claims_to_headers": { "sub": "Proxy-Authorization" } })),
+            "claims_to_headers.sub",
+        ),
+        (
             hs_config(json!({ "claims_to_headers": { "sub": "x-a", "uid": "X-A" } })),
             "claims_to_headers.uid",
         ),

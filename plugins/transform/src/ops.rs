@@ -4,21 +4,10 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use wasmgate_sdk::rules::http::{is_header_name, is_header_value, is_host_managed};
 use wasmgate_sdk::{ConfigError, HostError, Request, Response};
 
 use crate::json::{Json, Path};
-
-/// Headers only the gateway sets: they frame the message.
-const FRAMING_HEADERS: [&str; 8] = [
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-connection",
-];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -124,10 +113,7 @@ impl HeaderOps {
             if ops.add.iter().any(|(n, _)| *n == name) {
                 return Err(ConfigError::at(key, "the header is added twice"));
             }
-            if !value
-                .bytes()
-                .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
-            {
+            if !is_header_value(&value) {
                 return Err(ConfigError::at(key, "the value holds a control character"));
             }
             ops.add.push((name, value));
@@ -170,18 +156,14 @@ impl HeaderOps {
 }
 
 fn header_name(name: &str, key: &str) -> Result<String, ConfigError> {
-    let valid = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !valid {
+    if !is_header_name(name) {
         return Err(ConfigError::at(
             key,
             format!("`{}` is not a valid header name", crate::shorten(name)),
         ));
     }
     let lower = name.to_ascii_lowercase();
-    if FRAMING_HEADERS.contains(&lower.as_str()) {
+    if is_host_managed(&lower) {
         return Err(ConfigError::at(
             key,
             format!("`{lower}` frames the message; only the gateway sets it"),

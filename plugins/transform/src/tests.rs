@@ -145,6 +145,10 @@ fn bad_configs_name_the_key() {
             "response.headers.remove[1]",
         ),
         (
+            json!({"request": {"headers": {"add": {"Proxy-Authorization": "Basic a"}}}}),
+            "request.headers.add.Proxy-Authorization",
+        ),
+        (
             json!({"response": {"headers": {"rename": {"X-A": "x-a"}}}}),
             "response.headers.rename.X-A",
         ),

@@ -5,11 +5,11 @@
 
 const DEFAULT_HEADER = 'x-hello';
 
-// Headers that frame the message: the gateway refuses them from a plugin, so a config naming
-// one is refused at load rather than failing every request.
+// The headers the gateway manages (framing and hop-by-hop), written here from its rules by
+// `wasmgate plugin new`: the gateway refuses them from a plugin, so a config naming one is
+// refused at load rather than failing every request.
 const HOST_MANAGED = new Set([
-  'connection', 'content-length', 'keep-alive', 'proxy-authorization', 'proxy-connection',
-  'te', 'trailer', 'transfer-encoding', 'upgrade',
+  {{host_managed_headers}}
 ]);
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;

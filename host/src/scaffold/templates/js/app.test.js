@@ -70,6 +70,7 @@ test('refuses bad configs naming the key', () => {
   assert.equal(refusedKey('{"header": "", "value": "v"}'), 'header');
   assert.equal(refusedKey('{"header": "a b", "value": "v"}'), 'header');
   assert.equal(refusedKey('{"header": "Content-Length", "value": "1"}'), 'header');
+  assert.equal(refusedKey('{"header": "Proxy-Authorization", "value": "1"}'), 'header');
   assert.equal(refusedKey('{"value": "v", "extra": 1}'), 'extra');
   assert.equal(refusedKey('[1]'), undefined);
   assert.equal(refusedKey('{not json'), undefined);

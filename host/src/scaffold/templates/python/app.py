@@ -10,11 +10,11 @@ from wit_world.imports import http
 
 DEFAULT_HEADER = "x-hello"
 
-# Headers that frame the message: the gateway refuses them from a plugin, so a config naming
-# one is refused at load rather than failing every request.
+# The headers the gateway manages (framing and hop-by-hop), written here from its rules by
+# `wasmgate plugin new`: the gateway refuses them from a plugin, so a config naming one is
+# refused at load rather than failing every request.
 HOST_MANAGED = frozenset({
-    "connection", "content-length", "keep-alive", "proxy-authorization", "proxy-connection",
-    "te", "trailer", "transfer-encoding", "upgrade",
+    {{host_managed_headers}}
 })
 
 _TOKEN_CHARS = frozenset(

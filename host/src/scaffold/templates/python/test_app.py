@@ -61,6 +61,7 @@ class HandlerTest(unittest.TestCase):
         self.assertEqual(self.refused_key('{"header": "", "value": "v"}'), "header")
         self.assertEqual(self.refused_key('{"header": "a b", "value": "v"}'), "header")
         self.assertEqual(self.refused_key('{"header": "Content-Length", "value": "1"}'), "header")
+        self.assertEqual(self.refused_key('{"header": "Proxy-Authorization", "value": "1"}'), "header")
         self.assertEqual(self.refused_key('{"value": "v", "extra": 1}'), "extra")
         self.assertIsNone(self.refused_key("[1]"))
         self.assertIsNone(self.refused_key("{not json"))

@@ -2,6 +2,9 @@
 //! response before it goes back to the client.
 
 use serde::Deserialize;
+// The gateway's own rules: what it refuses from a plugin is refused here at load, rather than
+// failing every request.
+use wasmgate_sdk::rules::http::{is_header_name, is_header_value, is_host_managed};
 use wasmgate_sdk::{ConfigError, Decision, Error, Plugin, Request, Response};
 
 /// The route's `config` table, e.g. `{ header = "x-hello", value = "world" }`.
@@ -18,20 +21,6 @@ fn default_header() -> String {
     "x-hello".to_string()
 }
 
-/// Headers that frame the message: the gateway refuses them from a plugin, so a config naming
-/// one is refused at load rather than failing every request.
-const HOST_MANAGED: [&str; 9] = [
-    "connection",
-    "content-length",
-    "keep-alive",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
 pub struct SetHeader {
     header: String,
     value: String,
@@ -42,16 +31,16 @@ impl Plugin for SetHeader {
 
     fn new(config: Config) -> Result<Self, ConfigError> {
         let header = config.header.to_ascii_lowercase();
-        if !is_token(&header) {
+        if !is_header_name(&header) {
             return Err(ConfigError::at("header", "must be an HTTP header name"));
         }
-        if HOST_MANAGED.contains(&header.as_str()) {
+        if is_host_managed(&header) {
             return Err(ConfigError::at("header", "is managed by the gateway"));
         }
         let Some(value) = config.value else {
             return Err(ConfigError::at("value", "is required"));
         };
-        if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        if !is_header_value(&value) {
             return Err(ConfigError::at("value", "must not hold control characters"));
         }
         Ok(Self { header, value })
@@ -72,13 +61,6 @@ impl Plugin for SetHeader {
         resp.set_header(&self.header, &self.value)?;
         Ok(Decision::Continue)
     }
-}
-
-fn is_token(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 wasmgate_sdk::export!(SetHeader);
@@ -127,8 +109,10 @@ mod tests {
             key(json!({ "header": "a b", "value": "v" })).as_deref(),
             Some("header")
         );
-        let framing = json!({ "header": "Content-Length", "value": "1" });
-        assert_eq!(key(framing).as_deref(), Some("header"));
+        for managed in ["Content-Length", "Proxy-Authorization"] {
+            let config = json!({ "header": managed, "value": "1" });
+            assert_eq!(key(config).as_deref(), Some("header"), "{managed}");
+        }
         assert_eq!(
             key(json!({ "value": "v", "extra": 1 })).as_deref(),
             Some("extra")
