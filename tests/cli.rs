@@ -102,3 +102,64 @@ fn config_files_are_read_into_the_plugin_config() {
     assert!(!ok);
     assert!(out.contains("config_files.respond: cannot read"), "{out}");
 }
+
+#[test]
+fn a_second_gateway_on_a_port_in_use_refuses_to_start() {
+    let port = support::closed_port();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[upstreams.up]\ntargets = [\"http://127.0.0.1:9\"]\n"
+    );
+    let first = support::Gateway::start(&config);
+    assert_eq!(first.addr.port(), port);
+    let err = match support::Gateway::try_start(&config) {
+        Ok(_) => panic!("a second gateway started on {port}"),
+        Err(out) => out,
+    };
+    assert!(
+        err.contains(&format!("127.0.0.1:{port} is already in use")),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_admin_api_off_loopback_needs_a_token_and_then_checks_it() {
+    let (ok, out) = check(&format!("{BASE}[admin]\nlisten = \"0.0.0.0:0\"\n"));
+    assert!(!ok);
+    assert!(
+        out.contains("admin.listen: 0.0.0.0:0 is not a loopback address; set admin.token_file"),
+        "{out}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let token = "s3cret-admin-token-of-some-length";
+    std::fs::write(dir.path().join("admin.token"), format!("{token}\n")).unwrap();
+    let config = format!(
+        "{BASE}[admin]\nlisten = \"0.0.0.0:0\"\ntoken_file = \"{}\"\n",
+        dir.path().join("admin.token").display()
+    );
+    let gw = support::Gateway::start(&config);
+    let port = gw.admin.unwrap().port();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = support::Client::new();
+        let url = format!("http://127.0.0.1:{port}/health");
+        let r = c.get(&url).await;
+        assert_eq!(r.status, http::StatusCode::UNAUTHORIZED);
+        assert_eq!(r.json()["error"], "unauthorized");
+        let r = c
+            .get_with(&url, &[("authorization", "Bearer not-the-token-at-all-no")])
+            .await;
+        assert_eq!(r.status, http::StatusCode::UNAUTHORIZED);
+        let bearer = format!("Bearer {token}");
+        let r = c.get_with(&url, &[("authorization", &bearer)]).await;
+        assert_eq!(r.status, http::StatusCode::OK);
+    });
+
+    std::fs::write(dir.path().join("admin.token"), "short").unwrap();
+    let (ok, out) = check(&config);
+    assert!(!ok);
+    assert!(
+        out.contains("must hold one token of at least 16 characters"),
+        "{out}"
+    );
+}

@@ -785,3 +785,109 @@ upstream = "big"
     let c = Client::new();
     assert_eq!(c.get(&gw.url("/small")).await.status, StatusCode::OK);
 }
+
+/// The fixture plugin's `echo_info` answers with the `client_addr` plugins see.
+fn client_addr_gateway(server_extra: &str) -> Gateway {
+    Gateway::start(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+{server_extra}
+[plugins.fixture]
+path = "{fixture}"
+[upstreams.none]
+targets = ["http://127.0.0.1:9"]
+[[routes]]
+name = "who"
+path_prefix = "/"
+upstream = "none"
+[[routes.pipeline]]
+plugin = "fixture"
+config = {{ echo_info = true }}
+"#,
+        fixture = plugin("fixture").display(),
+    ))
+}
+
+fn body_json(text: &str) -> serde_json::Value {
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_addresses_are_believed_from_trusted_proxies_only() {
+    let ask = |xff: &str| {
+        format!(
+            "GET /who HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Forwarded-For: {xff}\r\n\r\n"
+        )
+    };
+    let wait = Duration::from_secs(5);
+
+    // Nobody is trusted: a client cannot choose its address.
+    let gw = client_addr_gateway("");
+    let text = exchange(gw.addr, ask("6.6.6.6").as_bytes(), wait).await;
+    assert_eq!(body_json(&text)["client_addr"], "127.0.0.1", "{text}");
+    drop(gw);
+
+    // The loopback peer is a trusted proxy: the first untrusted address from the right.
+    let gw = client_addr_gateway(r#"trusted_proxies = ["127.0.0.0/8", "10.0.0.0/8"]"#);
+    let text = exchange(gw.addr, ask("6.6.6.6, 1.2.3.4, 10.0.0.7").as_bytes(), wait).await;
+    assert_eq!(body_json(&text)["client_addr"], "1.2.3.4", "{text}");
+    let req = "GET /who HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Real-IP: 5.6.7.8\r\n\r\n";
+    let text = exchange(gw.addr, req.as_bytes(), wait).await;
+    assert_eq!(body_json(&text)["client_addr"], "5.6.7.8", "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_protocol_names_the_client_for_trusted_balancers() {
+    let gw = client_addr_gateway(
+        "proxy_protocol = true\ntrusted_proxies = [\"127.0.0.1\"]\nheader_read_timeout_ms = 1000",
+    );
+    let wait = Duration::from_secs(5);
+    let req = "GET /who HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+    // v1, the header and the request in one write.
+    let v1 = format!("PROXY TCP4 203.0.113.7 10.0.0.1 51234 443\r\n{req}");
+    let text = exchange(gw.addr, v1.as_bytes(), wait).await;
+    assert_eq!(body_json(&text)["client_addr"], "203.0.113.7", "{text}");
+
+    // v2, IPv6, the header in two writes and the request after it.
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend_from_slice(&[0x21, 0x21, 0, 36]);
+    v2.extend_from_slice(
+        &"2001:db8::9"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    v2.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+    v2.extend_from_slice(&[0xc3, 0x50, 0x01, 0xbb]);
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(&v2[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(&v2[10..]).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let text = read_until_quiet(&mut s, wait).await;
+    assert_eq!(body_json(&text)["client_addr"], "2001:db8::9", "{text}");
+
+    // A LOCAL command (a balancer's health check) leaves the peer's own address.
+    let mut local = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    local.extend_from_slice(&[0x20, 0x00, 0, 0]);
+    local.extend_from_slice(req.as_bytes());
+    let text = exchange(gw.addr, &local, wait).await;
+    assert_eq!(body_json(&text)["client_addr"], "127.0.0.1", "{text}");
+
+    // No header, or a broken one: closed without an answer.
+    for bad in [
+        req.as_bytes(),
+        b"PROXY TCP4 nonsense\r\n".as_slice(),
+        b"PROXY TCP4 1.2.3.4".as_slice(),
+    ] {
+        let text = exchange(gw.addr, bad, wait).await;
+        assert!(statuses(&text).is_empty(), "{text}");
+    }
+    assert!(
+        gw.logs_containing(&["no valid PROXY protocol header"])
+            .contains("no valid PROXY protocol header")
+    );
+}
