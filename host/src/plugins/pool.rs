@@ -174,7 +174,11 @@ impl Instances {
             Ok(if data.ticks_left == 0 {
                 UpdateDeadline::Interrupt
             } else {
-                UpdateDeadline::Yield(1)
+                // tokio's yield_now wakes the call only after the worker has polled for I/O
+                // and run the tasks already waiting; a plain yield wakes it at once, and a
+                // current-thread runtime then checks for I/O only every 61 polls, so a
+                // looping plugin held back every other request on its worker for that long.
+                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
             })
         });
         arm(
