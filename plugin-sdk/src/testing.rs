@@ -416,7 +416,10 @@ impl RequestBackend for MockRequest {
         if !is_valid_path(path) {
             return Err(HostError::InvalidValue);
         }
-        self.path = path.to_string();
+        // The host's normaliser, with its default for escaped slashes (refuse them).
+        let normal = wasmgate_uri::normalise_path(path, wasmgate_uri::EscapedSlashes::Reject)
+            .map_err(|_| HostError::InvalidValue)?;
+        self.path = normal.into_owned();
         Ok(())
     }
 
@@ -1316,6 +1319,17 @@ mod tests {
         assert_eq!(req.method(), "PATCH");
         assert_eq!(req.path(), "/b/%20c");
         assert_eq!(req.query(), None);
+    }
+
+    #[test]
+    fn a_path_set_is_normalised_as_the_host_does() {
+        let mut req = MockRequest::new("GET", "/a");
+        let mut r = Request::new(&mut req);
+        assert_eq!(r.set_path("/a/../b//%63"), Ok(()));
+        assert_eq!(r.path(), "/b/c");
+        assert_eq!(r.set_path("/a/..%2fb"), Err(HostError::InvalidValue));
+        assert_eq!(r.set_path("/a/..;/b"), Err(HostError::InvalidValue));
+        assert_eq!(req.path(), "/b/c");
     }
 
     #[test]
