@@ -12,6 +12,7 @@ use crate::config::OnError;
 use crate::metrics::Metrics;
 use crate::plugins::bindings::{Decision, Registration};
 use crate::plugins::pool::{Failure, Instances};
+use crate::plugins::refusals::RequestRefusals;
 use crate::server::Peer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +110,8 @@ pub struct Exchange {
     pub allow_request_body: bool,
     pub allow_response_body: bool,
     pub body_limit: usize,
+    /// Host calls the plugins made that were refused; logged when the request ends.
+    pub refusals: RequestRefusals,
 }
 
 impl Exchange {
@@ -127,6 +130,7 @@ impl Exchange {
             allow_request_body: false,
             allow_response_body: false,
             body_limit,
+            refusals: RequestRefusals::default(),
         }
     }
 
