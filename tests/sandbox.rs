@@ -150,6 +150,250 @@ async fn absurd_host_arguments_are_refused_and_the_request_goes_on() {
     // The 2 MiB log line was cut.
     let longest = gw.logs().lines().map(str::len).max().unwrap_or(0);
     assert!(longest < 64 * 1024, "a log line of {longest} bytes");
+    // Every refused call was counted: one line per request and kind, with the count and the
+    // first refusal's detail (cut short).
+    let expected = [
+        ("kv", 2, "kv.set: key of 2097152 bytes"),
+        ("rate_limit", 3, "limiter.open: count and burst"),
+        ("set_var", 1, "of 4194304 bytes, over 16384"),
+        ("header", 1, "request.set-header \"kkkk"),
+        ("body", 1, "body-not-declared"),
+        ("path", 1, "set-path \"kkkk"),
+    ];
+    let refused = refusal_lines(&gw, "absurd_host_args", 3 * expected.len());
+    for (kind, count, first) in expected {
+        let lines: Vec<_> = refused.iter().filter(|l| l["kind"] == kind).collect();
+        assert_eq!(lines.len(), 3, "one {kind} line per request: {refused:#?}");
+        for l in lines {
+            assert_eq!(l["count"], count, "{l}");
+            assert_eq!(l["plugin"], "hostile", "{l}");
+            let detail = l["first"].as_str().unwrap();
+            assert!(detail.contains(first) && detail.len() <= 256, "{l}");
+        }
+    }
+}
+
+/// The gateway's "plugin output refused" lines for `route`, parsed, once there are at least
+/// `n` of them (or after 10 s, for the caller's assertion to fail on).
+fn refusal_lines(gw: &Gateway, route: &str, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines: Vec<serde_json::Value> = json_lines(gw)
+            .into_iter()
+            .filter(|l| l["message"] == "plugin output refused" && l["route"] == route)
+            .collect();
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn json_lines(gw: &Gateway) -> Vec<serde_json::Value> {
+    gw.logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+const VAR_FLOOD: &str = r#"
+[[routes]]
+name = "var_flood"
+path_prefix = "/var_flood"
+upstream = "up"
+[[routes.pipeline]]
+plugin = "hostile"
+config = { behaviour = "var_flood", count = 10000 }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_refused_calls_make_one_log_line() {
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let gw = Gateway::start(&config(&up, VAR_FLOOD));
+    let c = Client::new();
+    for round in 1..=2 {
+        // 10,000 host calls fit in the plugin's 100 ms: nothing is logged while it runs.
+        let r = c.get(&gw.url("/var_flood")).await;
+        assert_eq!(r.status, StatusCode::OK, "round {round}: {}", r.text());
+        assert_eq!(r.json()["path"], "/var_flood");
+        let lines = refusal_lines(&gw, "var_flood", round);
+        assert_eq!(lines.len(), round, "one line per request: {lines:#?}");
+        let l = &lines[round - 1];
+        assert_eq!(l["level"], "WARN", "{l}");
+        assert_eq!(l["kind"], "set_var", "{l}");
+        assert_eq!(l["plugin"], "hostile", "{l}");
+        assert_eq!(
+            l["count"],
+            10_000 - 128,
+            "the first 128 variables were kept: {l}"
+        );
+        assert!(
+            l["first"]
+                .as_str()
+                .unwrap()
+                .contains("\"flood-128\" past the 128 a request may carry"),
+            "{l}"
+        );
+        assert!(l["request_id"].is_string(), "{l}");
+    }
+    let lines = refusal_lines(&gw, "var_flood", 2);
+    assert_ne!(lines[0]["request_id"], lines[1]["request_id"]);
+    let logs = gw.logs();
+    assert_eq!(
+        logs.lines().filter(|l| l.contains("var_flood")).count(),
+        2,
+        "nothing else was logged for the route:\n{logs}"
+    );
+    assert!(logs.len() < 64 * 1024, "{} bytes of log", logs.len());
+    assert_eq!(c.get(&gw.url("/ok")).await.status, StatusCode::OK);
+}
+
+const LOG_FLOODS: &str = r#"
+[[routes]]
+name = "log_flood"
+path_prefix = "/log_flood"
+upstream = "up"
+[[routes.pipeline]]
+plugin = "hostile"
+config = { behaviour = "log_flood", count = 10000 }
+[[routes]]
+name = "print_flood"
+path_prefix = "/print_flood"
+upstream = "up"
+[[routes.pipeline]]
+plugin = "hostile"
+config = { behaviour = "print", ms = 10000 }
+"#;
+
+/// Lines the flooding modes wrote that reached the log, for `plugin`.
+fn flood_lines(gw: &Gateway, plugin: &str) -> usize {
+    json_lines(gw)
+        .iter()
+        .filter(|l| {
+            l["plugin"] == plugin
+                && l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("hostile ") && m.contains(" line "))
+        })
+        .count()
+}
+
+async fn dropped_metric(c: &Client, gw: &Gateway, plugin: &str) -> u64 {
+    let metrics = c.get(&gw.admin_url("/metrics")).await.text();
+    let prefix = format!("wasmgate_plugin_log_dropped_total{{plugin=\"{plugin}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"))
+        .parse()
+        .unwrap()
+}
+
+fn drop_summaries(gw: &Gateway, plugin: &str) -> Vec<serde_json::Value> {
+    json_lines(gw)
+        .into_iter()
+        .filter(|l| {
+            l["plugin"] == plugin
+                && l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("dropped "))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_floods_its_log_is_capped_and_the_drops_counted() {
+    // The default budget: a burst of 200 lines, then 100 a second.
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let gw = Gateway::start(&config(&up, LOG_FLOODS));
+    let c = Client::new();
+    let started = Instant::now();
+
+    let r = c.get(&gw.url("/log_flood")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    gw.logs_containing(&["dropped "]);
+    let logged = flood_lines(&gw, "hostile");
+    let cap = 200 + (100.0 * started.elapsed().as_secs_f64()).ceil() as usize + 1;
+    assert!(
+        (200..=cap).contains(&logged),
+        "{logged} of 10,000 lines logged, cap {cap}"
+    );
+    assert_eq!(
+        dropped_metric(&c, &gw, "hostile").await,
+        10_000 - logged as u64
+    );
+    let summaries = drop_summaries(&gw, "hostile");
+    assert_eq!(summaries.len(), 1, "{summaries:#?}");
+    assert_eq!(summaries[0]["dropped"], 10_000 - logged as u64);
+    assert_eq!(summaries[0]["level"], "WARN");
+    let message = summaries[0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "dropped {} log lines from plugin hostile",
+            10_000 - logged
+        )),
+        "{message}"
+    );
+
+    // Printing shares the budget: 10,000 lines to stdout and as many to stderr.
+    let r = c.get(&gw.url("/print_flood")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let logged = flood_lines(&gw, "hostile");
+    let cap = 200 + (100.0 * started.elapsed().as_secs_f64()).ceil() as usize + 1;
+    assert!(logged <= cap, "{logged} lines logged, cap {cap}");
+    assert_eq!(
+        dropped_metric(&c, &gw, "hostile").await,
+        30_000 - logged as u64
+    );
+    assert_eq!(
+        drop_summaries(&gw, "hostile").len(),
+        1,
+        "at most one summary per 10 s"
+    );
+    let total = gw.logs().len();
+    assert!(total < 512 * 1024, "{total} bytes of log");
+
+    // The plugin and the gateway go on.
+    assert_eq!(c.get(&gw.url("/h/counter")).await.status, StatusCode::OK);
+    assert_eq!(c.get(&gw.url("/ok")).await.status, StatusCode::OK);
+    assert_eq!(c.get(&gw.url("/log_flood")).await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_budgets_are_per_plugin_and_configurable() {
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    // `other` is the same component under another name: a budget of its own, from [wasm].
+    let cfg = config(
+        &up,
+        &format!(
+            "[plugins.other]\npath = \"{}\"\n{LOG_FLOODS}[[routes]]\nname = \"other_flood\"\npath_prefix = \"/other_flood\"\nupstream = \"up\"\n[[routes.pipeline]]\nplugin = \"other\"\nconfig = {{ behaviour = \"log_flood\", count = 10000 }}\n",
+            plugin("hostile").display()
+        ),
+    )
+    .replace(
+        "[wasm]\n",
+        "[wasm]\nlog_burst = 10\nlog_lines_per_second = 1\n",
+    )
+    .replace("[plugins.hostile]\n", "[plugins.hostile]\nlog_burst = 3\n");
+    let gw = Gateway::start(&cfg);
+    let c = Client::new();
+    let started = Instant::now();
+    for path in ["/log_flood", "/other_flood"] {
+        assert_eq!(c.get(&gw.url(path)).await.status, StatusCode::OK);
+    }
+    let refill = started.elapsed().as_secs() as usize + 1;
+    gw.logs_containing(&["plugin hostile", "plugin other"]);
+    let (hostile, other) = (flood_lines(&gw, "hostile"), flood_lines(&gw, "other"));
+    assert!((3..=3 + refill).contains(&hostile), "hostile: {hostile}");
+    assert!((10..=10 + refill).contains(&other), "other: {other}");
+    assert_eq!(
+        dropped_metric(&c, &gw, "hostile").await,
+        10_000 - hostile as u64
+    );
+    assert_eq!(
+        dropped_metric(&c, &gw, "other").await,
+        10_000 - other as u64
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use wasmgate::capabilities::{kv, rate_limit};
+use wasmgate::capabilities::{kv, log, rate_limit};
 use wasmgate::config::{InstanceMode, Limits, OnError, WasmConfig};
 use wasmgate::metrics::Metrics;
 use wasmgate::pipeline::{Exchange, Pipeline, RequestOutcome, ResponseState, Stage};
@@ -49,6 +49,7 @@ fn instances(loaded: &LoadedPlugin, config: &str, mode: InstanceMode) -> Instanc
         route: "users".into(),
         kv: kv::Namespaces::default().get(&loaded.name),
         limiters: Arc::new(rate_limit::Registry::default()),
+        log: log::Budgets::default().get(&loaded.name, &Limits::default(), &Metrics::new()),
     });
     let sandbox = Sandbox::new(&Limits::default(), false);
     Instances::new(loaded.clone(), config.into(), ctx, mode, sandbox, 1, 4)
@@ -283,6 +284,7 @@ fn sandbox_overhead(c: &mut Criterion) {
             route: "orders".into(),
             kv: kv::Namespaces::default().get("transform"),
             limiters: Arc::new(rate_limit::Registry::default()),
+            log: log::Budgets::default().get(&transform.name, &Limits::default(), &Metrics::new()),
         });
         let sandbox = Sandbox::new(&Limits::default(), fuel);
         let inst = Instances::new(

@@ -1,13 +1,13 @@
 //! The gateway's live state. `Shared` lives as long as the process (engine, limiters, KV
-//! namespaces, metrics); a `Table` is everything one config produces (routes, upstreams,
-//! pipelines) and is swapped whole, so a request sees one config from start to end.
+//! namespaces, log budgets, metrics); a `Table` is everything one config produces (routes,
+//! upstreams, pipelines) and is swapped whole, so a request sees one config from start to end.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::capabilities::{kv, rate_limit};
+use crate::capabilities::{kv, log, rate_limit};
 use crate::config::{Config, EscapedSlashes, InstanceMode};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::pipeline::{Pipeline, Stage};
@@ -23,6 +23,8 @@ pub struct Shared {
     pub runtime: Arc<Runtime>,
     pub limiters: Arc<rate_limit::Registry>,
     pub kv: kv::Namespaces,
+    /// Each plugin's log budget.
+    pub log_budgets: log::Budgets,
     pub metrics: Arc<Metrics>,
     /// Worker threads serving requests: the most calls one pipeline entry can have at once.
     pub workers: usize,
@@ -135,11 +137,19 @@ impl Gateway {
                         continue;
                     }
                 };
+                let limits = config
+                    .plugins
+                    .get(&entry.plugin)
+                    .map(|p| p.limits.or(&config.wasm.limits))
+                    .unwrap_or_else(|| config.wasm.limits.clone());
                 let ctx = Arc::new(StageContext {
                     plugin: plugin.name.clone(),
                     route: name.clone(),
                     kv: shared.kv.get(&entry.plugin),
                     limiters: shared.limiters.clone(),
+                    log: shared
+                        .log_budgets
+                        .get(&plugin.name, &limits, &shared.metrics),
                 });
                 let mode = entry.instances.unwrap_or(config.wasm.instances);
                 let key = crate::plugins::content_hash(
@@ -156,11 +166,6 @@ impl Gateway {
                     built.entry(key).or_default().push(stage);
                     continue;
                 }
-                let limits = config
-                    .plugins
-                    .get(&entry.plugin)
-                    .map(|p| p.limits.or(&config.wasm.limits))
-                    .unwrap_or_else(|| config.wasm.limits.clone());
                 let sandbox = Sandbox::new(&limits, shared.runtime.fuel());
                 // Calls yield at each epoch tick, so a worker may have more than one call of an
                 // entry in flight: keep two idle instances per worker.

@@ -34,6 +34,11 @@ struct PluginError {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabel {
+    plugin: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs to ~6.5 s.
     Histogram::new(exponential_buckets(0.0001, 2.0, 17))
@@ -44,6 +49,7 @@ pub struct Metrics {
     requests: Family<RouteStatus, Counter>,
     latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
     plugin_errors: Family<PluginError, Counter>,
+    plugin_log_dropped: Family<PluginLabel, Counter>,
     unmatched: Counter,
     reloads: Family<ReloadOutcome, Counter>,
 }
@@ -79,6 +85,12 @@ impl Metrics {
             latency_histogram,
         );
         let plugin_errors = Family::<PluginError, Counter>::default();
+        let plugin_log_dropped = Family::<PluginLabel, Counter>::default();
+        registry.register(
+            "plugin_log_dropped",
+            "Plugin log lines (log capability, stdout, stderr) dropped over the plugin's log budget, by plugin",
+            plugin_log_dropped.clone(),
+        );
         let unmatched = Counter::default();
         registry.register(
             "requests",
@@ -111,6 +123,7 @@ impl Metrics {
             requests,
             latency,
             plugin_errors,
+            plugin_log_dropped,
             unmatched,
             reloads,
         })
@@ -141,6 +154,13 @@ impl Metrics {
                 kind,
             })
             .inc();
+    }
+
+    /// The counter of `plugin`'s dropped log lines, for its log budget to hold.
+    pub fn plugin_log_dropped(&self, plugin: &str) -> Counter {
+        self.plugin_log_dropped.get_or_create_owned(&PluginLabel {
+            plugin: plugin.to_owned(),
+        })
     }
 
     pub fn reload(&self, ok: bool) {

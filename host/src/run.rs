@@ -35,6 +35,7 @@ pub fn build(config: &Config) -> anyhow::Result<(Shared, Result<Table, Vec<Strin
         runtime,
         limiters: Default::default(),
         kv: Default::default(),
+        log_budgets: Default::default(),
         metrics: Metrics::new(),
         workers: workers(config),
         trusted: Arc::new(

@@ -3,7 +3,8 @@
 //! The handles carry no state. A plugin can only hold them during a phase call, and for that
 //! call the store holds the one exchange in flight, so every method reads and writes it
 //! directly: no table entry and no copy per call. Everything a plugin writes is validated
-//! here, before the host keeps it.
+//! here, before the host keeps it, and every call refused is counted for the log
+//! (`plugins::refusals`).
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -16,6 +17,7 @@ use wasmtime::component::Resource;
 use crate::pipeline::{Exchange, HeaderEdit, Phase, ResponseEdit};
 use crate::plugins::bindings::wasmgate::plugin::http::{Host, HostRequest, HostResponse};
 use crate::plugins::bindings::{ErrorCode, Reply};
+use crate::plugins::refusals::Refusal;
 use crate::plugins::state::HostState;
 
 /// The `request` resource: stands for the exchange in flight.
@@ -90,6 +92,18 @@ fn read_body(allowed: bool, body: &Option<Bytes>) -> Result<Vec<u8>, ErrorCode> 
     Ok(body.as_deref().unwrap_or_default().to_vec())
 }
 
+/// What a refused call's log line says of it: the call, its argument (cut short) and why.
+fn refused(call: &str, arg: &str, e: ErrorCode) -> String {
+    let why = match e {
+        ErrorCode::InvalidName => "invalid-name",
+        ErrorCode::InvalidValue => "invalid-value",
+        ErrorCode::BodyNotDeclared => "body-not-declared",
+        ErrorCode::BodyTooLarge => "body-too-large",
+        ErrorCode::NotAllowed => "not-allowed",
+    };
+    format!("{call} {:?}: {why}", wasmgate_rules::log::cut(arg, 64))
+}
+
 impl Host for HostState {}
 
 impl HostRequest for HostState {
@@ -103,16 +117,20 @@ impl HostRequest for HostState {
         method: String,
     ) -> Result<Result<(), ErrorCode>> {
         let ex = self.exchange()?;
-        if ex.phase != Phase::Request {
-            return Ok(Err(ErrorCode::NotAllowed));
-        }
-        Ok(match Method::from_bytes(method.as_bytes()) {
-            Ok(m) => {
-                ex.request.method = m;
-                Ok(())
+        let result = if ex.phase != Phase::Request {
+            Err(ErrorCode::NotAllowed)
+        } else {
+            match Method::from_bytes(method.as_bytes()) {
+                Ok(m) => {
+                    ex.request.method = m;
+                    Ok(())
+                }
+                Err(_) => Err(ErrorCode::InvalidValue),
             }
-            Err(_) => Err(ErrorCode::InvalidValue),
-        })
+        };
+        Ok(self.refusals.check(Refusal::Method, result, |e| {
+            refused("set-method", &method, e)
+        }))
     }
 
     fn path(&mut self, _: Resource<RequestHandle>) -> Result<String> {
@@ -125,23 +143,27 @@ impl HostRequest for HostState {
         path: String,
     ) -> Result<Result<(), ErrorCode>> {
         let ex = self.exchange()?;
-        if ex.phase != Phase::Request {
-            return Ok(Err(ErrorCode::NotAllowed));
-        }
-        if path.contains(['?', '#']) {
-            return Ok(Err(ErrorCode::InvalidValue));
-        }
-        // The same normal form as the request's own path, so what the upstream sees is never
-        // a path the gateway did not check (`/a/../admin` is `/admin`).
-        let Ok(path) = wasmgate_uri::normalise_path(&path, ex.escaped_slashes) else {
-            return Ok(Err(ErrorCode::InvalidValue));
+        let result = if ex.phase != Phase::Request {
+            Err(ErrorCode::NotAllowed)
+        } else if path.contains(['?', '#']) {
+            Err(ErrorCode::InvalidValue)
+        } else {
+            // The same normal form as the request's own path, so what the upstream sees is
+            // never a path the gateway did not check (`/a/../admin` is `/admin`).
+            match wasmgate_uri::normalise_path(&path, ex.escaped_slashes) {
+                Err(_) => Err(ErrorCode::InvalidValue),
+                Ok(normal) => {
+                    let pq = match ex.request.uri.query() {
+                        Some(q) => format!("{normal}?{q}"),
+                        None => normal.into_owned(),
+                    };
+                    ex.set_path_and_query(&pq)
+                }
+            }
         };
-        let query = ex.request.uri.query();
-        let pq = match query {
-            Some(q) => format!("{path}?{q}"),
-            None => path.into_owned(),
-        };
-        Ok(ex.set_path_and_query(&pq))
+        Ok(self
+            .refusals
+            .check(Refusal::Path, result, |e| refused("set-path", &path, e)))
     }
 
     fn query(&mut self, _: Resource<RequestHandle>) -> Result<Option<String>> {
@@ -154,18 +176,21 @@ impl HostRequest for HostState {
         query: Option<String>,
     ) -> Result<Result<(), ErrorCode>> {
         let ex = self.exchange()?;
-        if ex.phase != Phase::Request {
-            return Ok(Err(ErrorCode::NotAllowed));
-        }
-        if query.as_deref().is_some_and(|q| q.contains('#')) {
-            return Ok(Err(ErrorCode::InvalidValue));
-        }
-        let path = ex.request.uri.path();
-        let pq = match query.as_deref() {
-            Some(q) if !q.is_empty() => format!("{path}?{q}"),
-            _ => path.to_owned(),
+        let result = if ex.phase != Phase::Request {
+            Err(ErrorCode::NotAllowed)
+        } else if query.as_deref().is_some_and(|q| q.contains('#')) {
+            Err(ErrorCode::InvalidValue)
+        } else {
+            let path = ex.request.uri.path();
+            let pq = match query.as_deref() {
+                Some(q) if !q.is_empty() => format!("{path}?{q}"),
+                _ => path.to_owned(),
+            };
+            ex.set_path_and_query(&pq)
         };
-        Ok(ex.set_path_and_query(&pq))
+        Ok(self.refusals.check(Refusal::Path, result, |e| {
+            refused("set-query", query.as_deref().unwrap_or_default(), e)
+        }))
     }
 
     fn header(&mut self, _: Resource<RequestHandle>, name: String) -> Result<Option<String>> {
@@ -187,10 +212,14 @@ impl HostRequest for HostState {
         value: String,
     ) -> Result<Result<(), ErrorCode>> {
         let ex = self.exchange()?;
-        if ex.phase != Phase::Request {
-            return Ok(Err(ErrorCode::NotAllowed));
-        }
-        Ok(write_header(&mut ex.request.headers, &name, &value, false))
+        let result = if ex.phase != Phase::Request {
+            Err(ErrorCode::NotAllowed)
+        } else {
+            write_header(&mut ex.request.headers, &name, &value, false)
+        };
+        Ok(self.refusals.check(Refusal::Header, result, |e| {
+            refused("request.set-header", &name, e)
+        }))
     }
 
     fn append_header(
@@ -200,10 +229,14 @@ impl HostRequest for HostState {
         value: String,
     ) -> Result<Result<(), ErrorCode>> {
         let ex = self.exchange()?;
-        if ex.phase != Phase::Request {
-            return Ok(Err(ErrorCode::NotAllowed));
-        }
-        Ok(write_header(&mut ex.request.headers, &name, &value, true))
+        let result = if ex.phase != Phase::Request {
+            Err(ErrorCode::NotAllowed)
+        } else {
+            write_header(&mut ex.request.headers, &name, &value, true)
+        };
+        Ok(self.refusals.check(Refusal::Header, result, |e| {
+            refused("request.append-header", &name, e)
+        }))
     }
 
     fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) -> Result<()> {
@@ -228,7 +261,10 @@ impl HostRequest for HostState {
 
     fn body(&mut self, _: Resource<RequestHandle>) -> Result<Result<Vec<u8>, ErrorCode>> {
         let ex = self.exchange()?;
-        Ok(read_body(ex.allow_request_body, &ex.request_body))
+        let result = read_body(ex.allow_request_body, &ex.request_body);
+        Ok(self
+            .refusals
+            .check(Refusal::Body, result, |e| refused("request.body", "", e)))
     }
 
     fn set_body(
@@ -237,17 +273,20 @@ impl HostRequest for HostState {
         body: Vec<u8>,
     ) -> Result<Result<(), ErrorCode>> {
         let ex = self.exchange()?;
-        if !ex.allow_request_body {
-            return Ok(Err(ErrorCode::BodyNotDeclared));
-        }
-        if ex.phase != Phase::Request {
-            return Ok(Err(ErrorCode::NotAllowed));
-        }
-        if body.len() > ex.body_limit {
-            return Ok(Err(ErrorCode::BodyTooLarge));
-        }
-        ex.request_body = Some(Bytes::from(body));
-        Ok(Ok(()))
+        let len = body.len();
+        let result = if !ex.allow_request_body {
+            Err(ErrorCode::BodyNotDeclared)
+        } else if ex.phase != Phase::Request {
+            Err(ErrorCode::NotAllowed)
+        } else if len > ex.body_limit {
+            Err(ErrorCode::BodyTooLarge)
+        } else {
+            ex.request_body = Some(Bytes::from(body));
+            Ok(())
+        };
+        Ok(self.refusals.check(Refusal::Body, result, |e| {
+            refused("request.set-body", &format!("{len} bytes"), e)
+        }))
     }
 
     fn get_var(&mut self, _: Resource<RequestHandle>, name: String) -> Result<Option<String>> {
@@ -256,16 +295,21 @@ impl HostRequest for HostState {
 
     fn set_var(&mut self, _: Resource<RequestHandle>, name: String, value: String) -> Result<()> {
         let ex = self.exchange()?;
-        if name.len() + value.len() > MAX_VAR_BYTES {
-            tracing::warn!(route = %ex.route, var = %name.chars().take(64).collect::<String>(), "plugin set an oversized variable; ignored");
-            return Ok(());
-        }
-        if let Some(slot) = ex.vars.iter_mut().find(|(n, _)| *n == name) {
+        let size = name.len() + value.len();
+        if size > MAX_VAR_BYTES {
+            self.refusals.note(Refusal::SetVar, || {
+                let name = wasmgate_rules::log::cut(&name, 64);
+                format!("variable {name:?} of {size} bytes, over {MAX_VAR_BYTES}; ignored")
+            });
+        } else if let Some(slot) = ex.vars.iter_mut().find(|(n, _)| *n == name) {
             slot.1 = value;
         } else if ex.vars.len() < MAX_VARS {
             ex.vars.push((name, value));
         } else {
-            tracing::warn!(route = %ex.route, "plugin set more than {MAX_VARS} variables; ignored");
+            self.refusals.note(Refusal::SetVar, || {
+                let name = wasmgate_rules::log::cut(&name, 64);
+                format!("variable {name:?} past the {MAX_VARS} a request may carry; ignored")
+            });
         }
         Ok(())
     }
@@ -276,7 +320,10 @@ impl HostRequest for HostState {
         name: String,
         value: String,
     ) -> Result<Result<(), ErrorCode>> {
-        Ok(self.queue_response_edit(&name, QueuedValue::Set(&value)))
+        let result = self.queue_response_edit(&name, QueuedValue::Set(&value));
+        Ok(self.refusals.check(Refusal::Header, result, |e| {
+            refused("set-response-header", &name, e)
+        }))
     }
 
     fn append_response_header(
@@ -285,7 +332,10 @@ impl HostRequest for HostState {
         name: String,
         value: String,
     ) -> Result<Result<(), ErrorCode>> {
-        Ok(self.queue_response_edit(&name, QueuedValue::Append(&value)))
+        let result = self.queue_response_edit(&name, QueuedValue::Append(&value));
+        Ok(self.refusals.check(Refusal::Header, result, |e| {
+            refused("append-response-header", &name, e)
+        }))
     }
 
     fn remove_response_header(
@@ -293,7 +343,10 @@ impl HostRequest for HostState {
         _: Resource<RequestHandle>,
         name: String,
     ) -> Result<Result<(), ErrorCode>> {
-        Ok(self.queue_response_edit(&name, QueuedValue::Remove))
+        let result = self.queue_response_edit(&name, QueuedValue::Remove);
+        Ok(self.refusals.check(Refusal::Header, result, |e| {
+            refused("remove-response-header", &name, e)
+        }))
     }
 
     fn set_response_header_from_var(
@@ -302,7 +355,10 @@ impl HostRequest for HostState {
         name: String,
         var: String,
     ) -> Result<Result<(), ErrorCode>> {
-        Ok(self.queue_response_edit(&name, QueuedValue::Var(var)))
+        let result = self.queue_response_edit(&name, QueuedValue::Var(var));
+        Ok(self.refusals.check(Refusal::Header, result, |e| {
+            refused("set-response-header-from-var", &name, e)
+        }))
     }
 
     fn drop(&mut self, _: Resource<RequestHandle>) -> Result<()> {
@@ -374,13 +430,16 @@ impl HostResponse for HostState {
         status: u16,
     ) -> Result<Result<(), ErrorCode>> {
         let resp = self.exchange()?.response()?;
-        Ok(match valid_status(status) {
+        let result = match valid_status(status) {
             Some(s) => {
                 resp.parts.status = s;
                 Ok(())
             }
             None => Err(ErrorCode::InvalidValue),
-        })
+        };
+        Ok(self.refusals.check(Refusal::Status, result, |e| {
+            refused("set-status", &status.to_string(), e)
+        }))
     }
 
     fn header(&mut self, _: Resource<ResponseHandle>, name: String) -> Result<Option<String>> {
@@ -408,7 +467,10 @@ impl HostResponse for HostState {
         value: String,
     ) -> Result<Result<(), ErrorCode>> {
         let resp = self.exchange()?.response()?;
-        Ok(write_header(&mut resp.parts.headers, &name, &value, false))
+        let result = write_header(&mut resp.parts.headers, &name, &value, false);
+        Ok(self.refusals.check(Refusal::Header, result, |e| {
+            refused("response.set-header", &name, e)
+        }))
     }
 
     fn append_header(
@@ -418,7 +480,10 @@ impl HostResponse for HostState {
         value: String,
     ) -> Result<Result<(), ErrorCode>> {
         let resp = self.exchange()?.response()?;
-        Ok(write_header(&mut resp.parts.headers, &name, &value, true))
+        let result = write_header(&mut resp.parts.headers, &name, &value, true);
+        Ok(self.refusals.check(Refusal::Header, result, |e| {
+            refused("response.append-header", &name, e)
+        }))
     }
 
     fn remove_header(&mut self, _: Resource<ResponseHandle>, name: String) -> Result<()> {
@@ -429,7 +494,10 @@ impl HostResponse for HostState {
     fn body(&mut self, _: Resource<ResponseHandle>) -> Result<Result<Vec<u8>, ErrorCode>> {
         let ex = self.exchange()?;
         let allowed = ex.allow_response_body;
-        Ok(read_body(allowed, &ex.response()?.body))
+        let result = read_body(allowed, &ex.response()?.body);
+        Ok(self
+            .refusals
+            .check(Refusal::Body, result, |e| refused("response.body", "", e)))
     }
 
     fn set_body(
@@ -438,16 +506,20 @@ impl HostResponse for HostState {
         body: Vec<u8>,
     ) -> Result<Result<(), ErrorCode>> {
         let ex = self.exchange()?;
-        if !ex.allow_response_body {
-            return Ok(Err(ErrorCode::BodyNotDeclared));
-        }
-        if body.len() > ex.body_limit {
-            return Ok(Err(ErrorCode::BodyTooLarge));
-        }
-        let resp = ex.response()?;
-        resp.body = Some(Bytes::from(body));
-        resp.parts.headers.remove(header::CONTENT_LENGTH);
-        Ok(Ok(()))
+        let len = body.len();
+        let result = if !ex.allow_response_body {
+            Err(ErrorCode::BodyNotDeclared)
+        } else if len > ex.body_limit {
+            Err(ErrorCode::BodyTooLarge)
+        } else {
+            let resp = ex.response()?;
+            resp.body = Some(Bytes::from(body));
+            resp.parts.headers.remove(header::CONTENT_LENGTH);
+            Ok(())
+        };
+        Ok(self.refusals.check(Refusal::Body, result, |e| {
+            refused("response.set-body", &format!("{len} bytes"), e)
+        }))
     }
 
     fn drop(&mut self, _: Resource<ResponseHandle>) -> Result<()> {

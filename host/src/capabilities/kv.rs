@@ -13,6 +13,7 @@ use wasmgate_rules::kv::{MAX_ENTRIES, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use wasmtime::Result;
 
 use crate::plugins::bindings::wasmgate::plugin::kv::{Error, Host};
+use crate::plugins::refusals::Refusal;
 use crate::plugins::state::HostState;
 
 #[derive(Clone)]
@@ -120,7 +121,15 @@ impl Host for HostState {
         value: Vec<u8>,
         ttl_ms: Option<u64>,
     ) -> Result<Result<(), Error>> {
-        Ok(self.ctx.kv.set(key, value, ttl_ms))
+        let (key_len, value_len) = (key.len(), value.len());
+        let result = self.ctx.kv.set(key, value, ttl_ms);
+        Ok(self.refusals.check(Refusal::Kv, result, |e| {
+            let why = match e {
+                Error::TooLarge => "too-large",
+                Error::Full => "full",
+            };
+            format!("kv.set: key of {key_len} bytes, value of {value_len} bytes: {why}")
+        }))
     }
 
     fn delete(&mut self, key: String) -> Result<()> {

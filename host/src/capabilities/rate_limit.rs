@@ -19,6 +19,7 @@ use wasmtime::Result;
 use wasmtime::component::Resource;
 
 use crate::plugins::bindings::wasmgate::plugin::rate_limit::{Host, HostLimiter, Quota, Verdict};
+use crate::plugins::refusals::Refusal;
 use crate::plugins::state::HostState;
 
 type Keyed =
@@ -154,12 +155,26 @@ impl HostLimiter for HostState {
         let opened = self.ctx.limiters.open(&self.ctx.plugin, name, quota);
         Ok(match opened {
             Ok(l) => Ok(self.table.push(LimiterHandle(l))?),
-            Err(e) => Err(e),
+            Err(e) => {
+                self.refusals
+                    .note(Refusal::RateLimit, || format!("limiter.open: {e}"));
+                Err(e)
+            }
         })
     }
 
     fn check(&mut self, this: Resource<LimiterHandle>, key: String, cost: u32) -> Result<Verdict> {
-        Ok(self.table.get(&this)?.0.check(&key, cost))
+        let verdict = self.table.get(&this)?.0.check(&key, cost);
+        // A zero-cost check takes nothing and looks at no key.
+        if cost > 0 && key.len() > MAX_KEY_BYTES {
+            self.refusals.note(Refusal::RateLimit, || {
+                format!(
+                    "limiter.check: key of {} bytes, over {MAX_KEY_BYTES}",
+                    key.len()
+                )
+            });
+        }
+        Ok(verdict)
     }
 
     fn drop(&mut self, this: Resource<LimiterHandle>) -> Result<()> {

@@ -215,6 +215,11 @@ pub struct Limits {
     pub fuel_per_call: Option<u64>,
     /// Pooled instances are replaced after this many calls; unset means never.
     pub max_uses: Option<u64>,
+    /// Log lines (log capability, stdout and stderr) the plugin may write per second, across
+    /// all its routes (default 100); past it and the burst, lines are dropped and counted.
+    pub log_lines_per_second: Option<u32>,
+    /// Log lines the plugin may write at once before the rate applies (default 200).
+    pub log_burst: Option<u32>,
 }
 
 impl Limits {
@@ -225,6 +230,8 @@ impl Limits {
             call_timeout_ms: self.call_timeout_ms.or(defaults.call_timeout_ms),
             fuel_per_call: self.fuel_per_call.or(defaults.fuel_per_call),
             max_uses: self.max_uses.or(defaults.max_uses),
+            log_lines_per_second: self.log_lines_per_second.or(defaults.log_lines_per_second),
+            log_burst: self.log_burst.or(defaults.log_burst),
         }
     }
 }
@@ -620,6 +627,14 @@ impl Config {
                     "{at}: fuel_per_call and max_uses must be greater than 0"
                 ));
             }
+            for (key, v) in [
+                ("log_lines_per_second", l.log_lines_per_second),
+                ("log_burst", l.log_burst),
+            ] {
+                if v.is_some_and(|v| v == 0 || v > 1_000_000) {
+                    out.push(format!("{at}.{key}: must be between 1 and 1000000"));
+                }
+            }
         }
         if self.wasm.max_instances == 0 {
             out.push("wasm.max_instances: must be greater than 0".into());
@@ -758,6 +773,29 @@ mod limit_tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn log_budgets_parse_fall_back_to_wasm_and_are_bounded() {
+        let ok = Config::parse(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[wasm]\nlog_lines_per_second = 5\nlog_burst = 7\n[plugins.p]\npath = \"p.wasm\"\nlog_burst = 9\n",
+            Path::new("gw.toml"),
+        )
+        .unwrap();
+        let p = ok.plugins["p"].limits.or(&ok.wasm.limits);
+        assert_eq!((p.log_lines_per_second, p.log_burst), (Some(5), Some(9)));
+        for bad in [
+            "[wasm]\nlog_burst = 0",
+            "[wasm]\nlog_lines_per_second = 2000000",
+        ] {
+            let err = Config::parse(
+                &format!("[server]\nlisten = \"127.0.0.1:0\"\n{bad}\n"),
+                Path::new("gw.toml"),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("must be between 1 and 1000000"), "{err}");
+        }
     }
 }
 

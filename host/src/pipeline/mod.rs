@@ -12,6 +12,7 @@ use crate::config::{EscapedSlashes, OnError};
 use crate::metrics::Metrics;
 use crate::plugins::bindings::{Decision, Registration};
 use crate::plugins::pool::{Failure, Instances};
+use crate::plugins::refusals::RequestRefusals;
 use crate::wire::Peer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +115,8 @@ pub struct Exchange {
     pub body_limit: usize,
     /// How a path a plugin sets is normalised: as the request's own was.
     pub escaped_slashes: EscapedSlashes,
+    /// Host calls the plugins made that were refused; logged when the request ends.
+    pub refusals: RequestRefusals,
 }
 
 impl Exchange {
@@ -134,6 +137,7 @@ impl Exchange {
             allow_response_body: false,
             body_limit,
             escaped_slashes: EscapedSlashes::default(),
+            refusals: RequestRefusals::default(),
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod bindings;
 pub mod pool;
+pub mod refusals;
 pub mod state;
 mod stdio;
 

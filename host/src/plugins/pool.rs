@@ -202,6 +202,9 @@ impl Instances {
                 init_limit.as_millis()
             )));
         };
+        let refusals = std::mem::take(&mut store.data_mut().refusals);
+        refusals.log(&self.ctx.route, &self.ctx.plugin, None);
+        self.ctx.log.report();
         let registration = match init {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
@@ -303,12 +306,15 @@ impl Instances {
         // The tick budget only counts time the guest runs; a call parked in a WASI wait (a
         // sleep that never ends) is cut off here instead. Dropping the call cancels it.
         let result = tokio::time::timeout(self.sandbox.call_timeout * 10, call).await;
-        let ex = inst
-            .store
-            .data_mut()
+        let state = inst.store.data_mut();
+        let mut ex = state
             .exchange
             .take()
             .expect("the store gives back the exchange it was lent");
+        // Off the deadline from here: what the call did is counted, and logged later.
+        ex.refusals
+            .absorb(&ex.route, ex.id, &self.ctx.plugin, &mut state.refusals);
+        self.ctx.log.report();
         match result {
             Ok(Ok(Ok(decision))) => {
                 self.checkin(inst);

@@ -7,7 +7,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::capabilities::{kv, rate_limit};
+use super::refusals::Refusals;
+use crate::capabilities::{kv, log, rate_limit};
 use crate::pipeline::Exchange;
 
 /// Who a store belongs to, and the shared state its capabilities reach. One per pipeline
@@ -18,6 +19,8 @@ pub struct StageContext {
     pub route: Arc<str>,
     pub kv: Arc<kv::Namespace>,
     pub limiters: Arc<rate_limit::Registry>,
+    /// The plugin's log budget, shared by every route it runs on.
+    pub log: Arc<log::Budget>,
 }
 
 /// The store's limits, remembering whether a memory grow was refused, so a trap that follows
@@ -75,6 +78,8 @@ pub struct HostState {
     /// while the guest runs, so time the thread spends descheduled or the call spends
     /// suspended does not count: a loaded machine cannot time out a well-behaved plugin.
     pub(crate) ticks_left: u64,
+    /// Host calls refused during the call in progress; moved out when it returns.
+    pub(crate) refusals: Refusals,
 }
 
 impl HostState {
@@ -95,6 +100,7 @@ impl HostState {
             ctx,
             exchange: None,
             ticks_left: 0,
+            refusals: Refusals::default(),
         }
     }
 

@@ -1,5 +1,6 @@
 //! A plugin's stdout and stderr, captured line by line into the host's log with the plugin and
-//! the route named. Lines are cut at a bounded length; nothing is ever buffered without bound.
+//! the route named, within the plugin's log budget (`capabilities::log::Budget`). Lines are
+//! cut at a bounded length; nothing is ever buffered without bound.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -31,6 +32,10 @@ impl LogStream {
     }
 
     fn emit(&self, line: &[u8]) {
+        // The same budget as the plugin's `log` lines: printing is no way around it.
+        if !tracing::enabled!(target: "plugin", tracing::Level::INFO) || !self.ctx.log.admit() {
+            return;
+        }
         let text = String::from_utf8_lossy(line);
         let text = cut_line(text.trim_end_matches('\r'));
         tracing::info!(target: "plugin", plugin = %self.ctx.plugin, route = %self.ctx.route, stream = self.stream, "{text}");

@@ -40,6 +40,11 @@ pub enum Behaviour {
     /// Leaks `kib` KiB per call (as a runtime with a leak, or a garbage collector that never
     /// gives memory back, does), and answers like `Counter`.
     Leak,
+    /// Sets `count` distinct variables, each refused past the host's cap, then lets the
+    /// request through.
+    VarFlood,
+    /// Logs `count` lines through the `log` capability, then lets the request through.
+    LogFlood,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,6 +55,8 @@ pub struct Config {
     pub ms: u64,
     #[serde(default)]
     pub kib: usize,
+    #[serde(default)]
+    pub count: u64,
 }
 
 pub struct Hostile {
@@ -185,6 +192,18 @@ impl Plugin for Hostile {
                 Ok(Decision::Respond(
                     Reply::new(200).body(self.seen.to_string()),
                 ))
+            }
+            Behaviour::VarFlood => {
+                for i in 0..self.config.count {
+                    req.set_var(&format!("flood-{i}"), "v");
+                }
+                Ok(Decision::Continue)
+            }
+            Behaviour::LogFlood => {
+                for i in 0..self.config.count {
+                    log::info(&format!("hostile log line {i}"));
+                }
+                Ok(Decision::Continue)
             }
         }
     }
