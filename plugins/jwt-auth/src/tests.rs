@@ -911,7 +911,7 @@ fn bad_configs_name_the_key() {
         ),
         (
             json!({ "algorithms": ["HS256"], "jwks": { "keys": [{ "kty": "oct", "k": "c2hvcnQ" }] } }),
-            "jwks",
+            "jwks.keys[0]",
         ),
         (
             json!({ "algorithms": ["RS256"], "secret": SECRET, "public_key": RSA_PUB }),
