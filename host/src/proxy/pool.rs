@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use http::{Method, Request, Response};
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 use super::ProxyError;
 use super::h1::{self, Conn, Outgoing, UpstreamBody, UpstreamError};
@@ -32,14 +33,16 @@ pub struct Lifetimes {
 pub struct WorkerPool {
     idle: Mutex<Idle>,
     lifetimes: Lifetimes,
+    /// Wakes the sweeper early for a connection that expires before its next wake-up.
+    wake: Arc<Notify>,
 }
 
 #[derive(Default)]
 struct Idle {
     /// `(target, connection, idle since)`, the most recently returned last.
     conns: Vec<(usize, Conn, Instant)>,
-    /// Whether a sweeper task is running for this pool.
-    sweeping: bool,
+    /// When the sweeper wakes next; `None` when no sweeper runs.
+    next_sweep: Option<Instant>,
 }
 
 /// What one send needs to know besides the request.
@@ -56,6 +59,7 @@ impl WorkerPool {
         Self {
             idle: Mutex::default(),
             lifetimes,
+            wake: Arc::default(),
         }
     }
 
@@ -87,12 +91,17 @@ impl WorkerPool {
         if idle.conns.len() >= MAX_IDLE {
             return;
         }
+        let expiry = self.expiry(&conn, now);
         idle.conns.push((target, conn, now));
-        if !idle.sweeping
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            idle.sweeping = true;
-            rt.spawn(sweep(Arc::downgrade(self)));
+        match idle.next_sweep {
+            Some(next) if expiry < next => self.wake.notify_one(),
+            Some(_) => {}
+            None => {
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    idle.next_sweep = Some(expiry);
+                    rt.spawn(sweep(Arc::downgrade(self), self.wake.clone()));
+                }
+            }
         }
     }
 
@@ -154,7 +163,7 @@ impl WorkerPool {
 
 /// Closes idle connections as they expire; ends when the pool is empty or gone, and `put`
 /// starts it again.
-async fn sweep(pool: Weak<WorkerPool>) {
+async fn sweep(pool: Weak<WorkerPool>, wake: Arc<Notify>) {
     loop {
         let next = {
             let Some(pool) = pool.upgrade() else { return };
@@ -162,15 +171,16 @@ async fn sweep(pool: Weak<WorkerPool>) {
             let now = Instant::now();
             idle.conns
                 .retain(|(_, conn, since)| pool.expiry(conn, *since) > now);
-            match idle.conns.iter().map(|(_, c, s)| pool.expiry(c, *s)).min() {
+            idle.next_sweep = idle.conns.iter().map(|(_, c, s)| pool.expiry(c, *s)).min();
+            match idle.next_sweep {
                 Some(next) => next,
-                None => {
-                    idle.sweeping = false;
-                    return;
-                }
+                None => return,
             }
         };
-        tokio::time::sleep_until(next.into()).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(next.into()) => {}
+            () = wake.notified() => {}
+        }
     }
 }
 
