@@ -1,27 +1,36 @@
-//! The body type that flows through the gateway: the client's request body as hyper's server
-//! streams it, an upstream's response body as `proxy` reads it, or bytes held in memory. An
-//! enum keeps the common path free of boxing.
+//! The body type that flows through the gateway: the client's request body, an upstream's
+//! response body as `proxy` reads it, or bytes held in memory. An enum keeps the common path
+//! free of boxing. This module sits above both `client_body` and `proxy`; neither imports it.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
-use crate::proxy::UpstreamBody;
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::client_body::{ClientBody, ClientBodyError};
+use crate::fault::Fault;
+use crate::proxy::{UpstreamBody, UpstreamError};
 
 #[derive(Debug)]
 pub enum Body {
     /// A client's request body.
-    Incoming(Incoming),
+    Client(ClientBody),
     /// An upstream's response body.
     Upstream(UpstreamBody),
     /// Bytes in memory, sent as one frame (`None` once sent, or when there are none).
     Full(Option<Bytes>),
+}
+
+/// Why a body stopped before its end, and so whose fault it was.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error(transparent)]
+    Client(#[from] ClientBodyError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
@@ -34,14 +43,14 @@ pub fn empty() -> Body {
 
 impl http_body::Body for Body {
     type Data = Bytes;
-    type Error = BoxError;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            Body::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Body::Client(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Body::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Body::Full(b) => Poll::Ready(
                 b.take()
@@ -53,7 +62,7 @@ impl http_body::Body for Body {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Body::Incoming(b) => b.is_end_stream(),
+            Body::Client(b) => b.is_end_stream(),
             Body::Upstream(b) => b.is_end_stream(),
             Body::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
         }
@@ -61,7 +70,7 @@ impl http_body::Body for Body {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Body::Incoming(b) => b.size_hint(),
+            Body::Client(b) => b.size_hint(),
             Body::Upstream(b) => b.size_hint(),
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
@@ -73,15 +82,40 @@ impl http_body::Body for Body {
 pub enum CollectError {
     #[error("body exceeds {0} bytes")]
     TooLarge(usize),
-    #[error("reading the body failed: {0}")]
-    Io(String),
+    #[error("the whole body did not arrive within {} ms", .0.as_millis())]
+    TimedOut(Duration),
+    #[error(transparent)]
+    Body(#[from] BodyError),
 }
 
-/// Reads a whole body, refusing more than `limit` bytes.
-pub async fn collect(body: Body, limit: usize) -> Result<Bytes, CollectError> {
-    match Limited::new(body, limit).collect().await {
+impl BodyError {
+    pub fn fault(&self) -> Fault {
+        match self {
+            Self::Client(_) => Fault::Client,
+            Self::Upstream(_) => Fault::Upstream,
+        }
+    }
+}
+
+/// Reads a whole body, refusing more than `limit` bytes, or (when `within` is set) taking
+/// longer than that in all.
+pub async fn collect(
+    body: Body,
+    limit: usize,
+    within: Option<Duration>,
+) -> Result<Bytes, CollectError> {
+    let read = Limited::new(body, limit).collect();
+    let collected = match within {
+        Some(t) => tokio::time::timeout(t, read)
+            .await
+            .map_err(|_| CollectError::TimedOut(t))?,
+        None => read.await,
+    };
+    match collected {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(CollectError::TooLarge(limit)),
-        Err(e) => Err(CollectError::Io(e.to_string())),
+        Err(e) => match e.downcast::<BodyError>() {
+            Ok(e) => Err(CollectError::Body(*e)),
+            Err(_) => Err(CollectError::TooLarge(limit)),
+        },
     }
 }

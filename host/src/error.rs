@@ -4,13 +4,17 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::body::{self, Body};
+use crate::body::{self, Body, BodyError, CollectError};
+use crate::client_body::ClientBodyError;
+use crate::proxy::ProxyError;
 
 /// What went wrong, from the client's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GatewayError {
     NotFound,
     BadRequest,
+    /// The client's body did not come in time.
+    RequestTimeout,
     PayloadTooLarge,
     PluginFailed,
     UpstreamUnreachable,
@@ -23,6 +27,7 @@ impl GatewayError {
         match self {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::PluginFailed => StatusCode::INTERNAL_SERVER_ERROR,
             Self::UpstreamUnreachable | Self::UpstreamBadResponse => StatusCode::BAD_GATEWAY,
@@ -35,6 +40,7 @@ impl GatewayError {
         match self {
             Self::NotFound => "not_found",
             Self::BadRequest => "bad_request",
+            Self::RequestTimeout => "request_timeout",
             Self::PayloadTooLarge => "payload_too_large",
             Self::PluginFailed => "plugin_error",
             Self::UpstreamUnreachable => "upstream_unreachable",
@@ -48,6 +54,7 @@ impl GatewayError {
         match self {
             Self::NotFound => "no route matches this request",
             Self::BadRequest => "the request is malformed",
+            Self::RequestTimeout => "the request body did not arrive in time",
             Self::PayloadTooLarge => "the body is larger than this route accepts",
             Self::PluginFailed => "a plugin failed while handling the request",
             Self::UpstreamUnreachable => "the upstream service could not be reached",
@@ -69,5 +76,66 @@ impl GatewayError {
             HeaderValue::from_static("application/json"),
         );
         resp
+    }
+}
+
+impl From<&ClientBodyError> for GatewayError {
+    fn from(e: &ClientBodyError) -> Self {
+        match e {
+            ClientBodyError::TimedOut(_) => Self::RequestTimeout,
+            // An aborted client reads no answer; the status is for the access log.
+            ClientBodyError::Aborted(_) | ClientBodyError::Malformed(_) => Self::BadRequest,
+        }
+    }
+}
+
+impl From<&ProxyError> for GatewayError {
+    fn from(e: &ProxyError) -> Self {
+        match e {
+            ProxyError::ClientBody(e) => e.into(),
+            ProxyError::Connect(_) | ProxyError::ConnectTimeout(_) => Self::UpstreamUnreachable,
+            ProxyError::Timeout(_) => Self::UpstreamTimeout,
+            ProxyError::Upstream(_) => Self::UpstreamBadResponse,
+        }
+    }
+}
+
+/// A client's body that a plugin wanted in memory.
+impl From<&CollectError> for GatewayError {
+    fn from(e: &CollectError) -> Self {
+        match e {
+            CollectError::TooLarge(_) => Self::PayloadTooLarge,
+            CollectError::TimedOut(_) => Self::RequestTimeout,
+            CollectError::Body(BodyError::Client(e)) => e.into(),
+            CollectError::Body(BodyError::Upstream(_)) => Self::UpstreamBadResponse,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn whose_fault_decides_the_status() {
+        let timed_out = ProxyError::ClientBody(ClientBodyError::TimedOut(Duration::from_secs(1)));
+        assert_eq!(GatewayError::from(&timed_out).status(), 408);
+        assert_eq!(
+            GatewayError::from(&ProxyError::Timeout(Duration::from_secs(1))).status(),
+            504
+        );
+        assert_eq!(
+            GatewayError::from(&ProxyError::Upstream(
+                crate::proxy::UpstreamError::Truncated
+            ))
+            .status(),
+            502
+        );
+        assert_eq!(
+            GatewayError::from(&CollectError::TimedOut(Duration::from_secs(1))).status(),
+            408
+        );
+        assert_eq!(GatewayError::from(&CollectError::TooLarge(1)).status(), 413);
     }
 }

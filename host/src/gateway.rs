@@ -40,6 +40,8 @@ pub struct Route {
     pub strip: Option<String>,
     pub pipeline: Option<Pipeline>,
     pub body_limit: usize,
+    /// `server.body_read_timeout_ms`: the client's body, streamed or buffered, is bounded by it.
+    pub body_read_timeout: std::time::Duration,
     pub metrics: RouteMetrics,
     /// `server.escaped_slashes`, for the paths this route's plugins set.
     pub escaped_slashes: EscapedSlashes,
@@ -196,6 +198,9 @@ impl Gateway {
                 strip,
                 pipeline: (!stages.is_empty()).then_some(Pipeline { stages }),
                 body_limit,
+                body_read_timeout: std::time::Duration::from_millis(
+                    config.server.body_read_timeout_ms,
+                ),
                 metrics: shared.metrics.route(&r.name),
                 escaped_slashes: config.server.escaped_slashes,
             };

@@ -10,8 +10,10 @@
 pub mod admin;
 pub mod body;
 pub mod capabilities;
+pub mod client_body;
 pub mod config;
 pub mod error;
+pub mod fault;
 pub mod gateway;
 pub mod metrics;
 pub mod pipeline;

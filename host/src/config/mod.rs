@@ -77,6 +77,10 @@ pub struct ServerConfig {
     /// Every connection opens with a PROXY protocol (v1 or v2) header naming the client.
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// A streamed upload is cut off after this long without a byte of it; a buffered one (for
+    /// a plugin that reads bodies) must arrive whole within it.
+    #[serde(default = "defaults::body_read_timeout_ms")]
+    pub body_read_timeout_ms: u64,
 }
 
 impl ServerConfig {
@@ -276,6 +280,12 @@ pub struct UpstreamConfig {
     /// Longest wait for the next bytes of a response body once it has started.
     #[serde(default = "defaults::read_timeout_ms")]
     pub read_timeout_ms: u64,
+    /// A pooled keep-alive connection idle this long is closed.
+    #[serde(default = "defaults::idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// A connection open this long is closed once its current response is done, however busy.
+    #[serde(default = "defaults::max_connection_lifetime_ms")]
+    pub max_connection_lifetime_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -361,6 +371,15 @@ mod defaults {
         100
     }
     pub fn send_timeout_ms() -> u64 {
+        60_000
+    }
+    pub fn idle_timeout_ms() -> u64 {
+        60_000
+    }
+    pub fn max_connection_lifetime_ms() -> u64 {
+        600_000
+    }
+    pub fn body_read_timeout_ms() -> u64 {
         60_000
     }
 }
@@ -489,6 +508,8 @@ impl Config {
                 ("connect_timeout_ms", up.connect_timeout_ms),
                 ("timeout_ms", up.timeout_ms),
                 ("read_timeout_ms", up.read_timeout_ms),
+                ("idle_timeout_ms", up.idle_timeout_ms),
+                ("max_connection_lifetime_ms", up.max_connection_lifetime_ms),
             ] {
                 check_timeout(&mut out, &format!("upstreams.{name}.{key}"), ms);
             }
@@ -499,6 +520,7 @@ impl Config {
             ("header_read_timeout_ms", s.header_read_timeout_ms),
             ("keepalive_timeout_ms", s.keepalive_timeout_ms),
             ("send_timeout_ms", s.send_timeout_ms),
+            ("body_read_timeout_ms", s.body_read_timeout_ms),
         ] {
             check_timeout(&mut out, &format!("server.{key}"), ms);
         }
@@ -743,6 +765,62 @@ plugin = "ghost"
     fn line_col_counts_from_one() {
         assert_eq!(line_col("ab\ncd", 4), (2, 2));
         assert_eq!(line_col("ab", 0), (1, 1));
+    }
+}
+
+#[cfg(test)]
+mod timeout_tests {
+    use super::*;
+
+    fn problems(extra_server: &str, extra_upstream: &str) -> String {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n{extra_server}\n[upstreams.u]\ntargets = [\"http://127.0.0.1:1\"]\n{extra_upstream}\n"
+        );
+        match Config::parse(&text, Path::new("gw.toml")) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn pool_and_body_timeouts_have_defaults_and_bounds() {
+        let ok = Config::parse(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.u]\ntargets = [\"http://127.0.0.1:1\"]\n",
+            Path::new("gw.toml"),
+        )
+        .unwrap();
+        assert_eq!(ok.server.body_read_timeout_ms, 60_000);
+        assert_eq!(ok.upstreams["u"].idle_timeout_ms, 60_000);
+        assert_eq!(ok.upstreams["u"].max_connection_lifetime_ms, 600_000);
+        assert_eq!(
+            problems("body_read_timeout_ms = 86400000", "idle_timeout_ms = 1"),
+            ""
+        );
+        for (server, upstream, key) in [
+            (
+                "body_read_timeout_ms = 0",
+                "",
+                "server.body_read_timeout_ms",
+            ),
+            (
+                "body_read_timeout_ms = 86400001",
+                "",
+                "server.body_read_timeout_ms",
+            ),
+            ("", "idle_timeout_ms = 0", "upstreams.u.idle_timeout_ms"),
+            (
+                "",
+                "max_connection_lifetime_ms = 99999999999",
+                "upstreams.u.max_connection_lifetime_ms",
+            ),
+            ("", "timeout_ms = 86400001", "upstreams.u.timeout_ms"),
+        ] {
+            let err = problems(server, upstream);
+            assert!(
+                err.contains(&format!("{key}: must be between 1 and 86400000")),
+                "{err}"
+            );
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! Upstreams: where requests go once the pipeline lets them through. Each upstream picks its
 //! targets round robin, owns its timeouts, and keeps a keep-alive connection pool per worker
-//! thread (`pool`).
+//! thread (`pool`). Nothing here imports `body` or `error`: requests come in as an
+//! [`Outgoing`] body, responses leave as an [`UpstreamBody`], and failures as a
+//! [`ProxyError`] that says whose fault it was.
 
 mod h1;
 mod pool;
@@ -12,12 +14,51 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, header};
 
-pub use self::h1::UpstreamBody;
-use self::pool::{SendError, WorkerPool};
-use crate::body::Body;
+pub use self::h1::{MAX_INTERIM, Outgoing, UpstreamBody, UpstreamError};
+use self::pool::{Lifetimes, SendOptions, WorkerPool};
+use crate::client_body::ClientBodyError;
 use crate::config::UpstreamConfig;
-use crate::error::GatewayError;
+use crate::fault::Fault;
 use crate::wire::Peer;
+
+/// Why a request forwarded upstream got no response, by whose fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The client's body failed while it was being sent upstream.
+    #[error(transparent)]
+    ClientBody(ClientBodyError),
+    #[error("cannot connect: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("connect timed out after {} ms", .0.as_millis())]
+    ConnectTimeout(Duration),
+    #[error("no response within {} ms of sending the request", .0.as_millis())]
+    Timeout(Duration),
+    #[error(transparent)]
+    Upstream(UpstreamError),
+}
+
+impl From<UpstreamError> for ProxyError {
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            UpstreamError::RequestBody(e) => Self::ClientBody(e),
+            UpstreamError::TimedOut(t) => Self::Timeout(t),
+            e => Self::Upstream(e),
+        }
+    }
+}
+
+impl ProxyError {
+    pub fn fault(&self) -> Fault {
+        match self {
+            Self::ClientBody(_) => Fault::Client,
+            // Out of file descriptors or local ports: the gateway's own limits.
+            Self::Connect(e) if matches!(e.raw_os_error(), Some(23 | 24 | 99)) => Fault::Gateway,
+            Self::Connect(_) | Self::ConnectTimeout(_) | Self::Timeout(_) | Self::Upstream(_) => {
+                Fault::Upstream
+            }
+        }
+    }
+}
 
 /// A parsed upstream target (`http://host:port`).
 #[derive(Debug, Clone)]
@@ -78,6 +119,10 @@ impl Upstream {
             .iter()
             .map(|t| parse_target(t))
             .collect::<Result<Vec<_>, _>>()?;
+        let lifetimes = Lifetimes {
+            idle: Duration::from_millis(cfg.idle_timeout_ms),
+            max: Duration::from_millis(cfg.max_connection_lifetime_ms),
+        };
         Ok(Self {
             name: name.into(),
             targets,
@@ -86,14 +131,18 @@ impl Upstream {
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
             read_timeout: Duration::from_millis(cfg.read_timeout_ms),
             pools: (0..workers.max(1))
-                .map(|_| Arc::new(WorkerPool::default()))
+                .map(|_| Arc::new(WorkerPool::new(lifetimes)))
                 .collect(),
         })
     }
 
     /// Sends a request (whose URI holds only path and query) to the next target and waits for
-    /// the response headers. The body streams in both directions.
-    pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Body>, GatewayError> {
+    /// the response headers. The body streams in both directions. A failure is logged here,
+    /// with its fault; `error.rs` turns it into the client's answer.
+    pub async fn send(
+        &self,
+        mut req: Request<Outgoing>,
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len();
         let target = &self.targets[index];
         if req.uri().scheme().is_some() {
@@ -104,29 +153,46 @@ impl Upstream {
         *req.version_mut() = http::Version::HTTP_11;
         req.headers_mut().insert(header::HOST, target.host.clone());
         let pool = &self.pools[crate::wire::worker_index() % self.pools.len()];
-        let sent = pool.send(
-            index,
-            &target.addr,
-            self.connect_timeout,
-            self.read_timeout,
-            req,
-        );
-        match tokio::time::timeout(self.timeout, sent).await {
-            Err(_) => {
-                tracing::warn!(upstream = %self.name, target = %target.authority, timeout_ms = self.timeout.as_millis() as u64, "upstream timed out");
-                Err(GatewayError::UpstreamTimeout)
-            }
-            Ok(Err(SendError::Connect(e))) => {
-                tracing::warn!(upstream = %self.name, target = %target.authority, error = %e, "upstream request failed: cannot connect");
-                Err(GatewayError::UpstreamUnreachable)
-            }
-            Ok(Err(SendError::Request(e))) => {
-                tracing::warn!(upstream = %self.name, target = %target.authority, error = %error_chain(&e), "upstream request failed");
-                Err(GatewayError::UpstreamBadResponse)
-            }
-            Ok(Ok(mut resp)) => {
+        let opts = SendOptions {
+            target: index,
+            addr: &target.addr,
+            connect_timeout: self.connect_timeout,
+            timeout: self.timeout,
+            read_timeout: self.read_timeout,
+        };
+        match pool.send(opts, req).await {
+            Ok(mut resp) => {
                 strip_hop_by_hop(resp.headers_mut());
                 Ok(resp)
+            }
+            Err(e) => {
+                self.log_failure(target, &e);
+                Err(e)
+            }
+        }
+    }
+
+    fn log_failure(&self, target: &Target, e: &ProxyError) {
+        let (upstream, target) = (&*self.name, &target.authority);
+        let fault = e.fault().as_str();
+        match e {
+            ProxyError::ClientBody(ClientBodyError::Aborted(_)) => {
+                tracing::info!(fault, upstream, %target, error = %error_chain(e), "client aborted its upload")
+            }
+            ProxyError::ClientBody(ClientBodyError::TimedOut(t)) => {
+                tracing::info!(fault, upstream, %target, body_read_timeout_ms = t.as_millis() as u64, "client's upload timed out")
+            }
+            ProxyError::ClientBody(ClientBodyError::Malformed(_)) => {
+                tracing::info!(fault, upstream, %target, error = %error_chain(e), "client's upload is malformed")
+            }
+            ProxyError::Timeout(t) => {
+                tracing::warn!(fault, upstream, %target, timeout_ms = t.as_millis() as u64, "upstream timed out")
+            }
+            ProxyError::Connect(_) | ProxyError::ConnectTimeout(_) => {
+                tracing::warn!(fault, upstream, %target, error = %error_chain(e), "upstream request failed: cannot connect")
+            }
+            ProxyError::Upstream(_) => {
+                tracing::warn!(fault, upstream, %target, error = %error_chain(e), "upstream request failed")
             }
         }
     }
@@ -136,8 +202,12 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let text = c.to_string();
+        // `#[error(transparent)]` and "{0}" wrappers repeat their source's text.
+        if !s.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         cur = c.source();
     }
     s

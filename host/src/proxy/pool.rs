@@ -3,95 +3,184 @@
 //! Only the worker that owns a pool sends on its connections, so its lock is never contended
 //! and no request crosses threads. A connection is out of the pool while it carries a request
 //! and its response; it comes back when the response body has been read to its end and the
-//! connection can carry another (see `h1`), and is dropped otherwise.
+//! connection can carry another (see `h1`), and is dropped otherwise. An idle connection is
+//! closed once it has been idle for `idle_timeout` or open for `max_lifetime`, whichever
+//! comes first, by a sweeper task that runs only while the pool holds connections.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response};
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
-use super::h1::{self, Conn, Outgoing};
-use crate::body::Body;
+use super::ProxyError;
+use super::h1::{self, Conn, Outgoing, UpstreamBody, UpstreamError};
 
 /// Most idle connections a worker keeps per upstream; past this, finished connections close.
 const MAX_IDLE: usize = 256;
 
-#[derive(Default)]
-pub struct WorkerPool {
-    idle: Mutex<Vec<(usize, Conn)>>,
+/// How long connections may live in a pool.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    /// Longest a connection may sit idle.
+    pub idle: Duration,
+    /// Longest a connection may stay open, counted from its connect.
+    pub max: Duration,
 }
 
-/// Why a request got no response.
-#[derive(Debug)]
-pub enum SendError {
-    Connect(String),
-    Request(h1::Error),
+pub struct WorkerPool {
+    idle: Mutex<Idle>,
+    lifetimes: Lifetimes,
+    /// Wakes the sweeper early for a connection that expires before its next wake-up.
+    wake: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct Idle {
+    /// `(target, connection, idle since)`, the most recently returned last.
+    conns: Vec<(usize, Conn, Instant)>,
+    /// When the sweeper wakes next; `None` when no sweeper runs.
+    next_sweep: Option<Instant>,
+}
+
+/// What one send needs to know besides the request.
+pub struct SendOptions<'a> {
+    pub target: usize,
+    pub addr: &'a str,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub read_timeout: Duration,
 }
 
 impl WorkerPool {
+    pub fn new(lifetimes: Lifetimes) -> Self {
+        Self {
+            idle: Mutex::default(),
+            lifetimes,
+            wake: Arc::default(),
+        }
+    }
+
+    /// When a connection idle since `since` must be closed.
+    fn expiry(&self, conn: &Conn, since: Instant) -> Instant {
+        (since + self.lifetimes.idle).min(conn.opened + self.lifetimes.max)
+    }
+
     /// The most recently used idle connection to `target` that is still fit to send on;
-    /// connections found closed on the way are dropped.
+    /// connections found closed or expired on the way are dropped.
     fn checkout(&self, target: usize) -> Option<Conn> {
         let mut idle = self.idle.lock();
-        while let Some(i) = idle.iter().rposition(|(t, _)| *t == target) {
-            let (_, mut conn) = idle.remove(i);
-            if conn.still_idle() {
+        let now = Instant::now();
+        while let Some(i) = idle.conns.iter().rposition(|(t, _, _)| *t == target) {
+            let (_, mut conn, since) = idle.conns.remove(i);
+            if self.expiry(&conn, since) > now && conn.still_idle() {
                 return Some(conn);
             }
         }
         None
     }
 
-    pub(super) fn put(&self, target: usize, conn: Conn) {
+    pub(super) fn put(self: &Arc<Self>, target: usize, conn: Conn) {
+        let now = Instant::now();
+        if conn.opened + self.lifetimes.max <= now {
+            return;
+        }
         let mut idle = self.idle.lock();
-        if idle.len() < MAX_IDLE {
-            idle.push((target, conn));
+        if idle.conns.len() >= MAX_IDLE {
+            return;
+        }
+        let expiry = self.expiry(&conn, now);
+        idle.conns.push((target, conn, now));
+        match idle.next_sweep {
+            Some(next) if expiry < next => self.wake.notify_one(),
+            Some(_) => {}
+            None => {
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    idle.next_sweep = Some(expiry);
+                    rt.spawn(sweep(Arc::downgrade(self), self.wake.clone()));
+                }
+            }
         }
     }
 
     /// Sends a request (origin-form URI, Host set) to `target` at `addr`, on an idle
     /// connection when there is one, and returns once the response head is in. A connection
     /// that turns out closed before the response started (the upstream closed it while idle)
-    /// is replaced by a new one when the request can safely be sent again: an idempotent
-    /// method and a body still in hand.
+    /// is replaced by a new one, once, when the request can safely be sent again: an
+    /// idempotent method and a body still in hand.
     pub async fn send(
         self: &Arc<Self>,
-        target: usize,
-        addr: &str,
-        connect_timeout: Duration,
-        read_timeout: Duration,
-        req: Request<Body>,
-    ) -> Result<Response<Body>, SendError> {
-        let (parts, body) = req.into_parts();
+        opts: SendOptions<'_>,
+        req: Request<Outgoing>,
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        let (parts, mut body) = req.into_parts();
         let uri_target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut body = Outgoing::new(body);
-        while let Some(mut conn) = self.checkout(target) {
+        if let Some(mut conn) = self.checkout(opts.target) {
             match conn
-                .round_trip(&parts.method, uri_target, &parts.headers, &mut body)
+                .round_trip(
+                    &parts.method,
+                    uri_target,
+                    &parts.headers,
+                    &mut body,
+                    opts.timeout,
+                )
                 .await
             {
                 Ok(head) => {
-                    let resp = h1::into_response(conn, head, self.clone(), target, read_timeout);
-                    return Ok(resp);
+                    return Ok(h1::into_response(
+                        conn,
+                        head,
+                        self,
+                        opts.target,
+                        opts.read_timeout,
+                    ));
                 }
-                Err(h1::Error::Closed) if idempotent(&parts.method) && body.replayable() => {}
-                Err(e) => return Err(SendError::Request(e)),
+                Err(UpstreamError::Closed) if idempotent(&parts.method) && body.replayable() => {}
+                Err(e) => return Err(e.into()),
             }
         }
-        let mut conn = connect(addr, connect_timeout).await?;
+        let mut conn = connect(opts.addr, opts.connect_timeout).await?;
         let head = conn
-            .round_trip(&parts.method, uri_target, &parts.headers, &mut body)
-            .await
-            .map_err(SendError::Request)?;
+            .round_trip(
+                &parts.method,
+                uri_target,
+                &parts.headers,
+                &mut body,
+                opts.timeout,
+            )
+            .await?;
         Ok(h1::into_response(
             conn,
             head,
-            self.clone(),
-            target,
-            read_timeout,
+            self,
+            opts.target,
+            opts.read_timeout,
         ))
+    }
+}
+
+/// Closes idle connections as they expire; ends when the pool is empty or gone, and `put`
+/// starts it again.
+async fn sweep(pool: Weak<WorkerPool>, wake: Arc<Notify>) {
+    loop {
+        let next = {
+            let Some(pool) = pool.upgrade() else { return };
+            let mut idle = pool.idle.lock();
+            let now = Instant::now();
+            idle.conns
+                .retain(|(_, conn, since)| pool.expiry(conn, *since) > now);
+            idle.next_sweep = idle.conns.iter().map(|(_, c, s)| pool.expiry(c, *s)).min();
+            match idle.next_sweep {
+                Some(next) => next,
+                None => return,
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(next.into()) => {}
+            () = wake.notified() => {}
+        }
     }
 }
 
@@ -103,14 +192,10 @@ fn idempotent(m: &Method) -> bool {
     )
 }
 
-async fn connect(addr: &str, timeout: Duration) -> Result<Conn, SendError> {
+async fn connect(addr: &str, timeout: Duration) -> Result<Conn, ProxyError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Err(_) => {
-            return Err(SendError::Connect(format!(
-                "connect timed out after {timeout:?}"
-            )));
-        }
-        Ok(Err(e)) => return Err(SendError::Connect(e.to_string())),
+        Err(_) => return Err(ProxyError::ConnectTimeout(timeout)),
+        Ok(Err(e)) => return Err(ProxyError::Connect(e)),
         Ok(Ok(s)) => s,
     };
     let _ = stream.set_nodelay(true);

@@ -8,11 +8,12 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 
-use crate::body::{self, Body, CollectError};
+use crate::body::{self, Body};
+use crate::client_body::ClientBody;
 use crate::error::GatewayError;
 use crate::gateway::{Gateway, Route};
 use crate::pipeline::{Exchange, Pipeline, RequestOutcome, ResponseState};
-use crate::proxy;
+use crate::proxy::{self, Outgoing};
 use crate::server::admit::{admit, host_of};
 use crate::wire::Peer;
 
@@ -56,13 +57,10 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, client: Peer) -> R
 async fn forward(route: &Route, req: Request<Incoming>, client: Peer) -> Response<Body> {
     let (mut parts, incoming) = req.into_parts();
     prepare_upstream_request(route, &mut parts.uri, &mut parts.headers, &client);
-    match route
-        .upstream
-        .send(Request::from_parts(parts, Body::Incoming(incoming)))
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
+    let body = Outgoing::stream(ClientBody::new(incoming, route.body_read_timeout));
+    match route.upstream.send(Request::from_parts(parts, body)).await {
+        Ok(r) => r.map(Body::Upstream),
+        Err(e) => GatewayError::from(&e).into_response(),
     }
 }
 
@@ -124,12 +122,13 @@ async fn with_pipeline(
     let mut streaming = Some(incoming);
     if pipeline.needs_request_body() {
         let incoming = streaming.take().expect("body not yet taken");
-        match body::collect(Body::Incoming(incoming), route.body_limit).await {
+        let timeout = route.body_read_timeout;
+        let client_body = Body::Client(ClientBody::new(incoming, timeout));
+        match body::collect(client_body, route.body_limit, Some(timeout)).await {
             Ok(b) => ex.request_body = Some(b),
-            Err(CollectError::TooLarge(_)) => return GatewayError::PayloadTooLarge.into_response(),
-            Err(CollectError::Io(e)) => {
-                tracing::debug!(route = %route.name, error = %e, "client body could not be read");
-                return GatewayError::BadRequest.into_response();
+            Err(e) => {
+                tracing::info!(fault = "client", route = %route.name, request_id = %ex.id, error = %e, "client's request body could not be read");
+                return GatewayError::from(&e).into_response();
             }
         }
     }
@@ -144,8 +143,8 @@ async fn with_pipeline(
         RequestOutcome::Forward => {
             let upstream_req = upstream_request(route, &mut ex, streaming.take(), response_phase);
             match route.upstream.send(upstream_req).await {
-                Ok(r) => r.into_parts(),
-                Err(e) => e.into_response().into_parts(),
+                Ok(r) => r.map(Body::Upstream).into_parts(),
+                Err(e) => GatewayError::from(&e).into_response().into_parts(),
             }
         }
     };
@@ -157,13 +156,13 @@ async fn with_pipeline(
     let mut state = ResponseState { parts, body: None };
     let mut streaming_resp = None;
     if pipeline.needs_response_body(ran) {
-        match body::collect(resp_body, route.body_limit).await {
+        match body::collect(resp_body, route.body_limit, None).await {
             Ok(b) => {
                 state.parts.headers.remove(header::CONTENT_LENGTH);
                 state.body = Some(b);
             }
             Err(e) => {
-                tracing::warn!(route = %route.name, request_id = %ex.id, error = %e, "upstream body could not be buffered for the response phase");
+                tracing::warn!(fault = "upstream", route = %route.name, request_id = %ex.id, error = %e, "upstream body could not be buffered for the response phase");
                 return GatewayError::UpstreamBadResponse.into_response();
             }
         }
@@ -195,8 +194,8 @@ fn upstream_request(
     ex: &mut Exchange,
     streaming: Option<Incoming>,
     keep_copy: bool,
-) -> Request<Body> {
-    let mut req = Request::new(body::empty());
+) -> Request<Outgoing> {
+    let mut req = Request::new(());
     *req.method_mut() = ex.request.method.clone();
     *req.uri_mut() = ex.request.uri.clone();
     *req.headers_mut() = if keep_copy {
@@ -209,10 +208,12 @@ fn upstream_request(
     let body = match (ex.request_body.take(), streaming) {
         (Some(bytes), _) => {
             parts.headers.remove(header::CONTENT_LENGTH);
-            body::full(bytes)
+            Outgoing::Bytes(bytes)
         }
-        (None, Some(incoming)) => Body::Incoming(incoming),
-        (None, None) => body::full(Bytes::new()),
+        (None, Some(incoming)) => {
+            Outgoing::stream(ClientBody::new(incoming, route.body_read_timeout))
+        }
+        (None, None) => Outgoing::Bytes(Bytes::new()),
     };
     Request::from_parts(parts, body)
 }

@@ -1,0 +1,116 @@
+//! The client's request body as the gateway reads it: hyper's stream, cut off when the client
+//! sends no byte of it for `server.body_read_timeout_ms`, and a typed reason when reading it
+//! fails. It depends on nothing of the gateway's, so both the proxy (which streams it
+//! upstream) and `body` (which buffers it for plugins) use it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+
+/// Why the client's request body could not be read to its end. Always the client's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBodyError {
+    #[error("the client sent no byte of its request body for {} ms", .0.as_millis())]
+    TimedOut(Duration),
+    #[error("the client closed the connection before its request body ended: {0}")]
+    Aborted(#[source] hyper::Error),
+    #[error("the client's request body is malformed: {0}")]
+    Malformed(#[source] hyper::Error),
+}
+
+impl ClientBodyError {
+    /// Sorts hyper's body error: an early end of the stream (or a reset) is the client giving
+    /// up; anything else is bytes that break the framing (a bad chunk size, say).
+    fn from_hyper(e: hyper::Error) -> Self {
+        use std::io::ErrorKind::*;
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                return match io.kind() {
+                    UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe => {
+                        Self::Aborted(e)
+                    }
+                    _ => Self::Malformed(e),
+                };
+            }
+            source = s.source();
+        }
+        if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
+            Self::Aborted(e)
+        } else {
+            Self::Malformed(e)
+        }
+    }
+}
+
+/// A client's request body. Each wait for its next bytes may last at most `silence`.
+pub struct ClientBody {
+    inner: Incoming,
+    silence: Duration,
+    /// The deadline for the next bytes: made at the first wait and moved on whenever bytes
+    /// come, so a body that arrived with its head costs no timer.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl ClientBody {
+    pub fn new(inner: Incoming, silence: Duration) -> Self {
+        Self {
+            inner,
+            silence,
+            timer: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ClientBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBody")
+            .field("silence", &self.silence)
+            .finish()
+    }
+}
+
+impl http_body::Body for ClientBody {
+    type Data = Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                if let Some(timer) = &mut this.timer {
+                    timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + this.silence);
+                }
+                Poll::Ready(frame.map(|f| f.map_err(ClientBodyError::from_hyper)))
+            }
+            Poll::Pending => {
+                let silence = this.silence;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(silence)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(ClientBodyError::TimedOut(silence)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
