@@ -23,6 +23,7 @@ use jwt_auth::fuzzing::{Key, from_secret, signature};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value, json};
 use wasmgate_sdk::Decision;
+use wasmgate_sdk::log::Level;
 use wasmgate_sdk::testing::{self, MockRequest};
 
 const SECRET: &str = "a-fuzzing-secret-of-at-least-32-bytes";
@@ -238,6 +239,8 @@ fn granted(claims: &Map<String, Value>, req: &MockRequest, strict: bool) {
 fn status(plugin: &mut JwtAuth, req: &mut MockRequest) -> Option<u16> {
     testing::reset();
     testing::set_now_millis(NOW_MS as u64);
+    // The plugin's debug lines would go to stderr, thousands a second.
+    testing::set_log_level(Level::Error);
     match testing::on_request(plugin, req).expect("the plugin never fails a request") {
         Decision::Continue => None,
         Decision::Respond(reply) => {
