@@ -8,9 +8,12 @@
 //!   runs them.
 //! - `cargo xtask bench`: the Criterion microbenchmarks, then the end-to-end suite against nginx
 //!   and HAProxy, which writes BENCHMARKS.md (`--quick` for a regression check under a minute).
+//! - `cargo xtask fuzz [TARGET] [--seconds N] [--merge]`: the libFuzzer targets in `fuzz/`, each
+//!   for N seconds (see `fuzz.rs`).
 
 mod bench;
 mod demo;
+mod fuzz;
 mod plugins;
 
 use std::path::{Path, PathBuf};
@@ -27,9 +30,11 @@ fn main() -> ExitCode {
         Some("run") => run(),
         Some("test") => test(),
         Some("bench") => bench(&args[1..]),
+        Some("fuzz") => fuzz::Args::parse(&args[1..]).and_then(|a| fuzz::run(&a)),
         _ => {
             eprintln!(
-                "usage: cargo xtask <build | run | test | bench [--quick] [--only e2e|micro] [options]>"
+                "usage: cargo xtask <build | run | test | bench [--quick] [--only e2e|micro] [options] \
+                 | fuzz [TARGET] [--seconds N] [--merge]>"
             );
             return ExitCode::from(2);
         }
@@ -114,6 +119,8 @@ fn build() -> Result<()> {
 
 fn test() -> Result<()> {
     exec(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    // The fuzz project is a workspace of its own, which `--all` does not reach.
+    exec(cargo().args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"]))?;
     plugins::build_all()?;
     exec(cargo().args([
         "clippy",
@@ -129,7 +136,15 @@ fn test() -> Result<()> {
     plugins::ensure_python_tools()?;
     plugins::ensure_js_tools()?;
     plugins::native_tests()?;
-    exec(cargo().args(["test", "--release", "--workspace"]))
+    exec(cargo().args(["test", "--release", "--workspace"]))?;
+    // Every fuzz target, briefly: the harnesses stay built and their properties hold on the
+    // corpus and a little more. Locally as in CI, so a green run here means a green run there;
+    // it adds a build of the parsers alone (no wasmtime) and 30 s per target.
+    fuzz::run(&fuzz::Args {
+        target: None,
+        seconds: fuzz::DEFAULT_SECONDS,
+        merge: false,
+    })
 }
 
 /// The Criterion microbenchmarks of the plugin machinery and routing (`host/benches/`), then the

@@ -3,10 +3,13 @@
 //! What [`normalise_path`] does, in order:
 //! 1. Percent-encoded unreserved characters (`A–Z a–z 0–9 - . _ ~`) are decoded (`%61` → `a`,
 //!    `%2E` → `.`); every other percent-encoding is kept, with upper-case hex (`%c3%a9` →
-//!    `%C3%A9`). A `%` not followed by two hex digits is refused.
-//! 2. `%00` is refused. An encoded `/` or `\` (`%2F`, `%5C`) and a raw `\` are refused, kept
-//!    (as `%2F`, `%5C`: a segment, never a separator) or turned into `/`, as
-//!    [`EscapedSlashes`] says.
+//!    `%C3%A9`). A `%` not followed by two hex digits is refused. A byte that a URI path does
+//!    not carry as it is (RFC 3986 §3.3: anything but unreserved characters, sub-delims, `:`,
+//!    `@` and `/`) is percent-encoded: non-ASCII, `"`, `{`, `|`, … (`/café` → `/caf%C3%A9`),
+//!    so no path has two spellings that an upstream decodes alike.
+//! 2. `%00` and a raw NUL are refused. An encoded `/` or `\` (`%2F`, `%5C`) and a raw `\`
+//!    are refused, kept (as `%2F`, `%5C`: a segment, never a separator) or turned into `/`,
+//!    as [`EscapedSlashes`] says.
 //! 3. Repeated slashes are merged (`//` → `/`).
 //! 4. Dot segments are removed (`/a/./b` → `/a/b`, `/a/b/../c` → `/a/c`; `..` never climbs
 //!    above `/`). A dot segment with path parameters (`..;x`, `.;x`), which Tomcat and Jetty
@@ -43,7 +46,7 @@ pub enum PathError {
     BadEscape,
     /// An encoded `/` or `\`, or a raw `\`, under [`EscapedSlashes::Reject`].
     EscapedSlash,
-    /// An encoded NUL (`%00`).
+    /// A NUL, encoded (`%00`) or not.
     Nul,
     /// A dot segment with path parameters (`..;x`).
     DotSegmentParameters,
@@ -55,7 +58,7 @@ impl fmt::Display for PathError {
             Self::NotAbsolute => "the path does not start with '/'",
             Self::BadEscape => "'%' is not followed by two hex digits",
             Self::EscapedSlash => "an encoded '/' or '\\', or a raw '\\'",
-            Self::Nul => "an encoded NUL (%00)",
+            Self::Nul => "a NUL (%00)",
             Self::DotSegmentParameters => "a dot segment with parameters ('..;')",
         })
     }
@@ -89,14 +92,15 @@ pub fn is_normal_path(path: &str) -> bool {
     )
 }
 
-/// No `%`, no `\`, no `//` and no segment starting with `.`: nothing to do. Most paths are
-/// like this, and one pass over the bytes tells.
+/// Only path characters, no `%`, no `//` and no segment starting with `.`: nothing to do.
+/// Most paths are like this, and one pass over the bytes tells.
 fn is_plain(bytes: &[u8]) -> bool {
     let mut prev = 0u8;
     for &c in bytes {
         match c {
-            b'%' | b'\\' => return false,
             b'/' | b'.' if prev == b'/' => return false,
+            b'/' => {}
+            c if !is_path_char(c) => return false,
             _ => {}
         }
         prev = c;
@@ -104,8 +108,8 @@ fn is_plain(bytes: &[u8]) -> bool {
     true
 }
 
-/// Steps 1 and 2: percent-encodings decoded or made upper-case, escaped separators dealt
-/// with. The result still starts with `/`.
+/// Steps 1 and 2: percent-encodings decoded or made upper-case, bytes a path cannot carry
+/// encoded, escaped separators dealt with. The result still starts with `/`, and is ASCII.
 fn decode(path: &str, escaped: EscapedSlashes) -> Result<String, PathError> {
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
@@ -113,19 +117,31 @@ fn decode(path: &str, escaped: EscapedSlashes) -> Result<String, PathError> {
     while i < bytes.len() {
         let run = bytes[i..]
             .iter()
-            .position(|&c| c == b'%' || c == b'\\')
+            .position(|&c| c != b'/' && !is_path_char(c))
             .unwrap_or(bytes.len() - i);
-        // `%` and `\` are ASCII, so `i` and `i + run` are on character boundaries.
-        out.push_str(&path[i..i + run]);
-        i += run;
+        // A run is ASCII, so a non-empty one starts and ends on character boundaries; `i`
+        // itself may be inside a character whose first bytes were just encoded.
+        if run > 0 {
+            out.push_str(&path[i..i + run]);
+            i += run;
+        }
         let Some(&c) = bytes.get(i) else { break };
-        let decoded = if c == b'%' {
-            let triplet = bytes.get(i..i + 3).ok_or(PathError::BadEscape)?;
-            i += 3;
-            decode_triplet(triplet)?
-        } else {
-            i += 1;
-            b'\\'
+        let decoded = match c {
+            b'%' => {
+                let triplet = bytes.get(i..i + 3).ok_or(PathError::BadEscape)?;
+                i += 3;
+                decode_triplet(triplet)?
+            }
+            b'\\' => {
+                i += 1;
+                b'\\'
+            }
+            0 => return Err(PathError::Nul),
+            other => {
+                i += 1;
+                push_encoded(&mut out, other);
+                continue;
+            }
         };
         match decoded {
             0 => return Err(PathError::Nul),
@@ -154,6 +170,26 @@ fn decode_triplet(triplet: &[u8]) -> Result<u8, PathError> {
 /// RFC 3986 §2.3.
 fn is_unreserved(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')
+}
+
+/// A byte a path segment carries as it is (RFC 3986 §3.3 `pchar`, less `pct-encoded`).
+fn is_path_char(c: u8) -> bool {
+    is_unreserved(c)
+        || matches!(
+            c,
+            b'!' | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+        )
 }
 
 fn push_encoded(out: &mut String, c: u8) {
@@ -251,6 +287,7 @@ mod tests {
         assert_eq!(with("/api/x/..\\admin", Unescape).unwrap(), "/api/admin");
         for mode in [Reject, Keep, Unescape] {
             assert_eq!(with("/a%00b", mode), Err(PathError::Nul));
+            assert_eq!(with("/a\0b", mode), Err(PathError::Nul));
         }
     }
 
@@ -277,7 +314,24 @@ mod tests {
         assert_eq!(n("/%zz"), Err(PathError::BadEscape));
         assert_eq!(n("/%%41"), Err(PathError::BadEscape));
         assert_eq!(n("/a%"), Err(PathError::BadEscape));
-        assert_eq!(n("/é%41"), Ok("/éA".into()));
+        assert_eq!(n("/é%41"), Ok("/%C3%A9A".into()));
+    }
+
+    #[test]
+    fn bytes_a_path_cannot_carry_are_encoded() {
+        // One resource, one spelling: an upstream decodes both of each pair alike.
+        assert_eq!(n("/café").unwrap(), "/caf%C3%A9");
+        assert_eq!(n("/caf%c3%a9").unwrap(), "/caf%C3%A9");
+        assert_eq!(n("/.{/").unwrap(), "/.%7B/");
+        assert_eq!(
+            n("/a\"b{c}|d^e`f[g]<h> i").unwrap(),
+            "/a%22b%7Bc%7D%7Cd%5Ee%60f%5Bg%5D%3Ch%3E%20i"
+        );
+        assert_eq!(n("/a?b#c").unwrap(), "/a%3Fb%23c");
+        assert!(!is_normal_path("/café"));
+        assert!(is_normal_path("/caf%C3%A9"));
+        // Sub-delims, `:` and `@` are path characters, and stay.
+        assert!(is_normal_path("/a!$&'()*+,;=:@b"));
     }
 
     #[test]

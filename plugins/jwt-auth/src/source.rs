@@ -105,6 +105,10 @@ fn percent_decode(s: &str) -> Option<String> {
         match bytes[i] {
             b'%' => {
                 let hex = bytes.get(i + 1..i + 3)?;
+                // `from_str_radix` alone would take a sign: `%+1` is not an escape.
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
                 let hex = std::str::from_utf8(hex).ok()?;
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 3;
@@ -165,6 +169,7 @@ mod tests {
             Some("a.b.c".into())
         );
         assert_eq!(query_value("access_token=%zz", "access_token"), None);
+        assert_eq!(query_value("access_token=a%+1", "access_token"), None);
         assert_eq!(query_value("%ff=1", "access_token"), None);
         assert_eq!(query_value("access_token2=x", "access_token"), None);
     }

@@ -303,6 +303,16 @@ fn hostile_and_malformed_tokens_are_refused_without_failing() {
         &key,
     );
     let padded = format!("{h}.{c}=.{s}");
+    // Signed, but its header is not UTF-8 (in a field the verifier otherwise ignores).
+    let not_utf8 = {
+        let message = format!(
+            "{}.{c}",
+            URL_SAFE_NO_PAD.encode(b"{\"alg\":\"HS256\",\"x\":\"\xde\xde\"}")
+        );
+        let signature =
+            jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256).unwrap();
+        format!("{message}.{signature}")
+    };
     let cases = [
         "x".to_string(),
         "a.b".into(),
@@ -319,6 +329,7 @@ fn hostile_and_malformed_tokens_are_refused_without_failing() {
         format!("{h}.{c}.{}", "A".repeat(5000)),
         format!("{h}.\u{e9}\u{e9}.{s}"),
         padded,
+        not_utf8,
         crit,
         array_payload,
         text_exp,

@@ -73,8 +73,12 @@ pub fn signature(token: &str, allowed: &[Algorithm], keys: &[Key]) -> Result<Ver
     let header = URL_SAFE_NO_PAD
         .decode(header_b64)
         .map_err(|_| Invalid::Malformed("header is not base64url"))?;
-    let header: JoseHeader<'_> = serde_json::from_slice(&header)
-        .map_err(|_| Invalid::Malformed("header is not a JWS header"))?;
+    // RFC 7515 §5.2: the header must be UTF-8 JSON. serde skips the values of fields it
+    // ignores without checking their UTF-8, so the check is made on the whole header first.
+    let header: JoseHeader<'_> = std::str::from_utf8(&header)
+        .ok()
+        .and_then(|h| serde_json::from_str(h).ok())
+        .ok_or(Invalid::Malformed("header is not a JWS header"))?;
     if header.crit.is_some() {
         return Err(Invalid::Malformed("unsupported critical header extension"));
     }

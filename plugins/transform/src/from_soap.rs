@@ -98,6 +98,13 @@ pub fn read(body: &[u8], options: TextOptions) -> Result<Outcome, String> {
                     (None, 3) if in_body && outcome.is_none() => {
                         let env = version.map(SoapVersion::envelope_namespace);
                         let fault = local == "Fault" && ns.as_deref() == env;
+                        // A fault's code and message are text, whatever the options say: typed,
+                        // `<faultstring>500</faultstring>` would become a number and be lost.
+                        let options = if fault {
+                            TextOptions::default()
+                        } else {
+                            options
+                        };
                         let mut c = Capture::new(options, fault);
                         c.start(local, nil);
                         capture = Some(c);
@@ -598,6 +605,29 @@ mod tests {
         };
         assert_eq!(fault.code, "Server");
         assert!(!fault.is_client());
+    }
+
+    #[test]
+    fn a_fault_keeps_its_text_when_text_is_typed() {
+        let typed = TextOptions {
+            numbers: true,
+            booleans: true,
+        };
+        let doc = body11(
+            "<s:Fault><faultcode>s:Server</faultcode><faultstring>500</faultstring></s:Fault>",
+        );
+        let Outcome::Fault(fault) = read(doc.as_bytes(), typed).unwrap() else {
+            panic!()
+        };
+        assert_eq!(fault.message, "500");
+        let doc = format!(
+            "{ENV12}<e:Body><e:Fault><e:Code><e:Value>e:Receiver</e:Value></e:Code>\
+             <e:Reason><e:Text>true</e:Text></e:Reason></e:Fault></e:Body></e:Envelope>"
+        );
+        let Outcome::Fault(fault) = read(doc.as_bytes(), typed).unwrap() else {
+            panic!()
+        };
+        assert_eq!(fault.message, "true");
     }
 
     #[test]

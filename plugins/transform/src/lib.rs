@@ -11,6 +11,16 @@ mod ops;
 mod soap;
 mod to_soap;
 
+/// Both directions of the SOAP bridge, for the fuzz targets (`fuzz/fuzz_targets/json_to_soap.rs`,
+/// `soap_to_json.rs`). Not an API: nothing here is stable.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::from_soap::{Fault, Outcome, TextOptions, read};
+    pub use crate::json::{Json, Object};
+    pub use crate::soap::{MAX_DEPTH, SoapVersion, is_ncname, is_xml_char};
+    pub use crate::to_soap::{EnvelopeWriter, Refusal};
+}
+
 use serde::Deserialize;
 use serde_json::json;
 use wasmgate_sdk::{
