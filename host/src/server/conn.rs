@@ -13,11 +13,12 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
@@ -30,6 +31,9 @@ use crate::body::{Body, BodyError};
 pub struct Cycle {
     state: AtomicU64,
     served: AtomicU64,
+    /// hyper may wait to read while a response is still being written (a streamed body); it
+    /// must be woken when the response ends, to wait again with the idle deadline armed.
+    reader: Mutex<Option<Waker>>,
 }
 
 const HEAD: u64 = 0;
@@ -40,6 +44,14 @@ impl Cycle {
     fn set(&self, phase: u64) {
         let changes = (self.state.load(Ordering::Relaxed) >> 2) + 1;
         self.state.store(changes << 2 | phase, Ordering::Relaxed);
+    }
+
+    /// The response is done: the connection is idle until the next request's first byte.
+    fn idle(&self) {
+        self.set(IDLE);
+        if let Some(w) = self.reader.lock().take() {
+            w.wake();
+        }
     }
 
     /// A head was parsed: the service has the request. Returns how many requests this
@@ -136,7 +148,13 @@ impl AsyncRead for ClientIo {
                 }
                 Poll::Ready(r)
             }
-            Poll::Pending if phase == BUSY => Poll::Pending,
+            Poll::Pending if phase == BUSY => {
+                let mut reader = this.cycle.reader.lock();
+                if !reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *reader = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
             Poll::Pending => {
                 let (limit, what) = if phase == HEAD {
                     (this.head_timeout, "the request head took too long")
@@ -228,7 +246,7 @@ impl ConnBody {
 
 impl Drop for ConnBody {
     fn drop(&mut self) {
-        self.cycle.set(IDLE);
+        self.cycle.idle();
     }
 }
 
