@@ -539,8 +539,12 @@ fn bad_configs_are_refused_at_load_naming_the_key() {
         ),
         (r#"{ algorithms = ["RS256"], jwks = "{" }"#, "jwks"),
         (
-            r#"{ algorithms = ["HS256"], secret = "s", token_source = "body:x" }"#,
+            r#"{ algorithms = ["HS256"], secret = "a-secret-long-enough-for-hs256-0123", token_source = "body:x" }"#,
             "token_source",
+        ),
+        (
+            r#"{ algorithms = ["HS256"], secret = "shorter-than-32-bytes" }"#,
+            "secret",
         ),
     ] {
         let (ok, out) = support::check(&format!(
