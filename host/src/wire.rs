@@ -1,11 +1,13 @@
-//! Wire-level facts about a connection that every layer reads: who is at the other end, which
-//! worker thread serves it, and which peers are trusted to say who the client really is. A
-//! leaf module, so `server`, `pipeline` and `proxy` depend on it and not on one another.
+//! Wire-level facts that every layer reads: who is at the other end of a connection, which
+//! worker thread serves it, which peers are trusted to say who the client really is, and what
+//! an upstream target is. A leaf module, so `server`, `pipeline`, `proxy` and `config` depend on
+//! it and not on one another.
 
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, Scheme};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use ipnet::IpNet;
 
 thread_local! {
@@ -61,6 +63,46 @@ impl Peer {
     pub fn trusted(&self) -> bool {
         self.trusted
     }
+}
+
+/// A parsed upstream target (`http://host:port`).
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub authority: Authority,
+    /// `host:port` to connect to.
+    pub(crate) addr: String,
+    /// The `Host` header requests to this target carry.
+    pub(crate) host: HeaderValue,
+}
+
+/// Checks and parses a target URL.
+pub fn parse_target(s: &str) -> Result<Target, String> {
+    let uri: Uri = s.parse().map_err(|e| format!("`{s}` is not a URL: {e}"))?;
+    match uri.scheme() {
+        Some(s) if *s == Scheme::HTTP => {}
+        Some(other) => return Err(format!("scheme `{other}` is not supported (use http://)")),
+        None => return Err(format!("`{s}` needs a scheme, as in http://{s}")),
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("`{s}` has no host"))?;
+    if uri.path() != "/" && !uri.path().is_empty() {
+        return Err(format!(
+            "`{s}`: a target is scheme://host:port, without a path"
+        ));
+    }
+    let addr = format!(
+        "{}:{}",
+        authority.host(),
+        authority.port_u16().unwrap_or(80)
+    );
+    let host = HeaderValue::from_str(authority.as_str()).map_err(|e| format!("`{s}`: {e}"))?;
+    Ok(Target {
+        authority,
+        addr,
+        host,
+    })
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -211,6 +253,26 @@ mod tests {
         assert_eq!(client(&t, "10.0.0.2", &h), "2001:db8::1");
         let h = [("x-forwarded-for", "nonsense")];
         assert_eq!(client(&t, "10.0.0.2", &h), "10.0.0.2");
+    }
+
+    #[test]
+    fn targets_are_checked() {
+        assert!(parse_target("http://127.0.0.1:9000").is_ok());
+        assert!(
+            parse_target("127.0.0.1:9000")
+                .unwrap_err()
+                .contains("scheme")
+        );
+        assert!(
+            parse_target("https://x")
+                .unwrap_err()
+                .contains("not supported")
+        );
+        assert!(
+            parse_target("http://x/path")
+                .unwrap_err()
+                .contains("without a path")
+        );
     }
 
     #[test]

@@ -500,7 +500,7 @@ impl Config {
                 ));
             }
             for (i, t) in up.targets.iter().enumerate() {
-                if let Err(e) = crate::proxy::parse_target(t) {
+                if let Err(e) = crate::wire::parse_target(t) {
                     out.push(format!("upstreams.{name}.targets[{i}]: {e}"));
                 }
             }

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use http::uri::{Authority, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, header};
 
 pub use self::h1::{MAX_INTERIM, Outgoing, UpstreamBody, UpstreamError};
@@ -19,7 +18,7 @@ use self::pool::{Lifetimes, SendOptions, WorkerPool};
 use crate::client_body::ClientBodyError;
 use crate::config::UpstreamConfig;
 use crate::fault::Fault;
-use crate::wire::Peer;
+use crate::wire::{Peer, Target, parse_target};
 
 /// Why a request forwarded upstream got no response, by whose fault.
 #[derive(Debug, thiserror::Error)]
@@ -58,46 +57,6 @@ impl ProxyError {
             }
         }
     }
-}
-
-/// A parsed upstream target (`http://host:port`).
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub authority: Authority,
-    /// `host:port` to connect to.
-    addr: String,
-    /// The `Host` header requests to this target carry.
-    host: HeaderValue,
-}
-
-/// Checks and parses a target URL.
-pub fn parse_target(s: &str) -> Result<Target, String> {
-    let uri: Uri = s.parse().map_err(|e| format!("`{s}` is not a URL: {e}"))?;
-    match uri.scheme() {
-        Some(s) if *s == Scheme::HTTP => {}
-        Some(other) => return Err(format!("scheme `{other}` is not supported (use http://)")),
-        None => return Err(format!("`{s}` needs a scheme, as in http://{s}")),
-    }
-    let authority = uri
-        .authority()
-        .cloned()
-        .ok_or_else(|| format!("`{s}` has no host"))?;
-    if uri.path() != "/" && !uri.path().is_empty() {
-        return Err(format!(
-            "`{s}`: a target is scheme://host:port, without a path"
-        ));
-    }
-    let addr = format!(
-        "{}:{}",
-        authority.host(),
-        authority.port_u16().unwrap_or(80)
-    );
-    let host = HeaderValue::from_str(authority.as_str()).map_err(|e| format!("`{s}`: {e}"))?;
-    Ok(Target {
-        authority,
-        addr,
-        host,
-    })
 }
 
 /// A named upstream: its targets, the next one to use, its timeouts, and one connection pool
@@ -291,26 +250,6 @@ pub fn forwarded_headers(headers: &mut HeaderMap, client: &Peer) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn targets_are_checked() {
-        assert!(parse_target("http://127.0.0.1:9000").is_ok());
-        assert!(
-            parse_target("127.0.0.1:9000")
-                .unwrap_err()
-                .contains("scheme")
-        );
-        assert!(
-            parse_target("https://x")
-                .unwrap_err()
-                .contains("not supported")
-        );
-        assert!(
-            parse_target("http://x/path")
-                .unwrap_err()
-                .contains("without a path")
-        );
-    }
 
     #[test]
     fn connection_named_headers_are_dropped() {
