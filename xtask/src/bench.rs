@@ -72,9 +72,9 @@ impl Args {
             match arg.as_str() {
                 "--quick" => a.quick = true,
                 "--only" => {
-                    let v = it.next().context("--only needs e2e or micro")?;
-                    if v != "e2e" && v != "micro" {
-                        bail!("--only: expected e2e or micro, got {v:?}");
+                    let v = it.next().context("--only needs e2e, micro or noisy")?;
+                    if !["e2e", "micro", "noisy"].contains(&v.as_str()) {
+                        bail!("--only: expected e2e, micro or noisy, got {v:?}");
                     }
                     a.only = Some(v.clone());
                 }
@@ -91,7 +91,7 @@ impl Args {
                 filter if !filter.starts_with('-') => a.criterion.push(filter.to_owned()),
                 other => bail!(
                     "unknown bench option {other:?}; usage: cargo xtask bench [--quick] \
-                     [--only e2e|micro] [--rounds N] [--duration SECONDS] [--workers N] \
+                     [--only e2e|micro|noisy] [--rounds N] [--duration SECONDS] [--workers N] \
                      [--threads N] [--connections N] [--downloads N] [FILTER] [-- CRITERION ARGS]"
                 ),
             }
@@ -119,6 +119,16 @@ impl Args {
 
     pub fn run_e2e(&self) -> bool {
         self.only.as_deref() != Some("micro")
+    }
+
+    /// `--only noisy`: S8 alone, printed and not written to `BENCHMARKS.md`.
+    fn noisy_only(&self) -> bool {
+        self.only.as_deref() == Some("noisy")
+    }
+
+    /// S8 runs in the full suite and alone, not in the quick check.
+    fn run_noisy(&self) -> bool {
+        self.noisy_only() || !self.quick
     }
 }
 
@@ -148,6 +158,15 @@ const ALL: &[Target] = &[
     Target::Wasmgate,
 ];
 const GATEWAY: &[Target] = &[Target::Wasmgate];
+
+/// S8's healthy route (no plugins) and its noisy neighbour, whose plugin loops until its
+/// deadline; both on the gateway's workers alike.
+const NOISY_HEALTHY: &str = "/plain/hello";
+const NOISY_LOOP: &str = "/loop/x";
+/// S8's phases: how many clients hammer the looping route while the healthy one is measured.
+const NOISY_PHASES: [u32; 3] = [0, 1, 4];
+/// Longest S8 phase, in seconds: enough requests for a p99 at two connections.
+const NOISY_SECONDS: u32 = 5;
 
 #[derive(Debug)]
 struct Scenario {
@@ -759,7 +778,9 @@ fn start_peers(args: &Args, dir: &Path, with_big: bool) -> Result<Peers> {
             c
         },
     )?;
-    let gateway = root.join("target/release/wasmgate");
+    // Another build of the gateway, to compare two versions under the same suite.
+    let gateway = std::env::var_os("WASMGATE_BENCH_GATEWAY")
+        .map_or_else(|| root.join("target/release/wasmgate"), PathBuf::from);
     start(
         "wasmgate",
         Some(Target::Wasmgate),
@@ -895,28 +916,81 @@ impl Ctx<'_> {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let line = text
-            .lines()
-            .find_map(|l| l.strip_prefix("WRKRESULT "))
-            .with_context(|| format!("no result line in wrk's output: {text}"))?;
-        let n: Vec<f64> = line
-            .split_whitespace()
-            .map(|v| v.parse().unwrap_or(f64::NAN))
-            .collect();
-        let [requests, duration_us, p50, p99, errors] = n[..] else {
-            bail!("unexpected wrk result line {line:?}");
+        let mut run = wrk_result(&text)?;
+        let requests = run.requests as f64;
+        run.cpu_s_per_10k = (!pids.is_empty() && run.requests > 0)
+            .then(|| (after - before) as f64 / self.tck / requests * 10_000.0);
+        run.rss_kib = (!pids.is_empty()).then(|| peak_rss_kib(pids));
+        Ok(run)
+    }
+
+    /// Checks that S8's looping route fails its request with a timeout (500, after its
+    /// deadline) and that the healthy route answers, before load is put on them.
+    fn check_noisy(&self) -> Result<()> {
+        for (path, want) in [(NOISY_HEALTHY, "200"), (NOISY_LOOP, "500")] {
+            let out = Command::new("curl")
+                .args(["-sS", "-o", "/dev/null", "--max-time", "10", "-w"])
+                .arg("%{http_code} %{time_total}")
+                .arg(self.url(Target::Wasmgate, path))
+                .output()
+                .context("running curl")?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let f: Vec<&str> = text.split_whitespace().collect();
+            let secs: f64 = f.get(1).and_then(|t| t.parse().ok()).unwrap_or(0.0);
+            if f.first() != Some(&want) || (want == "500" && secs < 0.04) {
+                bail!("S8: {path}: expected {want}, got {text:?}");
+            }
+        }
+        Ok(())
+    }
+
+    /// One S8 phase: `looping` clients hammer the looping route (from half a second before
+    /// to half a second after) while two connections measure the healthy route for `seconds`.
+    /// The healthy run, and the looping one's when there is one.
+    fn noisy(&self, looping: u32, seconds: u32) -> Result<(Run, Option<Run>)> {
+        let script = self.dir.join("S8.lua");
+        fs::write(&script, LUA_DONE)?;
+        let wrk = |threads: u32, connections: u32, seconds: u32, path: &str| {
+            let mut c = Command::new("wrk");
+            c.arg(format!("-t{threads}"))
+                .arg(format!("-c{connections}"))
+                .arg(format!("-d{seconds}s"))
+                .args(["--latency", "--timeout", "5s", "-s"])
+                .arg(&script)
+                .arg(self.url(Target::Wasmgate, path))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            c
         };
-        let requests_u = requests as u64;
-        Ok(Run {
-            rps: requests / (duration_us / 1e6),
-            p50_us: p50,
-            p99_us: p99,
-            requests: requests_u,
-            errors: errors as u64,
-            cpu_s_per_10k: (!pids.is_empty() && requests_u > 0)
-                .then(|| (after - before) as f64 / self.tck / requests * 10_000.0),
-            rss_kib: (!pids.is_empty()).then(|| peak_rss_kib(pids)),
-        })
+        let noise = if looping > 0 {
+            let child = wrk(looping.min(2), looping, seconds + 1, NOISY_LOOP)
+                .spawn()
+                .context("running wrk")?;
+            std::thread::sleep(Duration::from_millis(500));
+            Some(child)
+        } else {
+            None
+        };
+        let healthy = wrk(1, 2, seconds, NOISY_HEALTHY)
+            .output()
+            .context("running wrk");
+        let noise = noise
+            .map(|c| c.wait_with_output().context("running wrk"))
+            .transpose()?;
+        let healthy = healthy?;
+        let parse = |out: &std::process::Output| {
+            let text = String::from_utf8_lossy(&out.stdout);
+            if !out.status.success() {
+                bail!(
+                    "wrk failed ({}): {text}{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            wrk_result(&text)
+        };
+        Ok((parse(&healthy)?, noise.as_ref().map(parse).transpose()?))
     }
 
     /// S7: `downloads` timed downloads of the 64 MiB file; MB/s of each, and the proxy's CPU
@@ -955,6 +1029,30 @@ impl Ctx<'_> {
         let rss = (!pids.is_empty()).then(|| peak_rss_kib(pids));
         Ok((speeds, cpu, rss))
     }
+}
+
+/// The numbers of wrk's `WRKRESULT` line (see [`LUA_DONE`]).
+fn wrk_result(text: &str) -> Result<Run> {
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("WRKRESULT "))
+        .with_context(|| format!("no result line in wrk's output: {text}"))?;
+    let n: Vec<f64> = line
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(f64::NAN))
+        .collect();
+    let [requests, duration_us, p50, p99, errors] = n[..] else {
+        bail!("unexpected wrk result line {line:?}");
+    };
+    Ok(Run {
+        rps: requests / (duration_us / 1e6),
+        p50_us: p50,
+        p99_us: p99,
+        requests: requests as u64,
+        errors: errors as u64,
+        cpu_s_per_10k: None,
+        rss_kib: None,
+    })
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -1082,7 +1180,7 @@ pub fn e2e(args: &Args) -> Result<()> {
     ensure_tools()?;
     let dir = root().join("target/bench-e2e");
     fs::create_dir_all(&dir)?;
-    let with_big = !args.quick;
+    let with_big = !args.quick && !args.noisy_only();
     let started = Instant::now();
     let date = run_cmd("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
     let commit = run_cmd(
@@ -1106,12 +1204,15 @@ pub fn e2e(args: &Args) -> Result<()> {
     };
     let scenarios: Vec<&Scenario> = SCENARIOS
         .iter()
-        .filter(|s| !args.quick || s.id == "S1" || s.id == "S4")
+        .filter(|s| !args.noisy_only() && (!args.quick || s.id == "S1" || s.id == "S4"))
         .collect();
     for s in &scenarios {
         for &t in s.targets {
             ctx.check(s, t)?;
         }
+    }
+    if args.run_noisy() {
+        ctx.check_noisy()?;
     }
     // Warm-up: connections, caches, pooled instances; not measured.
     let warm = if args.quick { 1 } else { 2 };
@@ -1122,6 +1223,7 @@ pub fn e2e(args: &Args) -> Result<()> {
     }
     let mut results: BTreeMap<(&str, Target), Vec<Run>> = BTreeMap::new();
     let mut big: BTreeMap<Target, Downloads> = BTreeMap::new();
+    let mut noisy: BTreeMap<u32, Noisy> = BTreeMap::new();
     for round in 1..=args.rounds {
         for s in &scenarios {
             for &t in s.targets {
@@ -1155,9 +1257,27 @@ pub fn e2e(args: &Args) -> Result<()> {
                 e.rss_kib = e.rss_kib.max(rss);
             }
         }
+        if args.run_noisy() {
+            for looping in NOISY_PHASES {
+                let (healthy, noise) = ctx.noisy(looping, args.duration_s.min(NOISY_SECONDS))?;
+                eprintln!(
+                    "xtask: round {round}/{} S8 {looping} looping client(s): healthy {:>6.0} req/s  \
+                     p50 {:>9}  p99 {:>9}  errors {}; looping {:.0} req/s",
+                    args.rounds,
+                    healthy.rps,
+                    fmt_us(healthy.p50_us),
+                    fmt_us(healthy.p99_us),
+                    healthy.errors,
+                    noise.as_ref().map_or(0.0, |n| n.rps),
+                );
+                let e = noisy.entry(looping).or_default();
+                e.healthy.push(healthy);
+                e.looping.extend(noise);
+            }
+        }
     }
     drop(ctx);
-    let reload = if args.quick {
+    let reload = if args.quick || args.noisy_only() {
         String::new()
     } else {
         reload_latency(&dir, peers.ports[&Target::Direct], args.rounds)?
@@ -1171,11 +1291,11 @@ pub fn e2e(args: &Args) -> Result<()> {
         elapsed,
         load: format!("{load_before} before the run, {} after", loadavg()),
     };
-    let mut report = report(args, &scenarios, &results, &big, &run)?;
+    let mut report = report(args, &scenarios, &results, &big, &noisy, &run)?;
     report.push_str(&reload);
     println!("{report}");
-    if args.quick {
-        eprintln!("xtask: quick run: BENCHMARKS.md left as it is");
+    if args.quick || args.noisy_only() {
+        eprintln!("xtask: partial run: BENCHMARKS.md left as it is");
     } else {
         write_results(&report)?;
         eprintln!("xtask: results written to BENCHMARKS.md");
@@ -1307,6 +1427,13 @@ struct Downloads {
     rss_kib: Option<u64>,
 }
 
+/// One S8 phase over all rounds: the healthy route's runs, and the looping clients' runs.
+#[derive(Debug, Default)]
+struct Noisy {
+    healthy: Vec<Run>,
+    looping: Vec<Run>,
+}
+
 /// When and where the run happened, for the report.
 struct RunInfo {
     date: String,
@@ -1328,6 +1455,7 @@ fn report(
     scenarios: &[&Scenario],
     results: &BTreeMap<(&str, Target), Vec<Run>>,
     big: &BTreeMap<Target, Downloads>,
+    noisy: &BTreeMap<u32, Noisy>,
     run: &RunInfo,
 ) -> Result<String> {
     let RunInfo {
@@ -1426,6 +1554,47 @@ fn report(
                     format!("{:.3}", median(cpus))
                 },
                 rss.map_or_else(|| "—".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+            )?;
+        }
+        writeln!(o)?;
+    }
+
+    let noisy_sum: BTreeMap<u32, Summary> = noisy
+        .iter()
+        .map(|(&n, phase)| (n, summarize(&phase.healthy)))
+        .collect();
+    if let Some(alone) = noisy_sum.get(&0) {
+        writeln!(
+            o,
+            "### S8: a noisy neighbour\n\nThe plain route measured with wrk `-t1 -c2` for {} s \
+             while clients (wrk, one connection each) hammer a route on the same {} workers whose \
+             plugin loops until its deadline (each of its requests fails with a timeout, 500, \
+             after 50 ms of running). Medians over the rounds (min–max); the p99 ratio is \
+             against the healthy route alone.\n",
+            args.duration_s.min(NOISY_SECONDS),
+            args.workers
+        )?;
+        writeln!(
+            o,
+            "| looping clients | healthy req/s | healthy p50 | healthy p99 | p99 vs alone | looping req/s |"
+        )?;
+        writeln!(o, "|---|---|---|---|---|---|")?;
+        for (n, m) in &noisy_sum {
+            let looping: Vec<f64> = noisy[n].looping.iter().map(|r| r.rps).collect();
+            writeln!(
+                o,
+                "| {n} | {:.0} | {} | {} ({}–{}) | {} | {} |",
+                m.rps,
+                fmt_us(m.p50),
+                fmt_us(m.p99),
+                fmt_us(m.p99_range.0),
+                fmt_us(m.p99_range.1),
+                ratio(m.p99, alone.p99),
+                if looping.is_empty() {
+                    "—".into()
+                } else {
+                    format!("{:.1}", median(&looping))
+                },
             )?;
         }
         writeln!(o)?;
@@ -1565,8 +1734,21 @@ fn report(
             (c3 - c1) * 100.0
         )?;
     }
+    if let Some(m) = noisy_sum.get(&4) {
+        writeln!(
+            o,
+            "| S8 healthy p99 ≤ 50 ms with 4 looping clients | {} | {} |",
+            fmt_us(m.p99),
+            verdict(m.p99 <= 50_000.0)
+        )?;
+    }
     writeln!(o)?;
-    let errors: u64 = sum.values().map(|m| m.errors).sum();
+    // The looping route's failures are the scenario's point; the healthy route's are not.
+    let errors: u64 = sum
+        .values()
+        .chain(noisy_sum.values())
+        .map(|m| m.errors)
+        .sum();
     if errors > 0 {
         writeln!(
             o,

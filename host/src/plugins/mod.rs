@@ -21,8 +21,11 @@ use self::bindings::{Plugin, PluginPre};
 use self::state::HostState;
 use crate::config::WasmConfig;
 
-/// How often the epoch advances: a call past its deadline is stopped within one tick.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How often the epoch advances: a call past its deadline is stopped within one tick, and a
+/// running call yields to its worker's other requests at every tick. A request queued behind a
+/// looping plugin waits up to a tick for each wake-up it needs (the client's bytes, then the
+/// upstream's answer), so the tick bounds what a noisy neighbour costs the other requests.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Longest a single plugin call may run, unless configured.
 pub const CALL_TIMEOUT: Duration = Duration::from_millis(50);
 /// Largest linear memory a plugin instance may grow to, unless configured.
