@@ -114,7 +114,9 @@ fn ensure_python_env() -> Result<()> {
 
 fn build() -> Result<()> {
     plugins::build_all()?;
-    exec(cargo().args(["build", "--release", "--package", "wasmgate"]))
+    // `--workspace` resolves features as `cargo xtask test` does, so the gateway built here
+    // shares its dependencies' artifacts (wasmtime's above all) with the tests'.
+    exec(cargo().args(["build", "--release", "--workspace", "--bin", "wasmgate"]))
 }
 
 fn test() -> Result<()> {
@@ -155,7 +157,7 @@ fn bench(args: &[String]) -> Result<()> {
     if args.run_micro() {
         plugins::build_all()?;
         let mut cmd = cargo();
-        cmd.args(["bench", "--package", "wasmgate", "--bench", "plugins", "--"]);
+        cmd.args(["bench", "--workspace", "--bench", "plugins", "--"]);
         cmd.args(&args.criterion);
         exec(&mut cmd)?;
     }
