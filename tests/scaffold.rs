@@ -271,7 +271,7 @@ async fn plugin_works_end_to_end(lang: &str, name: &str) {
         let r = c
             .request(
                 method.clone(),
-                &gw.url("/a%20b/%00?x=%0d%0a"),
+                &gw.url("/a%20b/%01?x=%0d%0a"),
                 &[("x-hello", header), ("x-other", header)],
                 "body",
             )
