@@ -26,7 +26,8 @@ use wasmgate_sdk::Decision;
 use wasmgate_sdk::log::Level;
 use wasmgate_sdk::testing::{self, MockRequest};
 
-const SECRET: &str = "a-fuzzing-secret-of-at-least-32-bytes";
+/// At least 48 bytes: RFC 7518 §3.2 wants an HMAC key as long as the hash, and HS384 is allowed.
+const SECRET: &str = "a-fuzzing-secret-of-at-least-64-bytes-so-that-every-hs-algorithm-takes-it";
 const NOW_MS: i64 = 1_700_000_000_000;
 const LEEWAY_MS: i64 = 30_000;
 const ALLOWED: [Algorithm; 2] = [Algorithm::HS256, Algorithm::HS384];
