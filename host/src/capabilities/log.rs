@@ -1,17 +1,21 @@
 //! Implements `wasmgate:plugin/log`: plugin lines go into the host's tracing, with the plugin
-//! and the route named, cut to a bounded length (`wasmgate_rules::log`), and within the plugin's log budget.
+//! and the route named, cut to a bounded length (`wasmgate_rules::log`), and within the
+//! plugin's log budget.
 //!
-//! The budget is a token bucket per plugin (shared by its routes, instances and workers, and
+//! The budget is a GCRA limiter (governor's) per plugin (shared by its routes, instances and workers, and
 //! by its stdout and stderr): a burst of lines at once, refilled at a steady rate. A line past
 //! it is dropped and counted in `wasmgate_plugin_log_dropped_total{plugin}`; after a call, a
 //! plugin with lines dropped since its last summary gets one "dropped N log lines" line, at
 //! most once per [`SUMMARY_INTERVAL`].
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use wasmtime::Result;
@@ -31,12 +35,9 @@ pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 /// One plugin's log budget.
 pub struct Budget {
     plugin: Arc<str>,
-    start: Instant,
-    /// GCRA state: the nanosecond (since `start`) by which the bucket is full again. A line
-    /// passes when that is at most `burst` intervals ahead of now; one atomic, no lock.
-    full_at: AtomicU64,
-    interval_ns: AtomicU64,
-    burst: AtomicU64,
+    /// governor's GCRA, as the rate-limit capability uses, with the rate and burst it was made
+    /// for; a reload that changes them puts a new one in, one that does not keeps its state.
+    limiter: ArcSwap<(u32, u32, DefaultDirectRateLimiter)>,
     dropped: Counter,
     /// Lines dropped since the last summary.
     unreported: AtomicU64,
@@ -49,56 +50,42 @@ impl std::fmt::Debug for Budget {
     }
 }
 
+/// The rate and burst `limits` ask for, and a limiter for them.
+fn limiter(limits: &Limits) -> (u32, u32, DefaultDirectRateLimiter) {
+    let rate = limits.log_lines_per_second.unwrap_or(LINES_PER_SECOND);
+    let burst = limits.log_burst.unwrap_or(BURST);
+    let nz = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+    let quota = Quota::per_second(nz(rate)).allow_burst(nz(burst));
+    (rate, burst, RateLimiter::direct(quota))
+}
+
 impl Budget {
     fn new(plugin: Arc<str>, dropped: Counter) -> Self {
-        let b = Self {
+        Self {
             plugin,
-            start: Instant::now(),
-            full_at: AtomicU64::new(0),
-            interval_ns: AtomicU64::new(0),
-            burst: AtomicU64::new(0),
+            limiter: ArcSwap::from_pointee(limiter(&Limits::default())),
             dropped,
             unreported: AtomicU64::new(0),
             last_summary: Mutex::new(None),
-        };
-        b.configure(&Limits::default());
-        b
+        }
     }
 
     fn configure(&self, limits: &Limits) {
-        let rate = limits
-            .log_lines_per_second
-            .unwrap_or(LINES_PER_SECOND)
-            .max(1);
-        let burst = limits.log_burst.unwrap_or(BURST).max(1);
-        self.interval_ns
-            .store(1_000_000_000 / u64::from(rate), Ordering::Relaxed);
-        self.burst.store(u64::from(burst), Ordering::Relaxed);
+        let new = limiter(limits);
+        let current = self.limiter.load();
+        if (current.0, current.1) != (new.0, new.1) {
+            self.limiter.store(Arc::new(new));
+        }
     }
 
     /// Takes a line from the budget; `false` (counted as dropped) when it is spent.
     pub fn admit(&self) -> bool {
-        let now = self.start.elapsed().as_nanos() as u64;
-        let interval = self.interval_ns.load(Ordering::Relaxed);
-        let tolerance = interval.saturating_mul(self.burst.load(Ordering::Relaxed));
-        let mut full_at = self.full_at.load(Ordering::Relaxed);
-        loop {
-            let next = full_at.max(now).saturating_add(interval);
-            if next - now > tolerance {
-                self.dropped.inc();
-                self.unreported.fetch_add(1, Ordering::Relaxed);
-                return false;
-            }
-            match self.full_at.compare_exchange_weak(
-                full_at,
-                next,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return true,
-                Err(current) => full_at = current,
-            }
+        if self.limiter.load().2.check().is_ok() {
+            return true;
         }
+        self.dropped.inc();
+        self.unreported.fetch_add(1, Ordering::Relaxed);
+        false
     }
 
     /// Logs how many lines were dropped since the last summary, if any were and the last
