@@ -43,8 +43,6 @@ pub struct Route {
     /// `server.body_read_timeout_ms`: the client's body, streamed or buffered, is bounded by it.
     pub body_read_timeout: std::time::Duration,
     pub metrics: RouteMetrics,
-    /// `server.escaped_slashes`, for the paths this route's plugins set.
-    pub escaped_slashes: EscapedSlashes,
 }
 
 /// Everything a config produces.
@@ -202,7 +200,6 @@ impl Gateway {
                     config.server.body_read_timeout_ms,
                 ),
                 metrics: shared.metrics.route(&r.name),
-                escaped_slashes: config.server.escaped_slashes,
             };
             routes.push((matcher, Arc::new(route)));
         }

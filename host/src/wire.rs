@@ -28,7 +28,6 @@ pub(crate) fn set_worker_index(i: usize) {
 /// header text once, for `X-Forwarded-For` and the plugins' `client-addr`.
 #[derive(Debug, Clone)]
 pub struct Peer {
-    addr: IpAddr,
     ip: HeaderValue,
     /// Whether this peer is in `server.trusted_proxies`, so its `X-Forwarded-For` and
     /// `X-Real-IP` are believed.
@@ -43,7 +42,7 @@ impl Peer {
     pub fn from_ip(addr: IpAddr, trusted: bool) -> Self {
         let ip = HeaderValue::from_str(&addr.to_string())
             .expect("an IP address is a valid header value");
-        Self { addr, ip, trusted }
+        Self { ip, trusted }
     }
 
     /// The IP address, as a header value.
@@ -54,10 +53,6 @@ impl Peer {
     /// The IP address, as text.
     pub fn ip_str(&self) -> &str {
         self.ip.to_str().unwrap_or_default()
-    }
-
-    pub fn addr(&self) -> IpAddr {
-        self.addr
     }
 
     pub fn trusted(&self) -> bool {

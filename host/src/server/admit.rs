@@ -62,7 +62,9 @@ pub fn admit(parts: &mut request::Parts, escaped: EscapedSlashes) -> Result<(), 
         }
         let authority = parts.uri.authority().expect("checked above").as_str();
         parse_host(authority.as_bytes()).map_err(Refused::BadHost)?;
-        let value = HeaderValue::from_str(authority).map_err(|_| Refused::BadScheme)?;
+        // A host `parse_host` accepts is visible ASCII, so it is a header value as it is.
+        let value = HeaderValue::from_str(authority)
+            .map_err(|_| Refused::BadHost(wasmgate_uri::HostError::BadAddress))?;
         parts.headers.insert(header::HOST, value);
     } else if let Some(h) = host_header {
         parse_host(h.as_bytes()).map_err(Refused::BadHost)?;
@@ -118,6 +120,11 @@ mod tests {
         let mut p = parts("/x", Version::HTTP_11, &["API.example.com:8080"]);
         assert_eq!(admit(&mut p, reject), Ok(()));
         assert_eq!(host_of(&p).as_deref(), Some("api.example.com"));
+        let mut p = parts("/x", Version::HTTP_11, &["x"]);
+        p.method = http::Method::from_bytes(&[b'M'; MAX_METHOD + 1]).unwrap();
+        assert_eq!(admit(&mut p, reject), Err(Refused::LongMethod));
+        p.method = http::Method::from_bytes(b"UPDATEREDIRECTREF").unwrap();
+        assert_eq!(admit(&mut p, reject), Ok(()));
     }
 
     #[test]

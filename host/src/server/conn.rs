@@ -41,9 +41,12 @@ const BUSY: u64 = 1;
 const IDLE: u64 = 2;
 
 impl Cycle {
-    fn set(&self, phase: u64) {
+    /// Moves to `phase`; returns the new state.
+    fn set(&self, phase: u64) -> u64 {
         let changes = (self.state.load(Ordering::Relaxed) >> 2) + 1;
-        self.state.store(changes << 2 | phase, Ordering::Relaxed);
+        let state = changes << 2 | phase;
+        self.state.store(state, Ordering::Relaxed);
+        state
     }
 
     /// The response is done: the connection is idle until the next request's first byte.
@@ -68,7 +71,7 @@ pub struct ClientIo {
     /// Bytes read before hyper took over (after a PROXY header), served first.
     prefix: Bytes,
     cycle: Arc<Cycle>,
-    /// The cycle state the read deadline was computed for, and when that state began.
+    /// The cycle state last seen, and when it began: the read deadline counts from then.
     seen: u64,
     since: Instant,
     head_timeout: Duration,
@@ -76,7 +79,8 @@ pub struct ClientIo {
     send_timeout: Duration,
     /// Made at the first wait and moved on after that, so a connection allocates each once.
     read_timer: Option<Pin<Box<Sleep>>>,
-    read_armed_for: Option<u64>,
+    /// Whether `read_timer` holds the deadline of the state in `seen`.
+    read_armed: bool,
     write_timer: Option<Pin<Box<Sleep>>>,
     write_armed: bool,
 }
@@ -98,7 +102,7 @@ impl ClientIo {
             idle_timeout: limits.keepalive_timeout,
             send_timeout: limits.send_timeout,
             read_timer: None,
-            read_armed_for: None,
+            read_armed: false,
             write_timer: None,
             write_armed: false,
         }
@@ -133,8 +137,7 @@ impl AsyncRead for ClientIo {
         }
         let state = this.cycle.state.load(Ordering::Relaxed);
         if state != this.seen {
-            this.seen = state;
-            this.since = Instant::now();
+            this.begin(state);
         }
         let phase = state & 3;
         let before = buf.filled().len();
@@ -142,9 +145,8 @@ impl AsyncRead for ClientIo {
             Poll::Ready(r) => {
                 if phase == IDLE && buf.filled().len() > before {
                     // The first byte of the next request: from here it is a head being read.
-                    this.cycle.set(HEAD);
-                    this.seen = this.cycle.state.load(Ordering::Relaxed);
-                    this.since = Instant::now();
+                    let head = this.cycle.set(HEAD);
+                    this.begin(head);
                 }
                 Poll::Ready(r)
             }
@@ -161,10 +163,10 @@ impl AsyncRead for ClientIo {
                 } else {
                     (this.idle_timeout, "idle past the keep-alive timeout")
                 };
-                let timer = if this.read_armed_for == Some(state) {
+                let timer = if this.read_armed {
                     this.read_timer.as_mut().expect("armed")
                 } else {
-                    this.read_armed_for = Some(state);
+                    this.read_armed = true;
                     arm(&mut this.read_timer, this.since + limit)
                 };
                 ready!(timer.as_mut().poll(cx));
@@ -175,6 +177,13 @@ impl AsyncRead for ClientIo {
 }
 
 impl ClientIo {
+    /// A new state of the cycle: its deadline counts from now, and is armed at the first wait.
+    fn begin(&mut self, state: u64) {
+        self.seen = state;
+        self.since = Instant::now();
+        self.read_armed = false;
+    }
+
     fn poll_send<T>(
         &mut self,
         cx: &mut Context<'_>,
@@ -322,9 +331,5 @@ impl Connections {
             );
         }
         None
-    }
-
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
     }
 }

@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 
 use crate::body::{self, Body};
 use crate::client_body::ClientBody;
+use crate::config::EscapedSlashes;
 use crate::error::GatewayError;
 use crate::gateway::{Gateway, Route};
 use crate::pipeline::{Exchange, Pipeline, RequestOutcome, ResponseState};
@@ -20,7 +21,7 @@ use crate::wire::Peer;
 pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, client: Peer) -> Response<Body> {
     let started = Instant::now();
     let (mut parts, incoming) = req.into_parts();
-    let route = {
+    let (route, escaped) = {
         let table = gw.table.load();
         if let Err(e) = admit(&mut parts, table.escaped_slashes) {
             tracing::debug!(client = client.ip_str(), error = %e, "request refused before routing");
@@ -35,10 +36,11 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, client: Peer) -> R
         } else {
             None
         };
-        table
+        let route = table
             .router
             .find(host.as_deref(), parts.uri.path(), &parts.method)
-            .cloned()
+            .cloned();
+        (route, table.escaped_slashes)
     };
     let Some(route) = route else {
         gw.shared.metrics.unmatched();
@@ -47,7 +49,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, client: Peer) -> R
     let req = Request::from_parts(parts, incoming);
     let resp = match &route.pipeline {
         None => forward(&route, req, client).await,
-        Some(p) => with_pipeline(&gw, &route, p, req, client).await,
+        Some(p) => with_pipeline(&gw, &route, p, req, client, escaped).await,
     };
     route.metrics.record(resp.status(), started.elapsed());
     resp
@@ -105,6 +107,7 @@ async fn with_pipeline(
     pipeline: &Pipeline,
     req: Request<Incoming>,
     client: Peer,
+    escaped: EscapedSlashes,
 ) -> Response<Body> {
     let metrics = &gw.shared.metrics;
     let (parts, incoming) = req.into_parts();
@@ -114,7 +117,7 @@ async fn with_pipeline(
         route.name.clone(),
         route.body_limit,
     ));
-    ex.escaped_slashes = route.escaped_slashes;
+    ex.escaped_slashes = escaped;
     if ex.peer.trusted() {
         ex.client = gw.shared.trusted.client(&ex.peer, &ex.request.headers);
     }
