@@ -897,3 +897,18 @@ async fn the_proxy_protocol_names_the_client_for_trusted_balancers() {
             .contains("no valid PROXY protocol header")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_header_from_an_untrusted_peer_is_refused() {
+    // Only 10.0.0.0/8 may send PROXY headers; this test connects from 127.0.0.1.
+    let gw = client_addr_gateway(
+        "proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\"]\nheader_read_timeout_ms = 1000",
+    );
+    let req = "PROXY TCP4 203.0.113.7 10.0.0.1 51234 443\r\nGET /who HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let text = exchange(gw.addr, req.as_bytes(), Duration::from_secs(5)).await;
+    assert!(statuses(&text).is_empty(), "{text}");
+    assert!(
+        gw.logs_containing(&["accepted from server.trusted_proxies only"])
+            .contains("accepted from server.trusted_proxies only")
+    );
+}
