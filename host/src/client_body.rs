@@ -1,16 +1,17 @@
 //! The client's request body as the gateway reads it: hyper's stream, cut off when the client
 //! sends no byte of it for `server.body_read_timeout_ms`, and a typed reason when reading it
-//! fails. It depends on nothing of the gateway's, so both the proxy (which streams it
+//! fails. It depends on nothing of the gateway's but `silence`, so both the proxy (which streams it
 //! upstream) and `body` (which buffers it for plugins) use it.
 
-use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
+
+use crate::silence::Silence;
 
 /// Why the client's request body could not be read to its end. Always the client's fault.
 #[derive(Debug, thiserror::Error)]
@@ -51,18 +52,14 @@ impl ClientBodyError {
 /// A client's request body. Each wait for its next bytes may last at most `silence`.
 pub struct ClientBody {
     inner: Incoming,
-    silence: Duration,
-    /// The deadline for the next bytes: made at the first wait and moved on whenever bytes
-    /// come, so a body that arrived with its head costs no timer.
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    silence: Silence,
 }
 
 impl ClientBody {
     pub fn new(inner: Incoming, silence: Duration) -> Self {
         Self {
             inner,
-            silence,
-            timer: None,
+            silence: Silence::new(silence),
         }
     }
 }
@@ -70,7 +67,7 @@ impl ClientBody {
 impl std::fmt::Debug for ClientBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientBody")
-            .field("silence", &self.silence)
+            .field("silence", &self.silence.limit())
             .finish()
     }
 }
@@ -86,22 +83,12 @@ impl http_body::Body for ClientBody {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                if let Some(timer) = &mut this.timer {
-                    timer
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + this.silence);
-                }
+                this.silence.progress();
                 Poll::Ready(frame.map(|f| f.map_err(ClientBodyError::from_hyper)))
             }
             Poll::Pending => {
-                let silence = this.silence;
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(silence)));
-                match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(ClientBodyError::TimedOut(silence)))),
-                    Poll::Pending => Poll::Pending,
-                }
+                ready!(this.silence.poll_expired(cx));
+                Poll::Ready(Some(Err(ClientBodyError::TimedOut(this.silence.limit()))))
             }
         }
     }

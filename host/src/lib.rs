@@ -24,4 +24,5 @@ pub mod router;
 pub mod run;
 pub mod scaffold;
 pub mod server;
+pub mod silence;
 pub mod wire;

@@ -22,6 +22,7 @@ use wasmgate_h1::{Chunk, Framing, Invalid, MAX_HEAD, Parsed, ResponseHead};
 
 use super::pool::WorkerPool;
 use crate::client_body::{ClientBody, ClientBodyError};
+use crate::silence::Silence;
 
 /// Most interim (1xx) responses before the final one; past this the upstream is refused.
 pub const MAX_INTERIM: usize = 16;
@@ -407,8 +408,7 @@ pub fn into_response(
             framing,
             reuse: head.reuse,
             home: Some((home.clone(), target)),
-            read_timeout,
-            stall: None,
+            stall: Silence::new(read_timeout),
         },
     };
     let mut resp = Response::new(body);
@@ -424,10 +424,8 @@ pub struct UpstreamBody {
     framing: Framing,
     reuse: bool,
     home: Option<(Arc<WorkerPool>, usize)>,
-    read_timeout: Duration,
-    /// The deadline for the next bytes: made at the body's first wait and moved on whenever
-    /// bytes come, so a body that came in with its head costs no timer.
-    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The longest the upstream may send nothing while the body is read.
+    stall: Silence,
 }
 
 impl UpstreamBody {
@@ -438,8 +436,7 @@ impl UpstreamBody {
             framing: Framing::Length(0),
             reuse: false,
             home: None,
-            read_timeout: Duration::ZERO,
-            stall: None,
+            stall: Silence::new(Duration::ZERO),
         }
     }
 
@@ -458,20 +455,6 @@ impl UpstreamBody {
         self.conn = None;
         self.home = None;
         Poll::Ready(Some(Err(e)))
-    }
-
-    /// A read is waiting: makes the deadline if there is none yet, and says whether it has
-    /// passed.
-    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
-        let timer = match &mut self.stall {
-            Some(timer) => timer,
-            None => {
-                let deadline = tokio::time::Instant::now() + self.read_timeout;
-                self.stall
-                    .insert(Box::pin(tokio::time::sleep_until(deadline)))
-            }
-        };
-        timer.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -536,22 +519,18 @@ impl http_body::Body for UpstreamBody {
             };
             let filled = match poll_fill(&mut conn.io, &mut conn.rbuf, want, cx) {
                 Poll::Ready(filled) => filled,
-                Poll::Pending if this.stalled(cx) => {
+                Poll::Pending if this.stall.poll_expired(cx).is_ready() => {
+                    let read_timeout = this.stall.limit();
                     tracing::warn!(
                         fault = "upstream",
-                        read_timeout_ms = this.read_timeout.as_millis() as u64,
+                        read_timeout_ms = read_timeout.as_millis() as u64,
                         "upstream response body stalled; its connection is closed"
                     );
-                    return this.fail(Error::Stalled(this.read_timeout));
+                    return this.fail(Error::Stalled(read_timeout));
                 }
                 Poll::Pending => return Poll::Pending,
             };
-            // Bytes came: the next wait gets a deadline of its own.
-            if let Some(timer) = &mut this.stall {
-                timer
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + this.read_timeout);
-            }
+            this.stall.progress();
             match filled {
                 Ok(0) if matches!(this.framing, Framing::Close) => {
                     this.conn = None;

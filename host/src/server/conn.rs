@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use crate::body::{Body, BodyError};
+use crate::silence::Silence;
 
 /// Where a connection is between requests. The low two bits are the phase, the rest counts
 /// changes, so the socket side sees every change even when the phase is the same again.
@@ -76,13 +77,12 @@ pub struct ClientIo {
     since: Instant,
     head_timeout: Duration,
     idle_timeout: Duration,
-    send_timeout: Duration,
-    /// Made at the first wait and moved on after that, so a connection allocates each once.
+    /// Made at the first wait and moved on after that, so a connection allocates it once.
     read_timer: Option<Pin<Box<Sleep>>>,
     /// Whether `read_timer` holds the deadline of the state in `seen`.
     read_armed: bool,
-    write_timer: Option<Pin<Box<Sleep>>>,
-    write_armed: bool,
+    /// How long a write may wait for a client that does not read.
+    send: Silence,
 }
 
 impl ClientIo {
@@ -100,11 +100,9 @@ impl ClientIo {
             since: Instant::now(),
             head_timeout: limits.header_read_timeout,
             idle_timeout: limits.keepalive_timeout,
-            send_timeout: limits.send_timeout,
             read_timer: None,
             read_armed: false,
-            write_timer: None,
-            write_armed: false,
+            send: Silence::new(limits.send_timeout),
         }
     }
 }
@@ -191,17 +189,11 @@ impl ClientIo {
     ) -> Poll<io::Result<T>> {
         match write(Pin::new(&mut self.io), cx) {
             Poll::Ready(r) => {
-                self.write_armed = false;
+                self.send.progress();
                 Poll::Ready(r)
             }
             Poll::Pending => {
-                let timer = if self.write_armed {
-                    self.write_timer.as_mut().expect("armed")
-                } else {
-                    self.write_armed = true;
-                    arm(&mut self.write_timer, Instant::now() + self.send_timeout)
-                };
-                ready!(timer.as_mut().poll(cx));
+                ready!(self.send.poll_expired(cx));
                 Poll::Ready(Err(timed_out("the client stopped reading the response")))
             }
         }
