@@ -660,6 +660,41 @@ upstream = "up"
     assert_eq!(reload().await.status, StatusCode::OK);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_bounds_need_a_restart_and_escaped_slashes_reload_live() {
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let config = |server: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n[admin]\nlisten = \"127.0.0.1:0\"\n[reload]\nwatch = false\n[upstreams.up]\ntargets = [\"{}\"]\n[[routes]]\nname = \"a\"\npath_prefix = \"/a\"\nupstream = \"up\"\n",
+            up.url()
+        )
+    };
+    let gw = Gateway::start(&config(""));
+    let cfg = gw.dir.path().join("gateway.toml");
+    let c = Client::new();
+    let reload = || async {
+        c.request(Method::POST, &gw.admin_url("/admin/reload"), &[], "")
+            .await
+    };
+    let slash = gw.url("/a/b%2Fc");
+    assert_eq!(c.get(&slash).await.status, StatusCode::BAD_REQUEST);
+
+    std::fs::write(&cfg, config("keepalive_timeout_ms = 5000")).unwrap();
+    let r = reload().await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.text().contains("server.keepalive_timeout_ms changed"),
+        "{}",
+        r.text()
+    );
+
+    std::fs::write(&cfg, config("escaped_slashes = \"keep\"")).unwrap();
+    assert_eq!(reload().await.status, StatusCode::OK);
+    let r = c.get(&slash).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["path"], "/a/b%2Fc");
+}
+
 /// Runs `wasmgate check` on `config` with the compile cache in `cache`; returns whether it
 /// passed, how long it took, and for each plugin whether it came from the disk cache.
 fn check_with_cache(config: &Path, cache: &Path) -> (bool, Duration, Vec<(String, bool)>, String) {
