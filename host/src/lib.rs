@@ -11,7 +11,7 @@ pub mod admin;
 pub mod body;
 pub mod capabilities;
 pub mod client_body;
-pub mod config;
+pub use wasmgate_config as config;
 pub mod error;
 pub mod fault;
 pub mod gateway;

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 pub use wasmgate_uri::EscapedSlashes;
 
+pub mod net;
+
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -500,7 +502,7 @@ impl Config {
                 ));
             }
             for (i, t) in up.targets.iter().enumerate() {
-                if let Err(e) = crate::wire::parse_target(t) {
+                if let Err(e) = crate::net::parse_target(t) {
                     out.push(format!("upstreams.{name}.targets[{i}]: {e}"));
                 }
             }
@@ -540,7 +542,7 @@ impl Config {
         if s.workers == Some(0) {
             out.push("server.workers: must be greater than 0".into());
         }
-        if let Err(e) = crate::wire::TrustedProxies::parse(&s.trusted_proxies) {
+        if let Err(e) = crate::net::TrustedProxies::parse(&s.trusted_proxies) {
             out.push(format!("server.trusted_proxies: {e}"));
         }
         if s.proxy_protocol && s.trusted_proxies.is_empty() {
