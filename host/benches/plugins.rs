@@ -112,6 +112,7 @@ fn pipelines(c: &mut Criterion) {
                         request_body: false,
                         response_body: false,
                     },
+                    rules: Default::default(),
                     on_error: OnError::Deny,
                     instances,
                 })

@@ -171,11 +171,12 @@ impl Gateway {
                 // entry in flight: keep two idle instances per worker.
                 let workers = shared.workers;
                 match Instances::new(plugin.clone(), json.into(), ctx, mode, sandbox, workers, 2) {
-                    Ok((instances, registration)) => {
+                    Ok((instances, registration, rules)) => {
                         let stage = Arc::new(Stage {
                             plugin: plugin.name.clone(),
                             hash: plugin.hash.clone(),
                             registration,
+                            rules,
                             on_error: entry.on_error,
                             instances,
                         });

@@ -86,7 +86,7 @@ fn with_plugin(
     })
 }
 
-fn host_error(code: wit_http::ErrorCode) -> HostError {
+pub(crate) fn host_error(code: wit_http::ErrorCode) -> HostError {
     match code {
         wit_http::ErrorCode::InvalidName => HostError::InvalidName,
         wit_http::ErrorCode::InvalidValue => HostError::InvalidValue,

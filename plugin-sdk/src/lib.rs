@@ -21,6 +21,8 @@
 //!
 //! Host capabilities are modules of their own: [`log`], [`clock`], [`rate_limit`] and [`kv`].
 //! A component imports only the ones it uses, so a plugin that never logs cannot log.
+//! [`header_rules`] hands the gateway header changes to make on every request, from
+//! [`Plugin::new`], so that a plugin whose work they are is never called per request.
 //!
 //! ## A plugin, step by step
 //!
@@ -138,6 +140,7 @@ mod http;
 mod types;
 
 pub mod clock;
+pub mod header_rules;
 pub mod kv;
 pub mod log;
 pub mod rate_limit;

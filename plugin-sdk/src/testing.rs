@@ -29,8 +29,10 @@
 //! assert!(kv::get("k").is_none());
 //! ```
 
+use std::any::TypeId;
 use std::collections::BTreeMap;
 
+use wasmgate_rules::header_rules::{Source, Variable, is_request_id};
 use wasmgate_rules::http::{
     FINAL_STATUS, MAX_RESPONSE_EDITS, MAX_VAR_BYTES, MAX_VARS, is_header_name, is_header_value,
     is_host_managed, is_token,
@@ -57,9 +59,16 @@ pub use host::KvLimits;
 /// let err = wasmgate_sdk::testing::init::<Limit>(serde_json::json!({ "rate": -1 })).err().unwrap();
 /// assert_eq!(err.key.as_deref(), Some("rate"));
 /// ```
+///
+/// The [header rules](crate::header_rules) `new` declares are kept for the plugin's type, and
+/// [`on_request`] and [`on_response`] apply them: with two plugins of one type, the rules of
+/// the one built last.
 pub fn init<P: Plugin>(config: serde_json::Value) -> Result<P, ConfigError> {
     let config = parse_config::<P::Config>(&config.to_string())?;
-    let plugin = P::new(config)?;
+    host::begin_declaring();
+    let plugin = P::new(config);
+    host::end_declaring(TypeId::of::<P>(), plugin.is_ok());
+    let plugin = plugin?;
     let _ = plugin.registration();
     Ok(plugin)
 }
@@ -77,6 +86,9 @@ pub fn init<P: Plugin>(config: serde_json::Value) -> Result<P, ConfigError> {
 /// of kind `bad_output` on the host; a `content-length` in it is dropped.
 pub fn on_request<P: Plugin>(plugin: &mut P, req: &mut MockRequest) -> Result<Decision, Error> {
     req.phase = Phase::Request;
+    for rule in host::rules(TypeId::of::<P>()).request {
+        rule.apply_to_request(req);
+    }
     if !plugin.registration().on_request {
         return Ok(Decision::Continue);
     }
@@ -133,6 +145,9 @@ pub fn on_response<P: Plugin>(
     resp: &mut MockResponse,
 ) -> Result<Decision, Error> {
     req.phase = Phase::Response;
+    for rule in host::rules(TypeId::of::<P>()).response {
+        rule.apply_to_response(req, resp);
+    }
     for edit in std::mem::take(&mut req.response_edits) {
         match edit {
             ResponseEdit::Set(n, v) => set_header(&mut resp.headers, &n, &v)?,
@@ -235,6 +250,8 @@ pub struct MockRequest {
     id: String,
     vars: BTreeMap<String, String>,
     response_edits: Vec<ResponseEdit>,
+    /// The id a `request_id` header rule gave the request.
+    request_id: Option<String>,
     phase: Phase,
 }
 
@@ -260,6 +277,7 @@ impl MockRequest {
             id: "test-request".to_string(),
             vars: BTreeMap::new(),
             response_edits: Vec::new(),
+            request_id: None,
             phase: Phase::Request,
         }
     }
@@ -763,6 +781,73 @@ fn is_valid_query(query: &str) -> bool {
     query.bytes().all(|b| b.is_ascii_graphic() && b != b'#')
 }
 
+impl host::DeclaredRule {
+    /// Makes a request rule's change, as the host does.
+    fn apply_to_request(&self, req: &mut MockRequest) {
+        let (name, template, append) = match self {
+            Self::Set(name, t) => (name, t, false),
+            Self::Append(name, t) => (name, t, true),
+            Self::Remove(name) => return remove_header(&mut req.headers, name),
+            Self::RequestId(name) => {
+                let id = match header_values(&req.headers, name).next() {
+                    Some(id) if is_request_id(id) => id.to_string(),
+                    _ => new_uuid(),
+                };
+                let _ = set_header(&mut req.headers, name, &id);
+                req.request_id = Some(id);
+                return;
+            }
+        };
+        let mut value = String::new();
+        template.render(&*req, &mut value);
+        // A value that is not a valid header value leaves the header as it is.
+        let _ = if append {
+            append_header(&mut req.headers, name, &value)
+        } else {
+            set_header(&mut req.headers, name, &value)
+        };
+    }
+
+    /// Makes a response rule's change, as the host does.
+    fn apply_to_response(&self, req: &MockRequest, resp: &mut MockResponse) {
+        let (name, template, append) = match self {
+            Self::Set(name, t) => (name, t, false),
+            Self::Append(name, t) => (name, t, true),
+            Self::Remove(name) => return remove_header(&mut resp.headers, name),
+            Self::RequestId(_) => return,
+        };
+        let mut value = String::new();
+        template.render(req, &mut value);
+        let _ = if append {
+            append_header(&mut resp.headers, name, &value)
+        } else {
+            set_header(&mut resp.headers, name, &value)
+        };
+    }
+}
+
+/// A random (version 4) UUID, as the host makes for a request id.
+fn new_uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Templates read the mock request as the host reads the real one.
+impl Source for MockRequest {
+    fn push(&self, variable: &Variable, out: &mut String) {
+        match variable {
+            Variable::ClientIp => out.push_str(&self.client_addr),
+            Variable::RequestId => out.push_str(self.request_id.as_deref().unwrap_or(&self.id)),
+            Variable::Route => out.push_str(&self.route),
+            Variable::Method => out.push_str(&self.method),
+            Variable::Path => out.push_str(&self.path),
+            Variable::Header(h) => {
+                out.push_str(header_values(&self.headers, h).next().unwrap_or_default())
+            }
+            Variable::Var(v) => out.push_str(self.vars.get(v).map_or("", String::as_str)),
+        }
+    }
+}
+
 /// The mock host's per-thread state, which the capability modules call natively.
 pub(crate) mod host {
     use std::cell::RefCell;
@@ -772,9 +857,32 @@ pub(crate) mod host {
 
     use wasmgate_rules::rate_limit::{MAX_KEY_BYTES, MAX_PERIOD_MS};
 
+    use std::any::TypeId;
+
+    use wasmgate_rules::header_rules::{MAX_RULES, Template};
+    use wasmgate_rules::http::{is_header_name, is_host_managed};
+
+    use crate::HostError;
+    use crate::header_rules::Phase;
     use crate::kv::KvError;
     use crate::log::Level;
     use crate::rate_limit::{Quota, Verdict};
+
+    /// A header rule a plugin declared, checked (the name lower-case).
+    #[derive(Debug, Clone)]
+    pub(crate) enum DeclaredRule {
+        Set(String, Template),
+        Append(String, Template),
+        Remove(String),
+        RequestId(String),
+    }
+
+    /// One plugin's rules, per phase.
+    #[derive(Debug, Clone, Default)]
+    pub(crate) struct Rules {
+        pub(crate) request: Vec<DeclaredRule>,
+        pub(crate) response: Vec<DeclaredRule>,
+    }
 
     /// Limits of the mock key-value store (see [`set_kv_limits`](super::set_kv_limits)):
     /// past them, [`kv::set`](crate::kv::set) fails as the host's would.
@@ -822,6 +930,10 @@ pub(crate) mod host {
         buckets: HashMap<BucketKey, u128>,
         logs: Vec<(Level, String)>,
         log_level: Level,
+        /// The rules being declared, during `init`.
+        declaring: Option<Rules>,
+        /// Each plugin type's rules, from its last `init`.
+        rules: HashMap<TypeId, Rules>,
     }
 
     impl Default for State {
@@ -833,6 +945,8 @@ pub(crate) mod host {
                 buckets: HashMap::new(),
                 logs: Vec::new(),
                 log_level: Level::Trace,
+                declaring: None,
+                rules: HashMap::new(),
             }
         }
     }
@@ -910,6 +1024,52 @@ pub(crate) mod host {
 
     pub(super) fn reset() {
         with(|s| *s = State::default())
+    }
+
+    pub(super) fn begin_declaring() {
+        with(|s| s.declaring = Some(Rules::default()))
+    }
+
+    /// Ends `init`: a plugin that was built keeps the rules it declared.
+    pub(super) fn end_declaring(plugin: TypeId, built: bool) {
+        with(|s| {
+            let rules = s.declaring.take().unwrap_or_default();
+            if built {
+                s.rules.insert(plugin, rules);
+            } else {
+                s.rules.remove(&plugin);
+            }
+        })
+    }
+
+    pub(super) fn rules(plugin: TypeId) -> Rules {
+        with(|s| s.rules.get(&plugin).cloned().unwrap_or_default())
+    }
+
+    /// Checks and keeps a rule, as the host does.
+    pub(crate) fn declare(
+        phase: Phase,
+        name: &str,
+        rule: impl FnOnce(String) -> Result<DeclaredRule, HostError>,
+    ) -> Result<(), HostError> {
+        with(|s| {
+            let rules = s.declaring.as_mut().ok_or(HostError::NotAllowed)?;
+            if rules.request.len() + rules.response.len() >= MAX_RULES {
+                return Err(HostError::NotAllowed);
+            }
+            if !is_header_name(name) {
+                return Err(HostError::InvalidName);
+            }
+            if is_host_managed(name) {
+                return Err(HostError::NotAllowed);
+            }
+            let rule = rule(name.to_ascii_lowercase())?;
+            match phase {
+                Phase::Request => rules.request.push(rule),
+                Phase::Response => rules.response.push(rule),
+            }
+            Ok(())
+        })
     }
 
     pub(crate) fn kv_get(key: &str) -> Option<Vec<u8>> {

@@ -4,11 +4,16 @@
 //! enforces the same ones, so a plugin tested natively fails where it would fail in the
 //! gateway; plugins and the scaffold's templates check their configs against them at load.
 //! One module per WIT interface whose input is bounded. The crate has no dependencies and
-//! needs no `std`, so it builds for `wasm32-wasip2` and natively alike.
+//! needs no `std` (only `alloc`, for templates), so it builds for `wasm32-wasip2` and natively
+//! alike.
 
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+extern crate alloc;
+
+pub mod header_rules;
 
 /// `wasmgate:plugin/http`: headers, statuses, queued response headers and variables.
 pub mod http {

@@ -93,7 +93,7 @@ fn read_body(allowed: bool, body: &Option<Bytes>) -> Result<Vec<u8>, ErrorCode> 
 }
 
 /// What a refused call's log line says of it: the call, its argument (cut short) and why.
-fn refused(call: &str, arg: &str, e: ErrorCode) -> String {
+pub(crate) fn refused(call: &str, arg: &str, e: ErrorCode) -> String {
     let why = match e {
         ErrorCode::InvalidName => "invalid-name",
         ErrorCode::InvalidValue => "invalid-value",

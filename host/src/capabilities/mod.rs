@@ -2,6 +2,7 @@
 //! implementing the traits `bindgen!` generated for it.
 
 pub mod clock;
+pub mod header_rules;
 pub mod http;
 pub mod kv;
 pub mod log;

@@ -15,6 +15,9 @@ use crate::plugins::pool::{Failure, Instances};
 use crate::plugins::refusals::RequestRefusals;
 use crate::wire::Peer;
 
+pub mod header_rules;
+use self::header_rules::HeaderRules;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     Request,
@@ -108,6 +111,8 @@ pub struct Exchange {
     pub peer: Peer,
     pub route: Arc<str>,
     pub id: RequestId,
+    /// The id a `request-id` header rule gave the request, which `${request_id}` renders.
+    pub request_id: Option<HeaderValue>,
     pub phase: Phase,
     /// Set per call from the running plugin's registration.
     pub allow_request_body: bool,
@@ -132,6 +137,7 @@ impl Exchange {
             client,
             route,
             id: RequestId::next(),
+            request_id: None,
             phase: Phase::Request,
             allow_request_body: false,
             allow_response_body: false,
@@ -160,6 +166,8 @@ pub struct Stage {
     pub plugin: Arc<str>,
     pub hash: Arc<str>,
     pub registration: Registration,
+    /// Header changes the plugin declared in `init`, which the host makes itself.
+    pub rules: HeaderRules,
     pub on_error: OnError,
     pub instances: Instances,
 }
@@ -186,12 +194,12 @@ impl Pipeline {
         self.stages.iter().any(|s| s.registration.request_body)
     }
 
-    /// Whether any of the first `ran` stages has a response phase, or queued response header
-    /// changes in `ex`.
+    /// Whether any of the first `ran` stages has a response phase or response header rules,
+    /// or queued response header changes in `ex`.
     pub fn has_response_phase(&self, ran: usize, ex: &Exchange) -> bool {
         self.stages[..ran]
             .iter()
-            .any(|s| s.registration.on_response)
+            .any(|s| s.registration.on_response || !s.rules.response.is_empty())
             || ex.response_edits.iter().any(|e| e.stage < ran)
     }
 
@@ -210,7 +218,11 @@ impl Pipeline {
         metrics: &Metrics,
     ) -> (Box<Exchange>, usize, RequestOutcome) {
         ex.phase = Phase::Request;
+        let mut buf = String::new();
         for (i, stage) in self.stages.iter().enumerate() {
+            if !stage.rules.request.is_empty() {
+                stage.rules.apply_to_request(&mut ex, &mut buf);
+            }
             if !stage.registration.on_request {
                 continue;
             }
@@ -249,7 +261,11 @@ impl Pipeline {
     ) -> (Box<Exchange>, Result<(), ()>) {
         ex.phase = Phase::Response;
         let mut edits = std::mem::take(&mut ex.response_edits);
+        let mut buf = String::new();
         for (i, stage) in self.stages[..ran].iter().enumerate().rev() {
+            if !stage.rules.response.is_empty() {
+                stage.rules.apply_to_response(&mut ex, &mut buf);
+            }
             if edits.last().is_some_and(|e| e.stage >= i) {
                 let from = edits.partition_point(|e| e.stage < i);
                 let response = ex

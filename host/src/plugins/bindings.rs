@@ -1,4 +1,4 @@
-//! The host's bindings for `wasmgate:plugin@0.1.2`, generated once from `wit/`. Nothing else
+//! The host's bindings for `wasmgate:plugin@0.1.3`, generated once from `wit/`. Nothing else
 //! edits them; capabilities implement the generated traits in `crate::capabilities`.
 
 wasmtime::component::bindgen!({

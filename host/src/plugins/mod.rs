@@ -162,7 +162,7 @@ impl Runtime {
                 continue;
             };
             let interface = interface.split('@').next().unwrap_or(interface);
-            if interface == "http" {
+            if interface == "http" || interface == "header-rules" {
                 continue; // the plugin's own request and response: always granted
             }
             if !granted.iter().any(|g| g == interface) {
@@ -221,7 +221,7 @@ impl Runtime {
         })?;
         let pre = PluginPre::new(instance_pre).map_err(|e| {
             format!(
-                "plugin `{name}` ({}): does not export wasmgate:plugin/handler@0.1.2: {e:#}",
+                "plugin `{name}` ({}): does not export wasmgate:plugin/handler@0.1.3: {e:#}",
                 path.display()
             )
         })?;

@@ -23,6 +23,7 @@ use super::bindings::{Decision, Plugin, Registration};
 use super::state::{HostState, StageContext};
 use super::{LoadedPlugin, Sandbox};
 use crate::config::InstanceMode;
+use crate::pipeline::header_rules::HeaderRules;
 use crate::pipeline::{Exchange, Phase};
 
 /// Init may parse a large config or warm caches: it gets longer than a request call.
@@ -121,7 +122,7 @@ impl Instances {
         sandbox: Sandbox,
         workers: usize,
         max_idle: usize,
-    ) -> Result<(Self, Registration), String> {
+    ) -> Result<(Self, Registration, HeaderRules), String> {
         let this = Self {
             loaded,
             config,
@@ -137,14 +138,15 @@ impl Instances {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start a runtime for init: {e}"))?;
-        let (first, registration) = rt.block_on(this.instantiate()).map_err(|f| match f {
-            Failure::Instantiate(m) => m,
-            other => other.to_string(),
-        })?;
+        let (first, registration, rules) =
+            rt.block_on(this.instantiate()).map_err(|f| match f {
+                Failure::Instantiate(m) => m,
+                other => other.to_string(),
+            })?;
         if mode == InstanceMode::Pooled {
             this.idle().push(first);
         }
-        Ok((this, registration))
+        Ok((this, registration, rules))
     }
 
     pub fn mode(&self) -> InstanceMode {
@@ -157,7 +159,8 @@ impl Instances {
         self.idle[crate::wire::worker_index() % self.idle.len()].lock()
     }
 
-    async fn instantiate(&self) -> Result<(Instance, Registration), Failure> {
+    /// A new instance, initialised: with its registration and the header rules it declared.
+    async fn instantiate(&self) -> Result<(Instance, Registration, HeaderRules), Failure> {
         let engine = self.loaded.pre.instance_pre().engine();
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.sandbox.memory_bytes)
@@ -193,6 +196,7 @@ impl Instances {
             .await
             .map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
         let init_limit = INIT_TIMEOUT.max(self.sandbox.call_timeout) * 10;
+        store.data_mut().declared = Some(HeaderRules::default());
         let init = plugin
             .wasmgate_plugin_handler()
             .call_init(&mut store, &self.config);
@@ -202,6 +206,7 @@ impl Instances {
                 init_limit.as_millis()
             )));
         };
+        let rules = store.data_mut().declared.take().unwrap_or_default();
         let refusals = std::mem::take(&mut store.data_mut().refusals);
         refusals.log(&self.ctx.route, &self.ctx.plugin, None);
         self.ctx.log.report();
@@ -229,6 +234,7 @@ impl Instances {
                 retire_at_bytes: initial + room / 2,
             },
             registration,
+            rules,
         ))
     }
 
@@ -238,7 +244,7 @@ impl Instances {
         {
             return Ok(i);
         }
-        self.instantiate().await.map(|(i, _)| i)
+        self.instantiate().await.map(|(i, _, _)| i)
     }
 
     fn checkin(&self, instance: Instance) {

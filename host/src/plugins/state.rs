@@ -10,6 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::refusals::Refusals;
 use crate::capabilities::{kv, log, rate_limit};
 use crate::pipeline::Exchange;
+use crate::pipeline::header_rules::HeaderRules;
 
 /// Who a store belongs to, and the shared state its capabilities reach. One per pipeline
 /// entry, shared by all of that entry's instances.
@@ -80,6 +81,8 @@ pub struct HostState {
     pub(crate) ticks_left: u64,
     /// Host calls refused during the call in progress; moved out when it returns.
     pub(crate) refusals: Refusals,
+    /// The header rules being declared: set only for the length of `init`.
+    pub(crate) declared: Option<HeaderRules>,
 }
 
 impl HostState {
@@ -101,6 +104,7 @@ impl HostState {
             exchange: None,
             ticks_left: 0,
             refusals: Refusals::default(),
+            declared: None,
         }
     }
 

@@ -1,15 +1,15 @@
 //! `headers`: sets, adds and removes request and response headers, with values templated from
 //! the request, and optionally gives every request an `X-Request-ID`.
 //!
-//! Templates are parsed once, at init; a request only fills them in. See README.md for the
-//! config reference.
+//! The whole config becomes [header rules](wasmgate_sdk::header_rules), handed to the gateway
+//! at init: the gateway parses each template once and makes the changes itself, so the plugin
+//! is never called per request. See README.md for the config reference.
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use wasmgate_sdk::{
-    ConfigError, Decision, Error, HostError, Plugin, Registration, Request, Response, log,
-};
+use wasmgate_sdk::header_rules::{self, Phase, Template};
+use wasmgate_sdk::{ConfigError, HostError, Plugin, Registration};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,357 +44,69 @@ fn default_id_header() -> String {
     "x-request-id".into()
 }
 
-/// One piece of a templated value.
-#[derive(Debug, Clone, PartialEq)]
-enum Part {
-    Text(String),
-    ClientIp,
-    RequestId,
-    Route,
-    Method,
-    Path,
-    Header(String),
-    Var(String),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct Template(Vec<Part>);
-
-impl Template {
-    fn parse(s: &str) -> Result<Self, String> {
-        let mut parts = Vec::new();
-        let mut rest = s;
-        while let Some(start) = rest.find("${") {
-            if start > 0 {
-                parts.push(Part::Text(rest[..start].to_owned()));
-            }
-            let after = &rest[start + 2..];
-            let end = after.find('}').ok_or("unclosed `${`")?;
-            let name = &after[..end];
-            parts.push(match name {
-                "client_ip" => Part::ClientIp,
-                "request_id" => Part::RequestId,
-                "route" => Part::Route,
-                "method" => Part::Method,
-                "path" => Part::Path,
-                _ => match name.split_once('.') {
-                    Some(("header", h)) if valid_name(h) => Part::Header(h.to_ascii_lowercase()),
-                    Some(("var", v)) if !v.is_empty() => Part::Var(v.to_owned()),
-                    _ => return Err(format!("unknown variable `${{{name}}}`")),
-                },
-            });
-            rest = &after[end + 1..];
+/// A refused rule as a config error at `key`: a template's own message when it does not
+/// parse, else the host's reason.
+fn refused(key: String, template: Option<&str>, e: HostError) -> ConfigError {
+    let message = match (e, template.map(Template::parse)) {
+        (HostError::InvalidValue, Some(Err(why))) => why.to_string(),
+        (HostError::InvalidName, _) => "not a valid header name".into(),
+        (HostError::NotAllowed, _) => {
+            "a header the gateway manages itself, or more rules than it takes".into()
         }
-        if !rest.is_empty() {
-            parts.push(Part::Text(rest.to_owned()));
-        }
-        for p in &parts {
-            if let Part::Text(t) = p
-                && !valid_value(t)
-            {
-                return Err("value contains CR, LF, NUL or another control byte".into());
-            }
-        }
-        Ok(Template(parts))
-    }
-
-    /// Whether every part is fixed for the life of a request, whatever later plugins do (the
-    /// method, path, headers and vars are not: a later plugin may change them), so that the
-    /// value can be rendered in the request phase even for the response.
-    fn fixed_per_request(&self) -> bool {
-        self.0.iter().all(|p| {
-            matches!(
-                p,
-                Part::Text(_) | Part::ClientIp | Part::RequestId | Part::Route
-            )
-        })
-    }
-
-    fn render(&self, req: &Request<'_>, cx: &mut RenderCx) -> String {
-        let mut out = String::new();
-        for p in &self.0 {
-            match p {
-                Part::Text(t) => out.push_str(t),
-                Part::ClientIp => {
-                    out.push_str(cx.client_ip.get_or_insert_with(|| req.client_addr()))
-                }
-                Part::RequestId => out.push_str(cx.id.get_or_insert_with(|| req.id())),
-                Part::Route => out.push_str(cx.route.get_or_insert_with(|| req.route())),
-                Part::Method => out.push_str(&req.method()),
-                Part::Path => out.push_str(&req.path()),
-                Part::Header(h) => out.push_str(&req.header(h).unwrap_or_default()),
-                Part::Var(v) => out.push_str(&req.var(v).unwrap_or_default()),
-            }
-        }
-        out
-    }
+        (e, _) => e.to_string(),
+    };
+    ConfigError::at(key, message)
 }
 
-/// What one call has already asked the host, so a value used by several templates costs one
-/// host call. `id` is the request id header's value when the plugin manages one.
-#[derive(Default)]
-struct RenderCx {
-    id: Option<String>,
-    client_ip: Option<String>,
-    route: Option<String>,
-}
-
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-fn valid_value(v: &str) -> bool {
-    v.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
-}
-
-/// A client-sent request id is kept when it is short and plain.
-fn valid_request_id(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-}
-
-#[derive(Debug)]
-struct CompiledOps {
-    set: Vec<(String, Template)>,
-    add: Vec<(String, Template)>,
-    remove: Vec<String>,
-}
-
-impl CompiledOps {
-    fn compile(ops: Ops, at: &str) -> Result<Self, ConfigError> {
-        let compile_map = |map: BTreeMap<String, String>, kind: &str| {
-            map.into_iter()
-                .map(|(name, value)| {
-                    let key = format!("{at}.{kind}.{name}");
-                    if !valid_name(&name) {
-                        return Err(ConfigError::at(key, "not a valid header name"));
-                    }
-                    let t = Template::parse(&value).map_err(|e| ConfigError::at(key, e))?;
-                    Ok((name.to_ascii_lowercase(), t))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        };
-        let set = compile_map(ops.set, "set")?;
-        let add = compile_map(ops.add, "add")?;
-        for (i, name) in ops.remove.iter().enumerate() {
-            if !valid_name(name) {
-                return Err(ConfigError::at(
-                    format!("{at}.remove[{i}]"),
-                    "not a valid header name",
-                ));
-            }
-        }
-        Ok(Self {
-            set,
-            add,
-            remove: ops
-                .remove
-                .into_iter()
-                .map(|n| n.to_ascii_lowercase())
-                .collect(),
-        })
+/// Declares one phase's rules, in the order they are made: removals, then set, then add.
+fn declare(ops: &Ops, phase: Phase, at: &str) -> Result<(), ConfigError> {
+    for (i, name) in ops.remove.iter().enumerate() {
+        header_rules::remove_header(phase, name)
+            .map_err(|e| refused(format!("{at}.remove[{i}]"), None, e))?;
     }
-
-    fn is_empty(&self) -> bool {
-        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
-    }
-
-    fn fixed_per_request(&self) -> bool {
-        self.set
-            .iter()
-            .chain(&self.add)
-            .all(|(_, t)| t.fixed_per_request())
-    }
-
-    /// Renders the set and add templates: (name, value, append).
-    fn render<'a>(&'a self, req: &Request<'_>, cx: &mut RenderCx) -> Vec<(&'a str, String, bool)> {
-        let set = self.set.iter().map(|(n, t)| (n, t, false));
-        let add = self.add.iter().map(|(n, t)| (n, t, true));
-        set.chain(add)
-            .map(|(n, t, append)| (n.as_str(), t.render(req, cx), append))
-            .collect()
-    }
-}
-
-/// Where header changes go: the request, the response, or the response changes queued in the
-/// request phase.
-trait Target {
-    fn set(&mut self, name: &str, value: &str) -> Result<(), HostError>;
-    fn append(&mut self, name: &str, value: &str) -> Result<(), HostError>;
-    fn remove(&mut self, name: &str) -> Result<(), HostError>;
-}
-
-struct ToRequest<'r, 'a>(&'r mut Request<'a>);
-
-impl Target for ToRequest<'_, '_> {
-    fn set(&mut self, name: &str, value: &str) -> Result<(), HostError> {
-        self.0.set_header(name, value)
-    }
-    fn append(&mut self, name: &str, value: &str) -> Result<(), HostError> {
-        self.0.append_header(name, value)
-    }
-    fn remove(&mut self, name: &str) -> Result<(), HostError> {
-        self.0.remove_header(name);
-        Ok(())
-    }
-}
-
-/// The response, through changes the host applies where the response phase would run.
-struct ToQueuedResponse<'r, 'a>(&'r mut Request<'a>);
-
-impl Target for ToQueuedResponse<'_, '_> {
-    fn set(&mut self, name: &str, value: &str) -> Result<(), HostError> {
-        self.0.set_response_header(name, value)
-    }
-    fn append(&mut self, name: &str, value: &str) -> Result<(), HostError> {
-        self.0.append_response_header(name, value)
-    }
-    fn remove(&mut self, name: &str) -> Result<(), HostError> {
-        self.0.remove_response_header(name)
-    }
-}
-
-impl Target for Response<'_> {
-    fn set(&mut self, name: &str, value: &str) -> Result<(), HostError> {
-        self.set_header(name, value)
-    }
-    fn append(&mut self, name: &str, value: &str) -> Result<(), HostError> {
-        self.append_header(name, value)
-    }
-    fn remove(&mut self, name: &str) -> Result<(), HostError> {
-        self.remove_header(name);
-        Ok(())
-    }
-}
-
-/// Writes the rendered values, skipping (with a log line) each one that is not valid header
-/// text or that the host refuses.
-fn write_all(rendered: Vec<(&str, String, bool)>, target: &mut dyn Target) {
-    for (name, value, append) in rendered {
-        if !valid_value(&value) {
-            log::warn(&format!(
-                "header `{name}` not set: its value would contain invalid bytes"
-            ));
-            continue;
-        }
-        let written = if append {
-            target.append(name, &value)
-        } else {
-            target.set(name, &value)
-        };
-        if let Err(e) = written {
-            log::warn(&format!("header `{name}` not set: {e}"));
+    for (kind, map) in [("set", &ops.set), ("add", &ops.add)] {
+        for (name, template) in map {
+            let declared = if kind == "set" {
+                header_rules::set_header(phase, name, template)
+            } else {
+                header_rules::append_header(phase, name, template)
+            };
+            declared.map_err(|e| refused(format!("{at}.{kind}.{name}"), Some(template), e))?;
         }
     }
+    Ok(())
 }
 
-impl Headers {
-    /// The response changes, in order: the request id, removals, then the set and add values
-    /// (rendered beforehand: rendering reads the request, which a queued target borrows).
-    fn respond_to(
-        &self,
-        id: Option<&str>,
-        rendered: Vec<(&str, String, bool)>,
-        target: &mut dyn Target,
-    ) -> Result<(), HostError> {
-        if let (Some(header), Some(id)) = (&self.request_id, id) {
-            target.set(header, id)?;
-        }
-        for name in &self.response.remove {
-            target.remove(name)?;
-        }
-        write_all(rendered, target);
-        Ok(())
-    }
-}
-
-pub struct Headers {
-    request: CompiledOps,
-    response: CompiledOps,
-    request_id: Option<String>,
-    /// The response changes only use values fixed for the request's life: they are queued in
-    /// the request phase, and the plugin needs no response phase (one call per request, not
-    /// two).
-    response_from_request: bool,
-}
-
-const ID_VAR: &str = "headers.request_id";
+pub struct Headers;
 
 impl Plugin for Headers {
     type Config = Config;
 
     fn new(config: Config) -> Result<Self, ConfigError> {
-        if !valid_name(&config.request_id_header) {
-            return Err(ConfigError::at(
-                "request_id_header",
-                "not a valid header name",
-            ));
+        let id_header = config
+            .request_id
+            .then_some(config.request_id_header.as_str());
+        if let Some(header) = id_header {
+            header_rules::request_id(header)
+                .map_err(|e| refused("request_id_header".into(), None, e))?;
         }
-        let response = CompiledOps::compile(config.response, "response")?;
-        Ok(Self {
-            request: CompiledOps::compile(config.request, "request")?,
-            response_from_request: response.fixed_per_request(),
-            response,
-            request_id: config
-                .request_id
-                .then(|| config.request_id_header.to_ascii_lowercase()),
-        })
+        declare(&config.request, Phase::Request, "request")?;
+        if let Some(header) = id_header {
+            header_rules::set_header(Phase::Response, header, "${request_id}")
+                .map_err(|e| refused("request_id_header".into(), None, e))?;
+        }
+        declare(&config.response, Phase::Response, "response")?;
+        Ok(Self)
     }
 
+    /// Every change is the gateway's to make: the plugin is never called per request.
     fn registration(&self) -> Registration {
-        let response_work = !self.response.is_empty() || self.request_id.is_some();
         Registration {
-            on_request: !self.request.is_empty()
-                || self.request_id.is_some()
-                || (response_work && self.response_from_request),
-            on_response: response_work && !self.response_from_request,
+            on_request: false,
+            on_response: false,
             request_body: false,
             response_body: false,
         }
-    }
-
-    fn on_request(&mut self, req: &mut Request<'_>) -> Result<Decision, Error> {
-        let mut cx = RenderCx::default();
-        if let Some(header) = &self.request_id {
-            let id = match req.header(header) {
-                Some(id) if valid_request_id(&id) => id,
-                _ => uuid::Uuid::new_v4().to_string(),
-            };
-            req.set_header(header, &id)?;
-            if !self.response_from_request {
-                req.set_var(ID_VAR, &id);
-            }
-            cx.id = Some(id);
-        }
-        for name in &self.request.remove {
-            req.remove_header(name);
-        }
-        let rendered = self.request.render(req, &mut cx);
-        write_all(rendered, &mut ToRequest(req));
-        if self.response_from_request {
-            let rendered = self.response.render(req, &mut cx);
-            self.respond_to(cx.id.as_deref(), rendered, &mut ToQueuedResponse(req))?;
-        }
-        Ok(Decision::Continue)
-    }
-
-    fn on_response(
-        &mut self,
-        req: &mut Request<'_>,
-        resp: &mut Response<'_>,
-    ) -> Result<Decision, Error> {
-        let mut cx = RenderCx {
-            id: req.var(ID_VAR),
-            ..RenderCx::default()
-        };
-        let rendered = self.response.render(req, &mut cx);
-        self.respond_to(cx.id.as_deref(), rendered, resp)?;
-        Ok(Decision::Continue)
     }
 }
 
@@ -404,6 +116,7 @@ wasmgate_sdk::export!(Headers);
 mod tests {
     use super::*;
     use serde_json::json;
+    use wasmgate_sdk::Decision;
     use wasmgate_sdk::testing::{self, MockRequest, MockResponse};
 
     fn plugin(config: serde_json::Value) -> Headers {
@@ -411,26 +124,29 @@ mod tests {
     }
 
     #[test]
-    fn templates_are_parsed_once_and_checked() {
-        assert_eq!(
-            Template::parse("a-${method}-${header.X-Y}").unwrap().0,
-            vec![
-                Part::Text("a-".into()),
-                Part::Method,
-                Part::Text("-".into()),
-                Part::Header("x-y".into())
-            ]
-        );
-        assert!(Template::parse("${nope}").is_err());
-        assert!(Template::parse("${method").is_err());
+    fn config_errors_name_the_key() {
         let err = testing::init::<Headers>(json!({"request": {"set": {"x-a": "${bogus}"}}}))
             .err()
             .unwrap();
         assert_eq!(err.key.as_deref(), Some("request.set.x-a"));
+        assert!(err.message.contains("${bogus}"), "{err:?}");
+        let err = testing::init::<Headers>(json!({"response": {"add": {"x-a": "${method"}}}))
+            .err()
+            .unwrap();
+        assert_eq!(err.key.as_deref(), Some("response.add.x-a"));
+        assert!(err.message.contains("unclosed"), "{err:?}");
         let err = testing::init::<Headers>(json!({"response": {"set": {"bad name": "v"}}}))
             .err()
             .unwrap();
         assert_eq!(err.key.as_deref(), Some("response.set.bad name"));
+        let err = testing::init::<Headers>(json!({"request": {"remove": ["ok", "Connection"]}}))
+            .err()
+            .unwrap();
+        assert_eq!(err.key.as_deref(), Some("request.remove[1]"));
+        let err = testing::init::<Headers>(json!({"request_id": true, "request_id_header": "a b"}))
+            .err()
+            .unwrap();
+        assert_eq!(err.key.as_deref(), Some("request_id_header"));
         let err = testing::init::<Headers>(json!({"request": {"sett": {}}}))
             .err()
             .unwrap();
@@ -478,7 +194,6 @@ mod tests {
         ));
         assert_eq!(req.header("x-echo"), None);
         assert_eq!(req.header("x-injected"), None);
-        assert!(testing::logs().iter().any(|(_, l)| l.contains("x-echo")));
     }
 
     #[test]
@@ -508,26 +223,30 @@ mod tests {
     }
 
     #[test]
-    fn registration_follows_config() {
-        let r = plugin(json!({"request": {"set": {"a": "b"}}})).registration();
-        assert!(r.on_request && !r.on_response && !r.request_body);
-        // Response changes from values fixed for the request are queued in the request phase.
-        let r = plugin(json!({"request_id": true})).registration();
-        assert!(r.on_request && !r.on_response);
-        let r = plugin(
-            json!({"response": {"set": {"x-s": "${route} ${client_ip}"}, "remove": ["server"]}}),
-        )
-        .registration();
-        assert!(r.on_request && !r.on_response);
-        // Headers, vars, the method and the path may change after this plugin's request phase.
-        for template in ["${var.x}", "${header.x}", "${method}", "${path}"] {
-            let r = plugin(json!({"response": {"add": {"x-s": template}}})).registration();
-            assert!(!r.on_request && r.on_response, "{template}");
+    fn the_plugin_is_never_called_per_request() {
+        for config in [
+            json!({}),
+            json!({"request": {"set": {"a": "b"}}}),
+            json!({"request_id": true, "response": {"add": {"x-s": "${header.x}"}}}),
+        ] {
+            let r = plugin(config).registration();
+            assert!(!r.on_request && !r.on_response && !r.request_body && !r.response_body);
         }
     }
 
     #[test]
-    fn fixed_response_changes_are_queued_in_the_request_phase() {
+    fn response_templates_read_the_request_as_it_is_then() {
+        let mut p = plugin(json!({"response": {"set": {"x-m": "${method} ${var.v}"}}}));
+        let mut req = MockRequest::new("GET", "/");
+        testing::on_request(&mut p, &mut req).unwrap();
+        let mut req = req.with_var("v", "later");
+        let mut resp = MockResponse::new(200);
+        testing::on_response(&mut p, &mut req, &mut resp).unwrap();
+        assert_eq!(resp.header("x-m"), Some("GET later"));
+    }
+
+    #[test]
+    fn response_changes_keep_their_order() {
         let mut p = plugin(json!({
             "request_id": true,
             "response": {"set": {"x-served-by": "gw (${route}, ${client_ip})"}, "add": {"x-multi": "2"}, "remove": ["server"]}

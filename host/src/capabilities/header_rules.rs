@@ -1,0 +1,93 @@
+//! Implements `wasmgate:plugin/header-rules`: header changes a plugin declares in `init`.
+//!
+//! Each call is checked as `request.set-header` checks a header (a token name, not one the host
+//! manages) and its template parsed, once; the rules are collected in the store and, after
+//! `init`, handed to the pipeline entry (`pipeline::header_rules` applies them per request).
+
+use http::header::HeaderName;
+use wasmgate_rules::header_rules::{MAX_RULES, Template};
+use wasmtime::Result;
+
+use crate::capabilities::http::{parse_header, refused};
+use crate::pipeline::header_rules::{HeaderRules, Rule, Value};
+use crate::plugins::bindings::ErrorCode;
+use crate::plugins::bindings::wasmgate::plugin::header_rules::{Host, Phase};
+use crate::plugins::refusals::Refusal;
+use crate::plugins::state::HostState;
+
+impl HostState {
+    /// Checks and keeps one rule; only `init` may declare them.
+    fn declare(
+        &mut self,
+        phase: Phase,
+        call: &str,
+        name: &str,
+        rule: impl FnOnce(HeaderName) -> Result<Rule, ErrorCode>,
+    ) -> Result<(), ErrorCode> {
+        let result = (|| {
+            let rules: &mut HeaderRules = self.declared.as_mut().ok_or(ErrorCode::NotAllowed)?;
+            if rules.len() >= MAX_RULES {
+                return Err(ErrorCode::NotAllowed);
+            }
+            let (name, _) = parse_header(name, "")?;
+            let rule = rule(name)?;
+            match phase {
+                Phase::Request => rules.request.push(rule),
+                Phase::Response => rules.response.push(rule),
+            }
+            Ok(())
+        })();
+        self.refusals
+            .check(Refusal::Header, result, |e| refused(call, name, e))
+    }
+}
+
+/// A template, checked, with what is known at load (the route) filled in.
+fn value(template: &str, route: &str) -> Result<Value, ErrorCode> {
+    let template = Template::parse(template).map_err(|_| ErrorCode::InvalidValue)?;
+    Value::new(template, route).ok_or(ErrorCode::InvalidValue)
+}
+
+impl Host for HostState {
+    fn set_header(
+        &mut self,
+        phase: Phase,
+        name: String,
+        template: String,
+    ) -> Result<Result<(), ErrorCode>> {
+        let route = &self.ctx.route.clone();
+        Ok(self.declare(phase, "header-rules.set-header", &name, |n| {
+            Ok(Rule::Set(n, value(&template, route)?))
+        }))
+    }
+
+    fn append_header(
+        &mut self,
+        phase: Phase,
+        name: String,
+        template: String,
+    ) -> Result<Result<(), ErrorCode>> {
+        let route = &self.ctx.route.clone();
+        Ok(
+            self.declare(phase, "header-rules.append-header", &name, |n| {
+                Ok(Rule::Append(n, value(&template, route)?))
+            }),
+        )
+    }
+
+    fn remove_header(&mut self, phase: Phase, name: String) -> Result<Result<(), ErrorCode>> {
+        Ok(
+            self.declare(phase, "header-rules.remove-header", &name, |n| {
+                Ok(Rule::Remove(n))
+            }),
+        )
+    }
+
+    fn request_id(&mut self, name: String) -> Result<Result<(), ErrorCode>> {
+        Ok(
+            self.declare(Phase::Request, "header-rules.request-id", &name, |n| {
+                Ok(Rule::RequestId(n))
+            }),
+        )
+    }
+}

@@ -1,0 +1,169 @@
+//! Header rules a pipeline entry's plugin declared in `init` (`wasmgate:plugin/header-rules`),
+//! made by the host on every request at the entry's place in the pipeline, with no call into
+//! the plugin. Fixed values are checked and built once, at load; a template is rendered into
+//! one buffer per request and checked before it is written.
+
+use std::fmt::Write as _;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use wasmgate_rules::header_rules::{Part, Source, Template, Variable, is_request_id};
+
+use super::Exchange;
+
+/// A declared header value.
+#[derive(Debug, Clone)]
+pub enum Value {
+    /// Known at load: the template had no variable, or only ones fixed when it was declared
+    /// (the route).
+    Fixed(HeaderValue),
+    /// `${client_ip}` alone: the client's address, already a header value.
+    ClientIp,
+    Template(Template),
+}
+
+impl Value {
+    /// Builds a declared value for a route: `${route}` is filled in now, and what is left
+    /// decides how the value is made per request. `None` when a fixed value is not a valid
+    /// header value.
+    pub fn new(template: Template, route: &str) -> Option<Self> {
+        let template = template.fill(&Variable::Route, route);
+        match template.parts() {
+            [] => Some(Self::Fixed(HeaderValue::from_static(""))),
+            [Part::Text(t)] => HeaderValue::from_str(t).ok().map(Self::Fixed),
+            [Part::Variable(Variable::ClientIp)] => Some(Self::ClientIp),
+            _ => Some(Self::Template(template)),
+        }
+    }
+}
+
+/// One declared change.
+#[derive(Debug, Clone)]
+pub enum Rule {
+    Set(HeaderName, Value),
+    Append(HeaderName, Value),
+    Remove(HeaderName),
+    /// Keep the client's id in this header when it is plain, else write a new UUID there.
+    RequestId(HeaderName),
+}
+
+/// What one pipeline entry declared, per phase, in order.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderRules {
+    pub request: Vec<Rule>,
+    pub response: Vec<Rule>,
+}
+
+impl HeaderRules {
+    pub fn len(&self) -> usize {
+        self.request.len() + self.response.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Makes the request rules' changes to the request.
+    pub fn apply_to_request(&self, ex: &mut Exchange, buf: &mut String) {
+        for rule in &self.request {
+            let (name, value, append) = match rule {
+                Rule::Set(name, value) => (name, value, false),
+                Rule::Append(name, value) => (name, value, true),
+                Rule::Remove(name) => {
+                    ex.request.headers.remove(name);
+                    continue;
+                }
+                Rule::RequestId(name) => {
+                    let id = match ex.request.headers.get(name) {
+                        Some(id) if id.to_str().is_ok_and(is_request_id) => id.clone(),
+                        _ => new_request_id(),
+                    };
+                    ex.request.headers.insert(name.clone(), id.clone());
+                    ex.request_id = Some(id);
+                    continue;
+                }
+            };
+            if let Some(value) = render(value, ex, buf) {
+                write(&mut ex.request.headers, name, value, append);
+            }
+        }
+    }
+
+    /// Makes the response rules' changes to the response (which the response phase has).
+    pub fn apply_to_response(&self, ex: &mut Exchange, buf: &mut String) {
+        for rule in &self.response {
+            let (name, value, append) = match rule {
+                Rule::Set(name, value) => (name, value, false),
+                Rule::Append(name, value) => (name, value, true),
+                Rule::Remove(name) => {
+                    if let Some(r) = ex.response.as_mut() {
+                        r.parts.headers.remove(name);
+                    }
+                    continue;
+                }
+                // Declared for the request phase only (the WIT has no response form).
+                Rule::RequestId(_) => continue,
+            };
+            let value = render(value, ex, buf);
+            if let (Some(value), Some(r)) = (value, ex.response.as_mut()) {
+                write(&mut r.parts.headers, name, value, append);
+            }
+        }
+    }
+}
+
+fn write(headers: &mut HeaderMap, name: &HeaderName, value: HeaderValue, append: bool) {
+    if append {
+        headers.append(name.clone(), value);
+    } else {
+        headers.insert(name.clone(), value);
+    }
+}
+
+/// The value a rule writes now; `None` when a template rendered bytes a header cannot hold.
+fn render(value: &Value, ex: &Exchange, buf: &mut String) -> Option<HeaderValue> {
+    match value {
+        Value::Fixed(v) => Some(v.clone()),
+        Value::ClientIp => Some(ex.client.ip().clone()),
+        Value::Template(t) => {
+            buf.clear();
+            t.render(&ExchangeSource(ex), buf);
+            HeaderValue::from_str(buf).ok()
+        }
+    }
+}
+
+/// A new request id: a random (version 4) UUID.
+fn new_request_id() -> HeaderValue {
+    let uuid = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid.hyphenated().encode_lower(&mut text);
+    HeaderValue::from_str(text).expect("a UUID is a valid header value")
+}
+
+/// A template's variables, read from the exchange as it is now.
+struct ExchangeSource<'a>(&'a Exchange);
+
+impl Source for ExchangeSource<'_> {
+    fn push(&self, variable: &Variable, out: &mut String) {
+        let ex = self.0;
+        match variable {
+            Variable::ClientIp => out.push_str(ex.client.ip_str()),
+            Variable::RequestId => match &ex.request_id {
+                // Always text: a client's id is kept only when plain.
+                Some(id) => out.push_str(id.to_str().unwrap_or_default()),
+                None => {
+                    let _ = write!(out, "{}", ex.id);
+                }
+            },
+            Variable::Route => out.push_str(&ex.route),
+            Variable::Method => out.push_str(ex.request.method.as_str()),
+            Variable::Path => out.push_str(ex.request.uri.path()),
+            Variable::Header(h) => {
+                if let Some(v) = ex.request.headers.get(h.as_str()) {
+                    out.push_str(&String::from_utf8_lossy(v.as_bytes()));
+                }
+            }
+            Variable::Var(name) => out.push_str(ex.var(name).unwrap_or_default()),
+        }
+    }
+}
