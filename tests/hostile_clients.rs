@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use support::config::GatewayConfig;
 use support::{Client, Gateway, plugin};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -123,31 +124,18 @@ const SECRET: &str = "an-e2e-secret-that-is-long-enough-for-hs256";
 
 /// `/api` is open; `/api/admin` sits behind jwt-auth; both go to the same upstream.
 fn guarded_gateway(up: &Recorder, server_extra: &str) -> Gateway {
-    Gateway::start(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-workers = 1
-{server_extra}
-[plugins.jwt-auth]
-path = "{jwt}"
-[upstreams.app]
-targets = ["{up}"]
-[[routes]]
-name = "open"
-path_prefix = "/api"
-upstream = "app"
-[[routes]]
-name = "admin"
-path_prefix = "/api/admin"
-upstream = "app"
-[[routes.pipeline]]
-plugin = "jwt-auth"
-config = {{ algorithms = ["HS256"], secret = "{SECRET}" }}
-"#,
-        jwt = plugin("jwt_auth").display(),
-        up = up.url(),
-    ))
+    let jwt = format!(r#"{{ algorithms = ["HS256"], secret = "{SECRET}" }}"#);
+    Gateway::start(
+        &GatewayConfig::new()
+            .server("workers = 1")
+            .server(server_extra)
+            .plugin("jwt-auth", &plugin("jwt_auth"))
+            .upstream("app", &up.url())
+            .route("open", "/api", "app")
+            .route("admin", "/api/admin", "app")
+            .stage("jwt-auth", &jwt)
+            .to_string(),
+    )
 }
 
 async fn get_raw(gw: &Gateway, target: &str) -> Vec<u16> {
@@ -217,32 +205,16 @@ async fn escaped_slashes_can_be_kept_or_unescaped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_path_a_plugin_sets_is_normalised_too() {
     let up = Recorder::start().await;
-    let gw = Gateway::start(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[plugins.fixture]
-path = "{fixture}"
-[upstreams.app]
-targets = ["{up}"]
-[[routes]]
-name = "climbs"
-path_prefix = "/climbs"
-upstream = "app"
-[[routes.pipeline]]
-plugin = "fixture"
-config = {{ rewrite_path = "/a/b/../../admin//%61" }}
-[[routes]]
-name = "escapes"
-path_prefix = "/escapes"
-upstream = "app"
-[[routes.pipeline]]
-plugin = "fixture"
-config = {{ rewrite_path = "/a/..%2fadmin" }}
-"#,
-        fixture = plugin("fixture").display(),
-        up = up.url(),
-    ));
+    let gw = Gateway::start(
+        &GatewayConfig::new()
+            .plugin("fixture", &plugin("fixture"))
+            .upstream("app", &up.url())
+            .route("climbs", "/climbs", "app")
+            .stage("fixture", r#"{ rewrite_path = "/a/b/../../admin//%61" }"#)
+            .route("escapes", "/escapes", "app")
+            .stage("fixture", r#"{ rewrite_path = "/a/..%2fadmin" }"#)
+            .to_string(),
+    );
     let c = Client::new();
     assert_eq!(c.get(&gw.url("/climbs")).await.status, StatusCode::OK);
     assert_eq!(up.targets(), ["/admin/a"]);
@@ -256,32 +228,17 @@ config = {{ rewrite_path = "/a/..%2fadmin" }}
 async fn hosts_gateway() -> (Gateway, Recorder, Recorder) {
     let a = Recorder::start().await;
     let b = Recorder::start().await;
-    let gw = Gateway::start(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[upstreams.a]
-targets = ["{a}"]
-[upstreams.b]
-targets = ["{b}"]
-[[routes]]
-name = "a"
-host = "a.example"
-path_prefix = "/"
-upstream = "a"
-[[routes]]
-name = "b"
-host = "b.example"
-path_prefix = "/"
-upstream = "b"
-[[routes]]
-name = "any"
-path_prefix = "/"
-upstream = "b"
-"#,
-        a = a.url(),
-        b = b.url(),
-    ));
+    let gw = Gateway::start(
+        &GatewayConfig::new()
+            .upstream("a", &a.url())
+            .upstream("b", &b.url())
+            .route("a", "/", "a")
+            .with(r#"host = "a.example""#)
+            .route("b", "/", "b")
+            .with(r#"host = "b.example""#)
+            .route("any", "/", "b")
+            .to_string(),
+    );
     (gw, a, b)
 }
 
@@ -355,21 +312,14 @@ async fn requests_that_are_not_what_they_claim_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heads_past_the_limits_get_431_however_the_bytes_arrive() {
     let up = Recorder::start().await;
-    let gw = Gateway::start(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-max_header_bytes = 16384
-max_headers = 20
-[upstreams.app]
-targets = ["{}"]
-[[routes]]
-name = "app"
-path_prefix = "/"
-upstream = "app"
-"#,
-        up.url()
-    ));
+    let gw = Gateway::start(
+        &GatewayConfig::new()
+            .server("max_header_bytes = 16384")
+            .server("max_headers = 20")
+            .upstream("app", &up.url())
+            .route("app", "/", "app")
+            .to_string(),
+    );
     let big = format!(
         "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
         "v".repeat(100 * 1024)
@@ -447,20 +397,13 @@ async fn survives(gw: &Gateway, up: &Recorder, attack: &[u8], allowed: &[&str]) 
 }
 
 fn plain_gateway(up: &Recorder, server_extra: &str) -> Gateway {
-    Gateway::start(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-{server_extra}
-[upstreams.app]
-targets = ["{}"]
-[[routes]]
-name = "app"
-path_prefix = "/"
-upstream = "app"
-"#,
-        up.url()
-    ))
+    Gateway::start(
+        &GatewayConfig::new()
+            .server(server_extra)
+            .upstream("app", &up.url())
+            .route("app", "/", "app")
+            .to_string(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -753,20 +696,13 @@ async fn a_client_that_stops_reading_is_cut_at_the_send_timeout() {
         support::upstream::Behaviour::Download(64 * 1024 * 1024),
     )
     .await;
-    let gw = Gateway::start(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-send_timeout_ms = 500
-[upstreams.big]
-targets = ["{}"]
-[[routes]]
-name = "big"
-path_prefix = "/"
-upstream = "big"
-"#,
-        big.url()
-    ));
+    let gw = Gateway::start(
+        &GatewayConfig::new()
+            .server("send_timeout_ms = 500")
+            .upstream("big", &big.url())
+            .route("big", "/", "big")
+            .to_string(),
+    );
     let mut s = TcpStream::connect(gw.addr).await.unwrap();
     s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
@@ -794,25 +730,15 @@ upstream = "big"
 
 /// The fixture plugin's `echo_info` answers with the `client_addr` plugins see.
 fn client_addr_gateway(server_extra: &str) -> Gateway {
-    Gateway::start(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-{server_extra}
-[plugins.fixture]
-path = "{fixture}"
-[upstreams.none]
-targets = ["http://127.0.0.1:9"]
-[[routes]]
-name = "who"
-path_prefix = "/"
-upstream = "none"
-[[routes.pipeline]]
-plugin = "fixture"
-config = {{ echo_info = true }}
-"#,
-        fixture = plugin("fixture").display(),
-    ))
+    Gateway::start(
+        &GatewayConfig::new()
+            .server(server_extra)
+            .plugin("fixture", &plugin("fixture"))
+            .upstream("none", "http://127.0.0.1:9")
+            .route("who", "/", "none")
+            .stage("fixture", "{ echo_info = true }")
+            .to_string(),
+    )
 }
 
 fn body_json(text: &str) -> serde_json::Value {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
+use support::config::GatewayConfig;
 use support::upstream::{Behaviour, Upstream};
 use support::{Client, Gateway, closed_port};
 
@@ -14,37 +15,19 @@ use support::{Client, Gateway, closed_port};
 async fn routes_by_host_prefix_and_method() {
     let a = Upstream::start("a", Behaviour::Echo).await;
     let b = Upstream::start("b", Behaviour::Echo).await;
-    let gw = Gateway::start(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[upstreams.a]
-targets = ["{a}"]
-[upstreams.b]
-targets = ["{b}"]
-[[routes]]
-name = "catch-all"
-path_prefix = "/"
-upstream = "a"
-[[routes]]
-name = "api"
-path_prefix = "/api"
-upstream = "b"
-[[routes]]
-name = "api-on-host"
-host = "api.example.com"
-path_prefix = "/api"
-upstream = "a"
-[[routes]]
-name = "users-read"
-path_prefix = "/api/users"
-methods = ["GET"]
-upstream = "a"
-strip_prefix = true
-"#,
-        a = a.url(),
-        b = b.url()
-    ));
+    let gw = Gateway::start(
+        &GatewayConfig::new()
+            .upstream("a", &a.url())
+            .upstream("b", &b.url())
+            .route("catch-all", "/", "a")
+            .route("api", "/api", "b")
+            .route("api-on-host", "/api", "a")
+            .with(r#"host = "api.example.com""#)
+            .route("users-read", "/api/users", "a")
+            .with(r#"methods = ["GET"]"#)
+            .with("strip_prefix = true")
+            .to_string(),
+    );
     let c = Client::new();
 
     let r = c.get(&gw.url("/api/orders?x=1")).await;
@@ -90,27 +73,14 @@ strip_prefix = true
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_are_json_without_detail() {
     let slow = Upstream::start("slow", Behaviour::Slow(Duration::from_secs(5))).await;
-    let gw = Gateway::start(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[upstreams.down]
-targets = ["http://127.0.0.1:{port}"]
-[upstreams.slow]
-targets = ["{slow}"]
-timeout_ms = 300
-[[routes]]
-name = "down"
-path_prefix = "/down"
-upstream = "down"
-[[routes]]
-name = "slow"
-path_prefix = "/slow"
-upstream = "slow"
-"#,
-        port = closed_port(),
-        slow = slow.url()
-    ));
+    let gw = Gateway::start(
+        &GatewayConfig::new()
+            .upstream("down", &format!("http://127.0.0.1:{}", closed_port()))
+            .upstream_with("slow", &[&slow.url()], &["timeout_ms = 300"])
+            .route("down", "/down", "down")
+            .route("slow", "/slow", "slow")
+            .to_string(),
+    );
     let c = Client::new();
 
     let r = c.get(&gw.url("/nothing-here")).await;
@@ -145,19 +115,12 @@ upstream = "slow"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_headers_and_hop_by_hop() {
     let up = Upstream::start("up", Behaviour::Echo).await;
-    let gw = Gateway::start(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[upstreams.up]
-targets = ["{}"]
-[[routes]]
-name = "all"
-path_prefix = "/"
-upstream = "up"
-"#,
-        up.url()
-    ));
+    let gw = Gateway::start(
+        &GatewayConfig::new()
+            .upstream("up", &up.url())
+            .route("all", "/", "up")
+            .to_string(),
+    );
     let c = Client::new();
     let r = c
         .get_with(
@@ -184,20 +147,12 @@ upstream = "up"
 async fn round_robin_over_targets() {
     let a = Upstream::start("a", Behaviour::Echo).await;
     let b = Upstream::start("b", Behaviour::Echo).await;
-    let gw = Gateway::start(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[upstreams.pair]
-targets = ["{}", "{}"]
-[[routes]]
-name = "all"
-path_prefix = "/"
-upstream = "pair"
-"#,
-        a.url(),
-        b.url()
-    ));
+    let gw = Gateway::start(
+        &GatewayConfig::new()
+            .upstream_with("pair", &[&a.url(), &b.url()], &[])
+            .route("all", "/", "pair")
+            .to_string(),
+    );
     let c = Client::new();
     for _ in 0..10 {
         assert_eq!(c.get(&gw.url("/")).await.status, StatusCode::OK);
@@ -208,19 +163,12 @@ upstream = "pair"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_requests() {
     let up = Upstream::start("up", Behaviour::Slow(Duration::from_millis(50))).await;
-    let gw = Gateway::start(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[upstreams.up]
-targets = ["{}"]
-[[routes]]
-name = "all"
-path_prefix = "/"
-upstream = "up"
-"#,
-        up.url()
-    ));
+    let gw = Gateway::start(
+        &GatewayConfig::new()
+            .upstream("up", &up.url())
+            .route("all", "/", "up")
+            .to_string(),
+    );
     let c = Client::new();
     let mut tasks = Vec::new();
     for i in 0..200 {
@@ -242,26 +190,14 @@ const BIG: u64 = 64 * 1024 * 1024;
 async fn streams_64_mib_both_ways_without_buffering() {
     let down = Upstream::start("down", Behaviour::Download(BIG)).await;
     let sink = Upstream::start("sink", Behaviour::Sink).await;
-    let gw = Gateway::start(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[upstreams.down]
-targets = ["{}"]
-[upstreams.sink]
-targets = ["{}"]
-[[routes]]
-name = "download"
-path_prefix = "/download"
-upstream = "down"
-[[routes]]
-name = "upload"
-path_prefix = "/upload"
-upstream = "sink"
-"#,
-        down.url(),
-        sink.url()
-    ));
+    let gw = Gateway::start(
+        &GatewayConfig::new()
+            .upstream("down", &down.url())
+            .upstream("sink", &sink.url())
+            .route("download", "/download", "down")
+            .route("upload", "/upload", "sink")
+            .to_string(),
+    );
     let c = Client::new();
     // Warm up both paths, then take the peak RSS as the baseline.
     assert_eq!(
@@ -298,19 +234,12 @@ upstream = "sink"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let slow = Upstream::start("slow", Behaviour::Slow(Duration::from_millis(1500))).await;
-    let mut gw = Gateway::start(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[upstreams.slow]
-targets = ["{}"]
-[[routes]]
-name = "all"
-path_prefix = "/"
-upstream = "slow"
-"#,
-        slow.url()
-    ));
+    let mut gw = Gateway::start(
+        &GatewayConfig::new()
+            .upstream("slow", &slow.url())
+            .route("all", "/", "slow")
+            .to_string(),
+    );
     let c = Client::new();
     let url = gw.url("/in-flight");
     let in_flight = tokio::spawn({
