@@ -1,0 +1,402 @@
+//! The report: the run's numbers as Markdown, printed and written to BENCHMARKS.md's results
+//! section.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+
+use anyhow::Result;
+
+use super::arguments::Args;
+use super::peers::tool_path;
+use super::processes::run_cmd;
+use super::stats::{Summary, fmt_us, median, min_max, ratio, summarize, verdict};
+use super::wrk::Run;
+use super::{NOISY_SECONDS, Scenario, Target};
+use crate::root;
+
+const RESULTS_MARKER: &str = "<!-- Everything below is written by `cargo xtask bench`. -->";
+
+fn machine() -> String {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let mem = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or_else(
+            || "unknown".into(),
+            |kib| format!("{:.1} GiB", kib / 1048576.0),
+        );
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned());
+    let nproc = std::thread::available_parallelism().map_or(0, usize::from);
+    format!(
+        "- CPUs: {nproc} × {cpu}\n- Memory: {mem}\n- Kernel: Linux {kernel}\n- nginx: {}\n- HAProxy: {}\n- wrk: {}\n- curl: {}\n",
+        run_cmd(&tool_path("nginx"), &["-v"]).replace("nginx version: ", ""),
+        run_cmd(&tool_path("haproxy"), &["-v"]),
+        run_cmd("wrk", &["-v"]),
+        run_cmd("curl", &["--version"])
+            .split(" (")
+            .next()
+            .unwrap_or("")
+            .to_owned(),
+    )
+}
+
+/// S7's numbers for one target, over all rounds.
+#[derive(Debug, Default)]
+pub(super) struct Downloads {
+    /// MB/s of each download.
+    pub(super) speeds: Vec<f64>,
+    /// The proxy's CPU seconds per GiB, one per round.
+    pub(super) cpu: Vec<f64>,
+    pub(super) rss_kib: Option<u64>,
+}
+
+/// One S8 phase over all rounds: the healthy route's runs, and the looping clients' runs.
+#[derive(Debug, Default)]
+pub(super) struct Noisy {
+    pub(super) healthy: Vec<Run>,
+    pub(super) looping: Vec<Run>,
+}
+
+/// When and where the run happened, for the report.
+pub(super) struct RunInfo {
+    pub(super) date: String,
+    pub(super) commit: String,
+    pub(super) elapsed: u64,
+    pub(super) load: String,
+}
+
+pub(super) fn report(
+    args: &Args,
+    scenarios: &[&Scenario],
+    results: &BTreeMap<(&str, Target), Vec<Run>>,
+    big: &BTreeMap<Target, Downloads>,
+    noisy: &BTreeMap<u32, Noisy>,
+    run: &RunInfo,
+) -> Result<String> {
+    let RunInfo {
+        date,
+        commit,
+        elapsed,
+        load,
+    } = run;
+    let sum: BTreeMap<(&str, Target), Summary> =
+        results.iter().map(|(k, v)| (*k, summarize(v))).collect();
+    let mut o = String::new();
+    writeln!(o, "## Results\n")?;
+    writeln!(
+        o,
+        "Run on {date} at commit `{commit}`, {} round(s) of {} s per scenario and target \
+         (after a warm-up), wrk `-t{} -c{}`, {} workers for wasmgate, nginx and HAProxy; \
+         the whole run took {elapsed} s. Reproduce with:\n\n```sh\n{}\n```\n",
+        args.rounds, args.duration_s, args.threads, args.connections, args.workers, args.command
+    )?;
+    writeln!(
+        o,
+        "### Machine\n\n{}- Load average (1, 5, 15 min): {load}\n",
+        machine()
+    )?;
+    writeln!(
+        o,
+        "### Numbers\n\nMedians over the rounds, with the spread (min–max) in brackets. CPU is the \
+         proxy's user + system time per 10,000 requests (nginx: master and workers summed); peak \
+         RSS is the highest VmHWM of the proxy's processes (summed over nginx's) seen in a run, \
+         the peak being reset before each run. Errors are wrk's socket errors and non-2xx \
+         answers, summed over the rounds.\n"
+    )?;
+    writeln!(
+        o,
+        "| scenario | target | req/s | p50 | p99 | CPU s / 10k req | peak RSS | errors / requests |"
+    )?;
+    writeln!(o, "|---|---|---|---|---|---|---|---|")?;
+    for s in scenarios {
+        for &t in s.targets {
+            let Some(m) = sum.get(&(s.id, t)) else {
+                continue;
+            };
+            writeln!(
+                o,
+                "| {} {} | {} | {:.0} ({:.0}–{:.0}) | {} ({}–{}) | {} ({}–{}) | {} | {} | {} / {} |",
+                s.id,
+                s.title,
+                t.name(),
+                m.rps,
+                m.rps_range.0,
+                m.rps_range.1,
+                fmt_us(m.p50),
+                fmt_us(m.p50_range.0),
+                fmt_us(m.p50_range.1),
+                fmt_us(m.p99),
+                fmt_us(m.p99_range.0),
+                fmt_us(m.p99_range.1),
+                m.cpu.map_or_else(|| "—".into(), |c| format!("{c:.3}")),
+                m.rss_kib
+                    .map_or_else(|| "—".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+                m.errors,
+                m.requests
+            )?;
+        }
+    }
+    writeln!(o)?;
+
+    if !big.is_empty() {
+        writeln!(
+            o,
+            "### S7: 64 MiB responses streamed\n\n{} sequential downloads of a 64 MiB file per \
+             target and round with curl (one connection at a time); MB/s is 10^6 bytes per \
+             second, median (min–max) over all downloads; CPU is the proxy's per GiB moved.\n",
+            args.downloads
+        )?;
+        writeln!(o, "| target | MB/s | CPU s / GiB | peak RSS |")?;
+        writeln!(o, "|---|---|---|---|")?;
+        for (
+            t,
+            Downloads {
+                speeds,
+                cpu: cpus,
+                rss_kib: rss,
+            },
+        ) in big
+        {
+            let (lo, hi) = min_max(speeds);
+            writeln!(
+                o,
+                "| {} | {:.0} ({lo:.0}–{hi:.0}) | {} | {} |",
+                t.name(),
+                median(speeds),
+                if cpus.is_empty() {
+                    "—".into()
+                } else {
+                    format!("{:.3}", median(cpus))
+                },
+                rss.map_or_else(|| "—".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+            )?;
+        }
+        writeln!(o)?;
+    }
+
+    let noisy_sum: BTreeMap<u32, Summary> = noisy
+        .iter()
+        .map(|(&n, phase)| (n, summarize(&phase.healthy)))
+        .collect();
+    if let Some(alone) = noisy_sum.get(&0) {
+        writeln!(
+            o,
+            "### S8: a noisy neighbour\n\nThe plain route measured with wrk `-t1 -c2` for {} s \
+             while clients (wrk, one connection each) hammer a route on the same {} workers whose \
+             plugin loops until its deadline (each of its requests fails with a timeout, 500, \
+             after 50 ms of running). Medians over the rounds (min–max); the p99 ratio is \
+             against the healthy route alone.\n",
+            args.duration_s.min(NOISY_SECONDS),
+            args.workers
+        )?;
+        writeln!(
+            o,
+            "| looping clients | healthy req/s | healthy p50 | healthy p99 | p99 vs alone | looping req/s |"
+        )?;
+        writeln!(o, "|---|---|---|---|---|---|")?;
+        for (n, m) in &noisy_sum {
+            let looping: Vec<f64> = noisy[n].looping.iter().map(|r| r.rps).collect();
+            writeln!(
+                o,
+                "| {n} | {:.0} | {} | {} ({}–{}) | {} | {} |",
+                m.rps,
+                fmt_us(m.p50),
+                fmt_us(m.p99),
+                fmt_us(m.p99_range.0),
+                fmt_us(m.p99_range.1),
+                ratio(m.p99, alone.p99),
+                if looping.is_empty() {
+                    "—".into()
+                } else {
+                    format!("{:.1}", median(&looping))
+                },
+            )?;
+        }
+        writeln!(o)?;
+    }
+
+    writeln!(o, "### Ratios\n")?;
+    writeln!(
+        o,
+        "wasmgate's median req/s over the peer's, and p99 side by side.\n"
+    )?;
+    writeln!(
+        o,
+        "| scenario | vs | req/s ratio | p99 wasmgate | p99 peer |"
+    )?;
+    writeln!(o, "|---|---|---|---|---|")?;
+    for id in ["S1", "S2"] {
+        let Some(g) = sum.get(&(id, Target::Wasmgate)) else {
+            continue;
+        };
+        for peer in [Target::Nginx, Target::Haproxy, Target::Direct] {
+            if let Some(p) = sum.get(&(id, peer)) {
+                writeln!(
+                    o,
+                    "| {id} | {} | {} | {} | {} |",
+                    peer.name(),
+                    ratio(g.rps, p.rps),
+                    fmt_us(g.p99),
+                    fmt_us(p.p99)
+                )?;
+            }
+        }
+    }
+    writeln!(o)?;
+    let s1 = sum.get(&("S1", Target::Wasmgate)).cloned();
+    if let Some(s1) = &s1 {
+        let plugin_rows: Vec<&&Scenario> = scenarios.iter().filter(|s| s.plugins > 0).collect();
+        if !plugin_rows.is_empty() {
+            writeln!(
+                o,
+                "Plugin scenarios against S1 (wasmgate, empty pipeline; the one-connection \
+                 probe against S1-c1): req/s ratio, and p50 added (scenario p50 − S1 p50), in \
+                 total and per plugin.\n"
+            )?;
+            writeln!(
+                o,
+                "| scenario | plugins | req/s vs S1 | p50 added | p50 added per plugin |"
+            )?;
+            writeln!(o, "|---|---|---|---|---|")?;
+            for s in plugin_rows {
+                let base = if s.single {
+                    sum.get(&("S1-c1", Target::Wasmgate))
+                } else {
+                    Some(s1)
+                };
+                if let (Some(m), Some(s1)) = (sum.get(&(s.id, Target::Wasmgate)), base) {
+                    let added = m.p50 - s1.p50;
+                    writeln!(
+                        o,
+                        "| {} {} | {} | {} | {:.0} µs | {:.0} µs |",
+                        s.id,
+                        s.title,
+                        s.plugins,
+                        ratio(m.rps, s1.rps),
+                        added,
+                        added / f64::from(s.plugins)
+                    )?;
+                }
+            }
+            writeln!(o)?;
+        }
+    }
+
+    writeln!(o, "### Targets\n")?;
+    writeln!(o, "| target | measured | verdict |")?;
+    writeln!(o, "|---|---|---|")?;
+    let get = |id: &'static str, t: Target| sum.get(&(id, t));
+    if let (Some(g), Some(n), Some(h)) = (
+        get("S1", Target::Wasmgate),
+        get("S1", Target::Nginx),
+        get("S1", Target::Haproxy),
+    ) {
+        writeln!(
+            o,
+            "| S1 req/s ≥ 1.0× nginx | {} | {} |",
+            ratio(g.rps, n.rps),
+            verdict(g.rps >= n.rps)
+        )?;
+        writeln!(
+            o,
+            "| S1 req/s ≥ 1.0× HAProxy | {} | {} |",
+            ratio(g.rps, h.rps),
+            verdict(g.rps >= h.rps)
+        )?;
+        writeln!(
+            o,
+            "| S1 p99 ≤ nginx's | {} vs {} | {} |",
+            fmt_us(g.p99),
+            fmt_us(n.p99),
+            verdict(g.p99 <= n.p99)
+        )?;
+    }
+    if let (Some(s4), Some(s1)) = (get("S4", Target::Wasmgate), &s1) {
+        writeln!(
+            o,
+            "| S4 req/s ≥ 0.7× S1 | {} | {} |",
+            ratio(s4.rps, s1.rps),
+            verdict(s4.rps >= 0.7 * s1.rps)
+        )?;
+    }
+    if let (Some(s3), Some(s1)) = (get("S3-pooled", Target::Wasmgate), &s1) {
+        let added = s3.p50 - s1.p50;
+        writeln!(
+            o,
+            "| pooled plugin adds ≤ 10 µs p50 (S3 pooled − S1, {} connections) | {added:.0} µs | {} |",
+            args.connections,
+            verdict(added <= 10.0)
+        )?;
+    }
+    if let (Some(s3), Some(s1)) = (
+        get("S3-pooled-c1", Target::Wasmgate),
+        get("S1-c1", Target::Wasmgate),
+    ) {
+        let added = s3.p50 - s1.p50;
+        writeln!(
+            o,
+            "| pooled plugin adds ≤ 10 µs p50 (S3 pooled − S1, one connection) | {added:.0} µs | {} |",
+            verdict(added <= 10.0)
+        )?;
+    }
+    if let (Some(s3), Some(s1)) = (get("S3-pooled", Target::Wasmgate), &s1)
+        && let (Some(c3), Some(c1)) = (s3.cpu, s1.cpu)
+    {
+        // CPU seconds per 10k requests → µs per request.
+        writeln!(
+            o,
+            "| (for reference) CPU added per request by the pooled plugin (S3 pooled − S1) | {:.1} µs | — |",
+            (c3 - c1) * 100.0
+        )?;
+    }
+    if let Some(m) = noisy_sum.get(&4) {
+        writeln!(
+            o,
+            "| S8 healthy p99 ≤ 50 ms with 4 looping clients | {} | {} |",
+            fmt_us(m.p99),
+            verdict(m.p99 <= 50_000.0)
+        )?;
+    }
+    writeln!(o)?;
+    // The looping route's failures are the scenario's point; the healthy route's are not.
+    let errors: u64 = sum
+        .values()
+        .chain(noisy_sum.values())
+        .map(|m| m.errors)
+        .sum();
+    if errors > 0 {
+        writeln!(
+            o,
+            "**Warning**: {errors} requests failed (socket errors or non-2xx); the numbers of the \
+             rows with errors are not comparable.\n"
+        )?;
+    }
+    Ok(o)
+}
+
+pub(super) fn write_results(report: &str) -> Result<()> {
+    let path = root().join("BENCHMARKS.md");
+    let text = fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n\n".into());
+    let intro = match text.find(RESULTS_MARKER) {
+        Some(i) => &text[..i],
+        None => text.as_str(),
+    };
+    let mut out = intro.trim_end().to_owned();
+    write!(out, "\n\n{RESULTS_MARKER}\n\n{}", report.trim_end())?;
+    out.push('\n');
+    fs::write(&path, out)?;
+    Ok(())
+}
