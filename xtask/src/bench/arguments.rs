@@ -43,6 +43,10 @@ struct Cli {
     /// Downloads of the 64 MiB file per target and round (S7).
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = at_least_one())]
     downloads: u32,
+    /// Install the missing tools the end-to-end suite needs (nginx, its Lua module, HAProxy,
+    /// wrk, curl, openssl) with apt-get.
+    #[arg(long)]
+    install: bool,
     /// A Criterion filter.
     #[arg(value_name = "FILTER")]
     filter: Vec<String>,
@@ -66,6 +70,8 @@ pub struct Args {
     pub threads: u32,
     pub connections: u32,
     pub downloads: u32,
+    /// Install missing tools instead of failing on them.
+    pub install: bool,
     /// The Criterion filter and the arguments after `--`, for Criterion.
     pub criterion: Vec<String>,
     /// The command line, as given, for the report.
@@ -96,6 +102,7 @@ impl Args {
             threads: cli.threads,
             connections: cli.connections,
             downloads: cli.downloads,
+            install: cli.install,
             criterion: cli.filter.into_iter().chain(cli.criterion).collect(),
             command: std::iter::once(NAME.to_owned())
                 .chain(args.iter().cloned())
@@ -142,7 +149,7 @@ mod tests {
         let a = parse("");
         assert_eq!((a.rounds, a.duration_s, a.workers), (3, 10, 2));
         assert_eq!((a.threads, a.connections, a.downloads), (2, 50, 5));
-        assert!(a.run_micro() && a.run_e2e() && a.run_noisy());
+        assert!(a.run_micro() && a.run_e2e() && a.run_noisy() && !a.install);
         let a = parse("--quick");
         assert_eq!((a.rounds, a.duration_s), (1, 3));
         assert!(!a.run_micro() && a.run_e2e() && !a.run_noisy());
@@ -161,6 +168,8 @@ mod tests {
         assert_eq!(a.criterion, ["pipeline", "--sample-size", "10"]);
         let a = parse("--only noisy");
         assert!(a.noisy_only() && a.run_noisy() && !a.run_micro());
+        let a = parse("--install --only e2e");
+        assert!(a.install && a.run_e2e() && !a.run_micro());
     }
 
     #[test]

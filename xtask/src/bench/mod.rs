@@ -203,9 +203,15 @@ const SCENARIOS: &[Scenario] = &[
     },
 ];
 
+/// Checks, before anything starts, that the tools the end-to-end suite runs are installed;
+/// with `--install`, installs the missing ones.
+pub fn tools(args: &Args) -> Result<()> {
+    peers::tools(args.install)
+}
+
 /// Runs the suite, prints the results, and (unless `--quick`) writes them to `BENCHMARKS.md`.
+/// [`tools`] comes first.
 pub fn e2e(args: &Args) -> Result<()> {
-    peers::ensure_tools()?;
     let dir = root().join("target/bench-e2e");
     fs::create_dir_all(&dir)?;
     let with_big = !args.quick && !args.noisy_only();

@@ -49,15 +49,29 @@ fn have(cmd: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Installs nginx, HAProxy, wrk, curl and openssl (which signs the JWT) from Debian's packages
-/// when any is missing.
-pub(super) fn ensure_tools() -> Result<()> {
-    let missing: Vec<&str> = ["nginx", "haproxy", "wrk", "curl", "openssl"]
+/// The Debian packages of the tools the end-to-end suite runs that are not installed: nginx,
+/// HAProxy, wrk, curl and openssl (which signs the JWT).
+fn missing_packages() -> Vec<&'static str> {
+    ["nginx", "haproxy", "wrk", "curl", "openssl"]
         .into_iter()
         .filter(|c| !have(c))
-        .collect();
+        .collect()
+}
+
+/// Checks that every tool the end-to-end suite runs is installed. A missing one is an error
+/// that names it, unless `install` is set: then the missing ones are installed from Debian's
+/// packages.
+pub(super) fn tools(install: bool) -> Result<()> {
+    let missing = missing_packages();
     if missing.is_empty() {
         return Ok(());
+    }
+    if !install {
+        bail!(
+            "the end-to-end suite needs {} (not installed); `cargo xtask bench --install` \
+             installs the missing tools with apt-get",
+            missing.join(", ")
+        );
     }
     eprintln!("xtask: installing {}", missing.join(", "));
     crate::exec(Command::new("apt-get").arg("update"))?;
@@ -66,7 +80,12 @@ pub(super) fn ensure_tools() -> Result<()> {
             .args(["install", "-y", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    )?;
+    let still = missing_packages();
+    if !still.is_empty() {
+        bail!("still missing after apt-get install: {}", still.join(", "));
+    }
+    Ok(())
 }
 
 pub(super) fn tool_path(name: &str) -> String {
