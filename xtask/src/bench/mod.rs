@@ -1,5 +1,6 @@
-//! The end-to-end benchmark suite: the release gateway against nginx and HAProxy, all in front
-//! of the same local nginx upstream, loaded by wrk. Results go to `BENCHMARKS.md`.
+//! The end-to-end benchmark suite: the release gateway against nginx (also with S3's header work
+//! in Lua) and HAProxy, all in front of the same local nginx upstream, loaded by wrk. Results go
+//! to `BENCHMARKS.md`.
 //!
 //! - [`arguments`]: the command line;
 //! - [`processes`]: the processes the suite starts, and their CPU and memory from `/proc`;
@@ -41,6 +42,8 @@ const BIG_BYTES: u64 = 64 * 1024 * 1024;
 enum Target {
     Direct,
     Nginx,
+    /// nginx as the proxy with S3's header work in its Lua module (S3-lua).
+    NginxLua,
     Haproxy,
     Wasmgate,
 }
@@ -50,6 +53,7 @@ impl Target {
         match self {
             Target::Direct => "direct (no proxy)",
             Target::Nginx => "nginx",
+            Target::NginxLua => "nginx + Lua",
             Target::Haproxy => "HAProxy",
             Target::Wasmgate => "wasmgate",
         }
@@ -63,6 +67,15 @@ const ALL: &[Target] = &[
     Target::Wasmgate,
 ];
 const GATEWAY: &[Target] = &[Target::Wasmgate];
+const NGINX_LUA: &[Target] = &[Target::NginxLua];
+
+/// The scenarios of `--quick`: the plain path, one pooled plugin and its nginx + Lua
+/// counterpart, and a pipeline of three.
+const QUICK: &[&str] = &["S1", "S3-pooled", "S3-lua", "S4"];
+
+/// The response headers of S3's header work (and S4's), which the check before any load wants
+/// in the answer.
+const S3_HEADERS: &[&str] = &["x-request-id", "x-served-by"];
 
 /// S8's healthy route (no plugins) and its noisy neighbour, whose plugin loops until its
 /// deadline; both on the gateway's workers alike.
@@ -86,6 +99,8 @@ struct Scenario {
     plugins: u32,
     /// One connection instead of `--connections`: latency without queueing.
     single: bool,
+    /// Response headers the check before any load wants in the answer.
+    response_headers: &'static [&'static str],
 }
 
 const SCENARIOS: &[Scenario] = &[
@@ -101,6 +116,7 @@ const SCENARIOS: &[Scenario] = &[
         post_json: false,
         plugins: 0,
         single: true,
+        response_headers: &[],
     },
     Scenario {
         id: "S3-pooled-c1",
@@ -112,6 +128,7 @@ const SCENARIOS: &[Scenario] = &[
         post_json: false,
         plugins: 1,
         single: true,
+        response_headers: S3_HEADERS,
     },
     Scenario {
         id: "S1",
@@ -123,6 +140,7 @@ const SCENARIOS: &[Scenario] = &[
         post_json: false,
         plugins: 0,
         single: false,
+        response_headers: &[],
     },
     Scenario {
         id: "S2",
@@ -134,6 +152,7 @@ const SCENARIOS: &[Scenario] = &[
         post_json: false,
         plugins: 0,
         single: false,
+        response_headers: &[],
     },
     Scenario {
         id: "S3-fresh",
@@ -145,6 +164,7 @@ const SCENARIOS: &[Scenario] = &[
         post_json: false,
         plugins: 1,
         single: false,
+        response_headers: S3_HEADERS,
     },
     Scenario {
         id: "S3-pooled",
@@ -156,6 +176,20 @@ const SCENARIOS: &[Scenario] = &[
         post_json: false,
         plugins: 1,
         single: false,
+        response_headers: S3_HEADERS,
+    },
+    // S3's header work in nginx's Lua module, for comparison with wasmgate's S3-pooled.
+    Scenario {
+        id: "S3-lua",
+        title: "S3's header work in Lua (lua-nginx-module)",
+        path: "/headers-lua/hello",
+        targets: NGINX_LUA,
+        close: false,
+        auth: false,
+        post_json: false,
+        plugins: 0,
+        single: false,
+        response_headers: S3_HEADERS,
     },
     Scenario {
         id: "S4",
@@ -167,6 +201,7 @@ const SCENARIOS: &[Scenario] = &[
         post_json: false,
         plugins: 3,
         single: false,
+        response_headers: S3_HEADERS,
     },
     Scenario {
         id: "S5",
@@ -178,6 +213,7 @@ const SCENARIOS: &[Scenario] = &[
         post_json: true,
         plugins: 1,
         single: false,
+        response_headers: &[],
     },
     Scenario {
         id: "S6-python",
@@ -189,6 +225,7 @@ const SCENARIOS: &[Scenario] = &[
         post_json: true,
         plugins: 1,
         single: false,
+        response_headers: &[],
     },
     Scenario {
         id: "S6-js",
@@ -200,6 +237,7 @@ const SCENARIOS: &[Scenario] = &[
         post_json: false,
         plugins: 1,
         single: false,
+        response_headers: &[],
     },
 ];
 
@@ -238,7 +276,7 @@ pub fn e2e(args: &Args) -> Result<()> {
     };
     let scenarios: Vec<&Scenario> = SCENARIOS
         .iter()
-        .filter(|s| !args.noisy_only() && (!args.quick || s.id == "S1" || s.id == "S4"))
+        .filter(|s| !args.noisy_only() && (!args.quick || QUICK.contains(&s.id)))
         .collect();
     for s in &scenarios {
         for &t in s.targets {

@@ -62,15 +62,19 @@ impl Ctx<'_> {
         Ok(path)
     }
 
-    /// Checks with curl that the scenario's request gets a 200, before load is put on it.
+    /// Checks with curl that the scenario's request gets a 200, with the response headers the
+    /// scenario's header work adds, before load is put on it.
     pub(super) fn check(&self, s: &Scenario, t: Target) -> Result<()> {
         let mut c = Command::new("curl");
+        // The head on stdout (-D -), and the status code after it (-w).
         c.args([
             "-sS",
             "-o",
             "/dev/null",
+            "-D",
+            "-",
             "-w",
-            "%{http_code}",
+            "\n%{http_code}",
             "--max-time",
             "10",
         ]);
@@ -84,7 +88,8 @@ impl Ctx<'_> {
         }
         c.arg(self.url(t, s.path));
         let out = c.output().context("running curl")?;
-        let code = String::from_utf8_lossy(&out.stdout);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (head, code) = text.rsplit_once('\n').unwrap_or(("", &text));
         if code != "200" {
             bail!(
                 "{} via {}: expected 200, got {code} {}",
@@ -92,6 +97,19 @@ impl Ctx<'_> {
                 t.name(),
                 String::from_utf8_lossy(&out.stderr)
             );
+        }
+        for name in s.response_headers {
+            let present = head.lines().any(|l| {
+                l.split_once(':')
+                    .is_some_and(|(n, v)| n.eq_ignore_ascii_case(name) && !v.trim().is_empty())
+            });
+            if !present {
+                bail!(
+                    "{} via {}: no {name} header in the answer:\n{head}",
+                    s.id,
+                    t.name()
+                );
+            }
         }
         Ok(())
     }
