@@ -7,7 +7,8 @@
 //! - `cargo xtask test`: formatting, lints, the plugins' native tests, and every test, as CI
 //!   runs them.
 //! - `cargo xtask bench`: the Criterion microbenchmarks, then the end-to-end suite against nginx
-//!   and HAProxy, which writes BENCHMARKS.md (`--quick` for a regression check under a minute).
+//!   and HAProxy, which writes BENCHMARKS.md (`--quick` for a regression check under a minute;
+//!   `--install` installs the tools it needs).
 //! - `cargo xtask fuzz [TARGET] [--seconds N] [--merge]`: the libFuzzer targets in `fuzz/`, each
 //!   for N seconds (see `fuzz.rs`).
 
@@ -33,7 +34,8 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz::Args::parse(&args[1..]).and_then(|a| fuzz::run(&a)),
         _ => {
             eprintln!(
-                "usage: cargo xtask <build | run | test | bench [--quick] [--only e2e|micro] [options] \
+                "usage: cargo xtask <build | run | test \
+                 | bench [--quick] [--only e2e|micro|noisy] [--install] [options] \
                  | fuzz [TARGET] [--seconds N] [--merge]>"
             );
             return ExitCode::from(2);
@@ -150,10 +152,16 @@ fn test() -> Result<()> {
 }
 
 /// The Criterion microbenchmarks of the plugin machinery and routing (`host/benches/`), then the
-/// end-to-end suite against nginx and HAProxy (`bench.rs`). `--quick` runs a short end-to-end
-/// check only; `--only e2e|micro` picks one; arguments after `--` go to Criterion.
+/// end-to-end suite against nginx and HAProxy (`bench/`). `--quick` runs a short end-to-end
+/// check only; `--only e2e|micro|noisy` picks one; `--install` installs the tools the
+/// end-to-end suite needs; arguments after `--` go to Criterion.
 fn bench(args: &[String]) -> Result<()> {
-    let args = bench::Args::parse(args)?;
+    let args = bench::Args::parse(args);
+    // Before anything starts: a missing tool fails here, not after minutes of building and
+    // microbenchmarks.
+    if args.run_e2e() || args.install {
+        bench::tools(&args)?;
+    }
     if args.run_micro() {
         plugins::build_all()?;
         let mut cmd = cargo();

@@ -1,0 +1,376 @@
+//! The end-to-end benchmark suite: the release gateway against nginx (also with S3's header work
+//! in Lua) and HAProxy, all in front of the same local nginx upstream, loaded by wrk. Results go
+//! to `BENCHMARKS.md`.
+//!
+//! - [`arguments`]: the command line;
+//! - [`processes`]: the processes the suite starts, and their CPU and memory from `/proc`;
+//! - [`peers`]: the upstream, the proxies and the gateway, and the tools the suite needs;
+//! - [`wrk`]: the load, and the checks before it;
+//! - [`stats`]: medians, spreads and how numbers are written;
+//! - [`report`]: the results as Markdown, and `BENCHMARKS.md`;
+//! - [`payloads`] and [`reload`]: the bodies and token the load sends, and the reload test.
+
+mod arguments;
+mod payloads;
+mod peers;
+mod processes;
+mod reload;
+mod report;
+mod stats;
+mod wrk;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::time::Instant;
+
+use anyhow::Result;
+
+pub use arguments::Args;
+use peers::start_peers;
+use processes::{clk_tck, loadavg, run_cmd};
+use reload::reload_latency;
+use report::{Downloads, Noisy, RunInfo, report, write_results};
+use stats::{fmt_us, median};
+use wrk::{Ctx, Run};
+
+use crate::root;
+
+/// The size of S7's download.
+const BIG_BYTES: u64 = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Target {
+    Direct,
+    Nginx,
+    /// nginx as the proxy with S3's header work in its Lua module (S3-lua).
+    NginxLua,
+    Haproxy,
+    Wasmgate,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Direct => "direct (no proxy)",
+            Target::Nginx => "nginx",
+            Target::NginxLua => "nginx + Lua",
+            Target::Haproxy => "HAProxy",
+            Target::Wasmgate => "wasmgate",
+        }
+    }
+}
+
+const ALL: &[Target] = &[
+    Target::Direct,
+    Target::Nginx,
+    Target::Haproxy,
+    Target::Wasmgate,
+];
+const GATEWAY: &[Target] = &[Target::Wasmgate];
+const NGINX_LUA: &[Target] = &[Target::NginxLua];
+
+/// The scenarios of `--quick`: the plain path, one pooled plugin and its nginx + Lua
+/// counterpart, and a pipeline of three.
+const QUICK: &[&str] = &["S1", "S3-pooled", "S3-lua", "S4"];
+
+/// The response headers of S3's header work (and S4's), which the check before any load wants
+/// in the answer.
+const S3_HEADERS: &[&str] = &["x-request-id", "x-served-by"];
+
+/// S8's healthy route (no plugins) and its noisy neighbour, whose plugin loops until its
+/// deadline; both on the gateway's workers alike.
+const NOISY_HEALTHY: &str = "/plain/hello";
+const NOISY_LOOP: &str = "/loop/x";
+/// S8's phases: how many clients hammer the looping route while the healthy one is measured.
+const NOISY_PHASES: [u32; 3] = [0, 1, 4];
+/// Longest S8 phase, in seconds: enough requests for a p99 at two connections.
+const NOISY_SECONDS: u32 = 5;
+
+#[derive(Debug)]
+struct Scenario {
+    id: &'static str,
+    title: &'static str,
+    path: &'static str,
+    targets: &'static [Target],
+    close: bool,
+    auth: bool,
+    post_json: bool,
+    /// How many plugins the pipeline runs, for the added latency per plugin.
+    plugins: u32,
+    /// One connection instead of `--connections`: latency without queueing.
+    single: bool,
+    /// Response headers the check before any load wants in the answer.
+    response_headers: &'static [&'static str],
+}
+
+const SCENARIOS: &[Scenario] = &[
+    // The latency probes first: one connection, so p50 is a request's own time through the
+    // gateway, without the queueing that 50 connections on 2 cores add.
+    Scenario {
+        id: "S1-c1",
+        title: "empty pipeline, one connection",
+        path: "/plain/hello",
+        targets: GATEWAY,
+        close: false,
+        auth: false,
+        post_json: false,
+        plugins: 0,
+        single: true,
+        response_headers: &[],
+    },
+    Scenario {
+        id: "S3-pooled-c1",
+        title: "headers plugin, pooled, one connection",
+        path: "/headers-pooled/hello",
+        targets: GATEWAY,
+        close: false,
+        auth: false,
+        post_json: false,
+        plugins: 1,
+        single: true,
+        response_headers: S3_HEADERS,
+    },
+    Scenario {
+        id: "S1",
+        title: "empty pipeline, keep-alive",
+        path: "/plain/hello",
+        targets: ALL,
+        close: false,
+        auth: false,
+        post_json: false,
+        plugins: 0,
+        single: false,
+        response_headers: &[],
+    },
+    Scenario {
+        id: "S2",
+        title: "a new connection per request (Connection: close)",
+        path: "/plain/hello",
+        targets: ALL,
+        close: true,
+        auth: false,
+        post_json: false,
+        plugins: 0,
+        single: false,
+        response_headers: &[],
+    },
+    Scenario {
+        id: "S3-fresh",
+        title: "headers plugin, fresh instances",
+        path: "/headers-fresh/hello",
+        targets: GATEWAY,
+        close: false,
+        auth: false,
+        post_json: false,
+        plugins: 1,
+        single: false,
+        response_headers: S3_HEADERS,
+    },
+    Scenario {
+        id: "S3-pooled",
+        title: "headers plugin, pooled instances",
+        path: "/headers-pooled/hello",
+        targets: GATEWAY,
+        close: false,
+        auth: false,
+        post_json: false,
+        plugins: 1,
+        single: false,
+        response_headers: S3_HEADERS,
+    },
+    // S3's header work in nginx's Lua module, for comparison with wasmgate's S3-pooled.
+    Scenario {
+        id: "S3-lua",
+        title: "S3's header work in Lua (lua-nginx-module)",
+        path: "/headers-lua/hello",
+        targets: NGINX_LUA,
+        close: false,
+        auth: false,
+        post_json: false,
+        plugins: 0,
+        single: false,
+        response_headers: S3_HEADERS,
+    },
+    Scenario {
+        id: "S4",
+        title: "jwt-auth (HS256) + rate-limit + headers, pooled",
+        path: "/auth/hello",
+        targets: GATEWAY,
+        close: false,
+        auth: true,
+        post_json: false,
+        plugins: 3,
+        single: false,
+        response_headers: S3_HEADERS,
+    },
+    Scenario {
+        id: "S5",
+        title: "transform: 1 KiB JSON POST to SOAP 1.1 and the SOAP answer back to JSON",
+        path: "/soap",
+        targets: GATEWAY,
+        close: false,
+        auth: false,
+        post_json: true,
+        plugins: 1,
+        single: false,
+        response_headers: &[],
+    },
+    Scenario {
+        id: "S6-python",
+        title: "Python plugin (validate): a 1 KiB JSON POST checked against body rules",
+        path: "/validate",
+        targets: GATEWAY,
+        close: false,
+        auth: false,
+        post_json: true,
+        plugins: 1,
+        single: false,
+        response_headers: &[],
+    },
+    Scenario {
+        id: "S6-js",
+        title: "JavaScript plugin (redact): fields of a 1 KiB JSON answer masked",
+        path: "/redact/users.json",
+        targets: GATEWAY,
+        close: false,
+        auth: false,
+        post_json: false,
+        plugins: 1,
+        single: false,
+        response_headers: &[],
+    },
+];
+
+/// Checks, before anything starts, that the tools the end-to-end suite runs are installed;
+/// with `--install`, installs the missing ones.
+pub fn tools(args: &Args) -> Result<()> {
+    peers::tools(args.install)
+}
+
+/// Runs the suite, prints the results, and (unless `--quick`) writes them to `BENCHMARKS.md`.
+/// [`tools`] comes first.
+pub fn e2e(args: &Args) -> Result<()> {
+    let dir = root().join("target/bench-e2e");
+    fs::create_dir_all(&dir)?;
+    let with_big = !args.quick && !args.noisy_only();
+    let started = Instant::now();
+    let date = run_cmd("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+    let commit = run_cmd(
+        "git",
+        &[
+            "-C",
+            &root().display().to_string(),
+            "rev-parse",
+            "--short",
+            "HEAD",
+        ],
+    );
+    let load_before = loadavg();
+    let peers = start_peers(args, &dir, with_big)?;
+    let ctx = Ctx {
+        args,
+        dir: dir.clone(),
+        peers: &peers,
+        token: payloads::hs256_token()?,
+        tck: clk_tck(),
+    };
+    let scenarios: Vec<&Scenario> = SCENARIOS
+        .iter()
+        .filter(|s| !args.noisy_only() && (!args.quick || QUICK.contains(&s.id)))
+        .collect();
+    for s in &scenarios {
+        for &t in s.targets {
+            ctx.check(s, t)?;
+        }
+    }
+    if args.run_noisy() {
+        ctx.check_noisy()?;
+    }
+    // Warm-up: connections, caches, pooled instances; not measured.
+    let warm = if args.quick { 1 } else { 2 };
+    for s in &scenarios {
+        for &t in s.targets {
+            ctx.wrk(s, t, warm)?;
+        }
+    }
+    let mut results: BTreeMap<(&str, Target), Vec<Run>> = BTreeMap::new();
+    let mut big: BTreeMap<Target, Downloads> = BTreeMap::new();
+    let mut noisy: BTreeMap<u32, Noisy> = BTreeMap::new();
+    for round in 1..=args.rounds {
+        for s in &scenarios {
+            for &t in s.targets {
+                let r = ctx.wrk(s, t, args.duration_s)?;
+                eprintln!(
+                    "xtask: round {round}/{} {} {:<18} {:>9.0} req/s  p50 {:>9}  p99 {:>9}  errors {}",
+                    args.rounds,
+                    s.id,
+                    t.name(),
+                    r.rps,
+                    fmt_us(r.p50_us),
+                    fmt_us(r.p99_us),
+                    r.errors
+                );
+                results.entry((s.id, t)).or_default().push(r);
+            }
+        }
+        if with_big {
+            for &t in ALL {
+                let (speeds, cpu, rss) = ctx.downloads(t)?;
+                eprintln!(
+                    "xtask: round {round}/{} S7 {:<18} {:>7.0} MB/s (median of {})",
+                    args.rounds,
+                    t.name(),
+                    median(&speeds),
+                    speeds.len()
+                );
+                let e = big.entry(t).or_default();
+                e.speeds.extend(speeds);
+                e.cpu.extend(cpu);
+                e.rss_kib = e.rss_kib.max(rss);
+            }
+        }
+        if args.run_noisy() {
+            for looping in NOISY_PHASES {
+                let (healthy, noise) = ctx.noisy(looping, args.duration_s.min(NOISY_SECONDS))?;
+                eprintln!(
+                    "xtask: round {round}/{} S8 {looping} looping client(s): healthy {:>6.0} req/s  \
+                     p50 {:>9}  p99 {:>9}  errors {}; looping {:.0} req/s",
+                    args.rounds,
+                    healthy.rps,
+                    fmt_us(healthy.p50_us),
+                    fmt_us(healthy.p99_us),
+                    healthy.errors,
+                    noise.as_ref().map_or(0.0, |n| n.rps),
+                );
+                let e = noisy.entry(looping).or_default();
+                e.healthy.push(healthy);
+                e.looping.extend(noise);
+            }
+        }
+    }
+    drop(ctx);
+    let reload = if args.quick || args.noisy_only() {
+        String::new()
+    } else {
+        reload_latency(&dir, peers.ports[&Target::Direct], args.rounds)?
+    };
+    drop(peers);
+    let elapsed = started.elapsed().as_secs();
+
+    let run = RunInfo {
+        date,
+        commit,
+        elapsed,
+        load: format!("{load_before} before the run, {} after", loadavg()),
+    };
+    let mut report = report(args, &scenarios, &results, &big, &noisy, &run)?;
+    report.push_str(&reload);
+    println!("{report}");
+    if args.quick || args.noisy_only() {
+        eprintln!("xtask: partial run: BENCHMARKS.md left as it is");
+    } else {
+        write_results(&report)?;
+        eprintln!("xtask: results written to BENCHMARKS.md");
+    }
+    Ok(())
+}
