@@ -178,6 +178,20 @@ const SCENARIOS: &[Scenario] = &[
         single: false,
         response_headers: S3_HEADERS,
     },
+    // The same header work in a pooled call (the headers plugin as built against 0.1.2), so
+    // what one plugin call costs stays measured.
+    Scenario {
+        id: "S3-call",
+        title: "S3's header work in a pooled plugin call (headers built against 0.1.2)",
+        path: "/headers-call/hello",
+        targets: GATEWAY,
+        close: false,
+        auth: false,
+        post_json: false,
+        plugins: 1,
+        single: false,
+        response_headers: S3_HEADERS,
+    },
     // S3's header work in nginx's Lua module, for comparison with wasmgate's S3-pooled.
     Scenario {
         id: "S3-lua",

@@ -207,6 +207,10 @@ pub(super) fn start_peers(args: &Args, dir: &Path, with_big: bool) -> Result<Pee
                 .display()
                 .to_string(),
         ),
+        (
+            "FIXTURES",
+            root.join("tests/fixtures").display().to_string(),
+        ),
         ("JWT_SECRET", JWT_SECRET.to_owned()),
     ];
     let mut peers = Peers {
