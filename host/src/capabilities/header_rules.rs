@@ -40,12 +40,27 @@ impl HostState {
         self.refusals
             .check(Refusal::Header, result, |e| refused(call, name, e))
     }
-}
 
-/// A template, checked, with what is known at load (the route) filled in.
-fn value(template: &str, route: &str) -> Result<Value, ErrorCode> {
-    let template = Template::parse(template).map_err(|_| ErrorCode::InvalidValue)?;
-    Value::new(template, route).ok_or(ErrorCode::InvalidValue)
+    /// Checks and keeps a rule that writes a templated value.
+    fn declare_write(
+        &mut self,
+        phase: Phase,
+        call: &str,
+        name: &str,
+        template: &str,
+        append: bool,
+    ) -> Result<(), ErrorCode> {
+        let route = self.ctx.route.clone();
+        self.declare(phase, call, name, |name| {
+            let template = Template::parse(template).map_err(|_| ErrorCode::InvalidValue)?;
+            let value = Value::new(template, &route).ok_or(ErrorCode::InvalidValue)?;
+            Ok(Rule::Write {
+                name,
+                value,
+                append,
+            })
+        })
+    }
 }
 
 impl Host for HostState {
@@ -55,10 +70,8 @@ impl Host for HostState {
         name: String,
         template: String,
     ) -> Result<Result<(), ErrorCode>> {
-        let route = &self.ctx.route.clone();
-        Ok(self.declare(phase, "header-rules.set-header", &name, |n| {
-            Ok(Rule::Set(n, value(&template, route)?))
-        }))
+        let call = "header-rules.set-header";
+        Ok(self.declare_write(phase, call, &name, &template, false))
     }
 
     fn append_header(
@@ -67,27 +80,17 @@ impl Host for HostState {
         name: String,
         template: String,
     ) -> Result<Result<(), ErrorCode>> {
-        let route = &self.ctx.route.clone();
-        Ok(
-            self.declare(phase, "header-rules.append-header", &name, |n| {
-                Ok(Rule::Append(n, value(&template, route)?))
-            }),
-        )
+        let call = "header-rules.append-header";
+        Ok(self.declare_write(phase, call, &name, &template, true))
     }
 
     fn remove_header(&mut self, phase: Phase, name: String) -> Result<Result<(), ErrorCode>> {
-        Ok(
-            self.declare(phase, "header-rules.remove-header", &name, |n| {
-                Ok(Rule::Remove(n))
-            }),
-        )
+        let call = "header-rules.remove-header";
+        Ok(self.declare(phase, call, &name, |n| Ok(Rule::Remove(n))))
     }
 
     fn request_id(&mut self, name: String) -> Result<Result<(), ErrorCode>> {
-        Ok(
-            self.declare(Phase::Request, "header-rules.request-id", &name, |n| {
-                Ok(Rule::RequestId(n))
-            }),
-        )
+        let call = "header-rules.request-id";
+        Ok(self.declare(Phase::Request, call, &name, |n| Ok(Rule::RequestId(n))))
     }
 }

@@ -39,8 +39,12 @@ impl Value {
 /// One declared change.
 #[derive(Debug, Clone)]
 pub enum Rule {
-    Set(HeaderName, Value),
-    Append(HeaderName, Value),
+    /// Replace the header's values with this one, or with `append`, add it.
+    Write {
+        name: HeaderName,
+        value: Value,
+        append: bool,
+    },
     Remove(HeaderName),
     /// Keep the client's id in this header when it is plain, else write a new UUID there.
     RequestId(HeaderName),
@@ -65,12 +69,18 @@ impl HeaderRules {
     /// Makes the request rules' changes to the request.
     pub fn apply_to_request(&self, ex: &mut Exchange, buf: &mut String) {
         for rule in &self.request {
-            let (name, value, append) = match rule {
-                Rule::Set(name, value) => (name, value, false),
-                Rule::Append(name, value) => (name, value, true),
+            match rule {
+                Rule::Write {
+                    name,
+                    value,
+                    append,
+                } => {
+                    if let Some(value) = render(value, ex, buf) {
+                        write(&mut ex.request.headers, name, value, *append);
+                    }
+                }
                 Rule::Remove(name) => {
                     ex.request.headers.remove(name);
-                    continue;
                 }
                 Rule::RequestId(name) => {
                     let id = match ex.request.headers.get(name) {
@@ -79,11 +89,7 @@ impl HeaderRules {
                     };
                     ex.request.headers.insert(name.clone(), id.clone());
                     ex.request_id = Some(id);
-                    continue;
                 }
-            };
-            if let Some(value) = render(value, ex, buf) {
-                write(&mut ex.request.headers, name, value, append);
             }
         }
     }
@@ -91,21 +97,24 @@ impl HeaderRules {
     /// Makes the response rules' changes to the response (which the response phase has).
     pub fn apply_to_response(&self, ex: &mut Exchange, buf: &mut String) {
         for rule in &self.response {
-            let (name, value, append) = match rule {
-                Rule::Set(name, value) => (name, value, false),
-                Rule::Append(name, value) => (name, value, true),
+            match rule {
+                Rule::Write {
+                    name,
+                    value,
+                    append,
+                } => {
+                    let value = render(value, ex, buf);
+                    if let (Some(value), Some(r)) = (value, ex.response.as_mut()) {
+                        write(&mut r.parts.headers, name, value, *append);
+                    }
+                }
                 Rule::Remove(name) => {
                     if let Some(r) = ex.response.as_mut() {
                         r.parts.headers.remove(name);
                     }
-                    continue;
                 }
                 // Declared for the request phase only (the WIT has no response form).
-                Rule::RequestId(_) => continue,
-            };
-            let value = render(value, ex, buf);
-            if let (Some(value), Some(r)) = (value, ex.response.as_mut()) {
-                write(&mut r.parts.headers, name, value, append);
+                Rule::RequestId(_) => {}
             }
         }
     }
