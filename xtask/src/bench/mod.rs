@@ -86,6 +86,55 @@ const NOISY_PHASES: [u32; 3] = [0, 1, 4];
 /// Longest S8 phase, in seconds: enough requests for a p99 at two connections.
 const NOISY_SECONDS: u32 = 5;
 
+/// A scenario's defaults: on the gateway alone, keep-alive, `GET` without a token, at
+/// `--connections`, with no response header checked.
+impl Scenario {
+    const fn new(id: &'static str, title: &'static str, path: &'static str, plugins: u32) -> Self {
+        Self {
+            id,
+            title,
+            path,
+            targets: GATEWAY,
+            close: false,
+            auth: false,
+            post_json: false,
+            plugins,
+            single: false,
+            response_headers: &[],
+        }
+    }
+
+    const fn on(mut self, targets: &'static [Target]) -> Self {
+        self.targets = targets;
+        self
+    }
+
+    const fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+
+    const fn with_token(mut self) -> Self {
+        self.auth = true;
+        self
+    }
+
+    const fn posting_json(mut self) -> Self {
+        self.post_json = true;
+        self
+    }
+
+    const fn one_connection(mut self) -> Self {
+        self.single = true;
+        self
+    }
+
+    const fn wanting(mut self, headers: &'static [&'static str]) -> Self {
+        self.response_headers = headers;
+        self
+    }
+}
+
 #[derive(Debug)]
 struct Scenario {
     id: &'static str,
@@ -106,153 +155,84 @@ struct Scenario {
 const SCENARIOS: &[Scenario] = &[
     // The latency probes first: one connection, so p50 is a request's own time through the
     // gateway, without the queueing that 50 connections on 2 cores add.
-    Scenario {
-        id: "S1-c1",
-        title: "empty pipeline, one connection",
-        path: "/plain/hello",
-        targets: GATEWAY,
-        close: false,
-        auth: false,
-        post_json: false,
-        plugins: 0,
-        single: true,
-        response_headers: &[],
-    },
-    Scenario {
-        id: "S3-pooled-c1",
-        title: "headers plugin, pooled, one connection",
-        path: "/headers-pooled/hello",
-        targets: GATEWAY,
-        close: false,
-        auth: false,
-        post_json: false,
-        plugins: 1,
-        single: true,
-        response_headers: S3_HEADERS,
-    },
-    Scenario {
-        id: "S1",
-        title: "empty pipeline, keep-alive",
-        path: "/plain/hello",
-        targets: ALL,
-        close: false,
-        auth: false,
-        post_json: false,
-        plugins: 0,
-        single: false,
-        response_headers: &[],
-    },
-    Scenario {
-        id: "S2",
-        title: "a new connection per request (Connection: close)",
-        path: "/plain/hello",
-        targets: ALL,
-        close: true,
-        auth: false,
-        post_json: false,
-        plugins: 0,
-        single: false,
-        response_headers: &[],
-    },
-    Scenario {
-        id: "S3-fresh",
-        title: "headers plugin, fresh instances",
-        path: "/headers-fresh/hello",
-        targets: GATEWAY,
-        close: false,
-        auth: false,
-        post_json: false,
-        plugins: 1,
-        single: false,
-        response_headers: S3_HEADERS,
-    },
-    Scenario {
-        id: "S3-pooled",
-        title: "headers plugin, pooled instances",
-        path: "/headers-pooled/hello",
-        targets: GATEWAY,
-        close: false,
-        auth: false,
-        post_json: false,
-        plugins: 1,
-        single: false,
-        response_headers: S3_HEADERS,
-    },
+    Scenario::new("S1-c1", "empty pipeline, one connection", "/plain/hello", 0).one_connection(),
+    Scenario::new(
+        "S3-pooled-c1",
+        "headers plugin, pooled, one connection",
+        "/headers-pooled/hello",
+        1,
+    )
+    .one_connection()
+    .wanting(S3_HEADERS),
+    Scenario::new("S1", "empty pipeline, keep-alive", "/plain/hello", 0).on(ALL),
+    Scenario::new(
+        "S2",
+        "a new connection per request (Connection: close)",
+        "/plain/hello",
+        0,
+    )
+    .on(ALL)
+    .closing(),
+    Scenario::new(
+        "S3-fresh",
+        "headers plugin, fresh instances",
+        "/headers-fresh/hello",
+        1,
+    )
+    .wanting(S3_HEADERS),
+    Scenario::new(
+        "S3-pooled",
+        "headers plugin, pooled instances",
+        "/headers-pooled/hello",
+        1,
+    )
+    .wanting(S3_HEADERS),
     // The same header work in a pooled call (the headers plugin as built against 0.1.2), so
     // what one plugin call costs stays measured.
-    Scenario {
-        id: "S3-call",
-        title: "S3's header work in a pooled plugin call (headers built against 0.1.2)",
-        path: "/headers-call/hello",
-        targets: GATEWAY,
-        close: false,
-        auth: false,
-        post_json: false,
-        plugins: 1,
-        single: false,
-        response_headers: S3_HEADERS,
-    },
+    Scenario::new(
+        "S3-call",
+        "S3's header work in a pooled plugin call (headers built against 0.1.2)",
+        "/headers-call/hello",
+        1,
+    )
+    .wanting(S3_HEADERS),
     // S3's header work in nginx's Lua module, for comparison with wasmgate's S3-pooled.
-    Scenario {
-        id: "S3-lua",
-        title: "S3's header work in Lua (lua-nginx-module)",
-        path: "/headers-lua/hello",
-        targets: NGINX_LUA,
-        close: false,
-        auth: false,
-        post_json: false,
-        plugins: 0,
-        single: false,
-        response_headers: S3_HEADERS,
-    },
-    Scenario {
-        id: "S4",
-        title: "jwt-auth (HS256) + rate-limit + headers, pooled",
-        path: "/auth/hello",
-        targets: GATEWAY,
-        close: false,
-        auth: true,
-        post_json: false,
-        plugins: 3,
-        single: false,
-        response_headers: S3_HEADERS,
-    },
-    Scenario {
-        id: "S5",
-        title: "transform: 1 KiB JSON POST to SOAP 1.1 and the SOAP answer back to JSON",
-        path: "/soap",
-        targets: GATEWAY,
-        close: false,
-        auth: false,
-        post_json: true,
-        plugins: 1,
-        single: false,
-        response_headers: &[],
-    },
-    Scenario {
-        id: "S6-python",
-        title: "Python plugin (validate): a 1 KiB JSON POST checked against body rules",
-        path: "/validate",
-        targets: GATEWAY,
-        close: false,
-        auth: false,
-        post_json: true,
-        plugins: 1,
-        single: false,
-        response_headers: &[],
-    },
-    Scenario {
-        id: "S6-js",
-        title: "JavaScript plugin (redact): fields of a 1 KiB JSON answer masked",
-        path: "/redact/users.json",
-        targets: GATEWAY,
-        close: false,
-        auth: false,
-        post_json: false,
-        plugins: 1,
-        single: false,
-        response_headers: &[],
-    },
+    Scenario::new(
+        "S3-lua",
+        "S3's header work in Lua (lua-nginx-module)",
+        "/headers-lua/hello",
+        0,
+    )
+    .on(NGINX_LUA)
+    .wanting(S3_HEADERS),
+    Scenario::new(
+        "S4",
+        "jwt-auth (HS256) + rate-limit + headers, pooled",
+        "/auth/hello",
+        3,
+    )
+    .with_token()
+    .wanting(S3_HEADERS),
+    Scenario::new(
+        "S5",
+        "transform: 1 KiB JSON POST to SOAP 1.1 and the SOAP answer back to JSON",
+        "/soap",
+        1,
+    )
+    .posting_json(),
+    Scenario::new(
+        "S6-python",
+        "Python plugin (validate): a 1 KiB JSON POST checked against body rules",
+        "/validate",
+        1,
+    )
+    .posting_json(),
+    Scenario::new(
+        "S6-js",
+        "JavaScript plugin (redact): fields of a 1 KiB JSON answer masked",
+        "/redact/users.json",
+        1,
+    ),
 ];
 
 /// Checks, before anything starts, that the tools the end-to-end suite runs are installed;
