@@ -772,8 +772,8 @@ fn compiled_plugins_are_cached_on_disk_and_a_bad_cache_entry_is_ignored() {
         "warm {warm:?} is not faster than cold {cold:?}"
     );
 
-    // Garbage, a truncated entry, flipped bits, and a well-framed entry that wasmtime did not
-    // write: none is used, each is compiled again and replaced.
+    // Garbage, a truncated entry, flipped bits, and an entry with a matching digest that
+    // wasmtime did not write: none is used, each is compiled again and replaced.
     assert_eq!(files.len(), names.len(), "{files:?}");
     for (i, f) in files.iter().enumerate() {
         let mut bytes = std::fs::read(f).unwrap();
@@ -786,10 +786,12 @@ fn compiled_plugins_are_cached_on_disk_and_a_bad_cache_entry_is_ignored() {
             }
             _ => {
                 use sha2::Digest;
-                let payload = vec![0x7fu8; 4096];
-                bytes = bytes[..8].to_vec();
-                bytes.extend_from_slice(&sha2::Sha256::digest(&payload));
-                bytes.extend_from_slice(&payload);
+                bytes = vec![0x7fu8; 4096];
+                let digest: String = sha2::Sha256::digest(&bytes)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                std::fs::write(f.with_extension("sha256"), digest).unwrap();
             }
         }
         std::fs::write(f, bytes).unwrap();
