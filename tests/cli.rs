@@ -2,6 +2,7 @@
 
 mod support;
 
+use support::config::GatewayConfig;
 use support::{check, plugin};
 
 const BASE: &str = r#"
@@ -162,4 +163,29 @@ fn an_admin_api_off_loopback_needs_a_token_and_then_checks_it() {
         out.contains("must hold one token of at least 16 characters"),
         "{out}"
     );
+}
+
+#[test]
+fn a_body_reading_plugin_whose_memory_cannot_hold_the_body_limit_is_warned_about() {
+    let cfg = GatewayConfig::new()
+        .plugin_with("fixture", &plugin("fixture"), &["memory_limit_mib = 4"])
+        .upstream("up", "http://127.0.0.1:9")
+        .route("big", "/big", "up")
+        .with("max_body_bytes = 8388608")
+        .stage("fixture", r#"{ request_body = "append:x" }"#)
+        .route("small", "/small", "up")
+        .with("max_body_bytes = 1024")
+        .stage("fixture", r#"{ request_body = "append:x" }"#)
+        .route("headers-only", "/h", "up")
+        .with("max_body_bytes = 8388608")
+        .stage("fixture", r#"{ request_set = { "x-a" = "1" } }"#)
+        .to_string();
+    let (ok, out) = check(&cfg);
+    assert!(ok, "a warning, not an error: {out}");
+    let warnings: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("memory limit leaves less than that"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{out}");
+    assert!(warnings[0].contains("big"), "{out}");
 }

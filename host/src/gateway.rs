@@ -172,6 +172,21 @@ impl Gateway {
                 let workers = shared.workers;
                 match Instances::new(plugin.clone(), json.into(), ctx, mode, sandbox, workers, 2) {
                     Ok((instances, registration, rules)) => {
+                        let room = instances.room_after_init();
+                        if (registration.request_body || registration.response_body)
+                            && room < body_limit
+                        {
+                            tracing::warn!(
+                                route = %r.name,
+                                plugin = %entry.plugin,
+                                body_limit,
+                                room,
+                                "the plugin reads bodies of up to the route's max_body_bytes, but \
+                                 its memory limit leaves less than that after init: a body that \
+                                 large will fail it (raise its memory_limit_mib, or lower \
+                                 max_body_bytes)"
+                            );
+                        }
                         let stage = Arc::new(Stage {
                             plugin: plugin.name.clone(),
                             hash: plugin.hash.clone(),

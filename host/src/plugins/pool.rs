@@ -95,6 +95,8 @@ pub struct Instances {
     idle: Box<[Mutex<Vec<Instance>>]>,
     /// Most idle instances kept per worker.
     max_idle: usize,
+    /// Linear memory the first instance had after `init`.
+    memory_after_init: usize,
 }
 
 /// Arms the store's tick budget (and fuel) for a call of at most `limit` of running time: the
@@ -123,7 +125,7 @@ impl Instances {
         workers: usize,
         max_idle: usize,
     ) -> Result<(Self, Registration, HeaderRules), String> {
-        let this = Self {
+        let mut this = Self {
             loaded,
             config,
             ctx,
@@ -133,6 +135,7 @@ impl Instances {
                 .map(|_| Mutex::new(Vec::new()))
                 .collect(),
             max_idle: max_idle.max(1),
+            memory_after_init: 0,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -143,6 +146,7 @@ impl Instances {
                 Failure::Instantiate(m) => m,
                 other => other.to_string(),
             })?;
+        this.memory_after_init = first.store.data().limits.memory_bytes;
         if mode == InstanceMode::Pooled {
             this.idle().push(first);
         }
@@ -151,6 +155,14 @@ impl Instances {
 
     pub fn mode(&self) -> InstanceMode {
         self.mode
+    }
+
+    /// The linear memory an instance may still grow by after `init`: what a call has for
+    /// the bodies it reads.
+    pub fn room_after_init(&self) -> usize {
+        self.sandbox
+            .memory_bytes
+            .saturating_sub(self.memory_after_init)
     }
 
     /// The calling worker's idle instances. Only that worker takes this lock, except while a
