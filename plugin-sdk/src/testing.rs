@@ -784,10 +784,8 @@ fn is_valid_query(query: &str) -> bool {
 impl host::DeclaredRule {
     /// Makes a request rule's change, as the host does.
     fn apply_to_request(&self, req: &mut MockRequest) {
-        let (name, template, append) = match self {
-            Self::Set(name, t) => (name, t, false),
-            Self::Append(name, t) => (name, t, true),
-            Self::Remove(name) => return remove_header(&mut req.headers, name),
+        match self {
+            Self::Remove(name) => remove_header(&mut req.headers, name),
             Self::RequestId(name) => {
                 let id = match header_values(&req.headers, name).next() {
                     Some(id) if is_request_id(id) => id.to_string(),
@@ -795,33 +793,40 @@ impl host::DeclaredRule {
                 };
                 let _ = set_header(&mut req.headers, name, &id);
                 req.request_id = Some(id);
-                return;
             }
-        };
-        let mut value = String::new();
-        template.render(&*req, &mut value);
-        // A value that is not a valid header value leaves the header as it is.
-        let _ = if append {
-            append_header(&mut req.headers, name, &value)
-        } else {
-            set_header(&mut req.headers, name, &value)
-        };
+            Self::Set(..) | Self::Append(..) => {
+                let value = self.render(req);
+                self.write(&mut req.headers, &value);
+            }
+        }
     }
 
     /// Makes a response rule's change, as the host does.
     fn apply_to_response(&self, req: &MockRequest, resp: &mut MockResponse) {
-        let (name, template, append) = match self {
-            Self::Set(name, t) => (name, t, false),
-            Self::Append(name, t) => (name, t, true),
-            Self::Remove(name) => return remove_header(&mut resp.headers, name),
-            Self::RequestId(_) => return,
-        };
+        match self {
+            Self::Remove(name) => remove_header(&mut resp.headers, name),
+            // Declared for the request phase only.
+            Self::RequestId(_) => {}
+            Self::Set(..) | Self::Append(..) => self.write(&mut resp.headers, &self.render(req)),
+        }
+    }
+
+    /// A set or append rule's value, rendered from the request.
+    fn render(&self, req: &MockRequest) -> String {
         let mut value = String::new();
-        template.render(req, &mut value);
-        let _ = if append {
-            append_header(&mut resp.headers, name, &value)
-        } else {
-            set_header(&mut resp.headers, name, &value)
+        if let Self::Set(_, t) | Self::Append(_, t) = self {
+            t.render(req, &mut value);
+        }
+        value
+    }
+
+    /// Writes a set or append rule's value. One that is not a valid header value leaves the
+    /// header as it is, as on the host.
+    fn write(&self, headers: &mut Vec<(String, String)>, value: &str) {
+        let _ = match self {
+            Self::Set(name, _) => set_header(headers, name, value),
+            Self::Append(name, _) => append_header(headers, name, value),
+            Self::Remove(_) | Self::RequestId(_) => Ok(()),
         };
     }
 }

@@ -51,13 +51,6 @@ pub enum Variable {
     Var(String),
 }
 
-impl Variable {
-    /// Whether the value cannot change during a request, whatever plugins do.
-    pub fn fixed_per_request(&self) -> bool {
-        matches!(self, Self::ClientIp | Self::RequestId | Self::Route)
-    }
-}
-
 /// One piece of a template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Part {
@@ -162,14 +155,6 @@ impl Template {
         }
     }
 
-    /// Whether every variable's value is fixed for the life of a request.
-    pub fn fixed_per_request(&self) -> bool {
-        self.0.iter().all(|p| match p {
-            Part::Text(_) => true,
-            Part::Variable(v) => v.fixed_per_request(),
-        })
-    }
-
     /// The template with `variable` filled in as `value` wherever it stands (a value known
     /// when the template is declared, as the route's name is), text joined to its neighbours.
     /// The filled-in text is not checked: what a template renders always is.
@@ -264,16 +249,10 @@ mod tests {
     }
 
     #[test]
-    fn plain_text_and_fixed_values_are_known_at_load() {
+    fn plain_text_is_known_at_load() {
         assert_eq!(Template::parse("x").unwrap().as_text(), Some("x"));
         assert_eq!(Template::parse("").unwrap().as_text(), Some(""));
         assert_eq!(Template::parse("${route}").unwrap().as_text(), None);
-        assert!(
-            Template::parse("a ${route} ${client_ip}")
-                .unwrap()
-                .fixed_per_request()
-        );
-        assert!(!Template::parse("${header.x}").unwrap().fixed_per_request());
     }
 
     #[test]

@@ -27,9 +27,10 @@ impl Value {
     /// header value.
     pub fn new(template: Template, route: &str) -> Option<Self> {
         let template = template.fill(&Variable::Route, route);
+        if let Some(text) = template.as_text() {
+            return HeaderValue::from_str(text).ok().map(Self::Fixed);
+        }
         match template.parts() {
-            [] => Some(Self::Fixed(HeaderValue::from_static(""))),
-            [Part::Text(t)] => HeaderValue::from_str(t).ok().map(Self::Fixed),
             [Part::Variable(Variable::ClientIp)] => Some(Self::ClientIp),
             _ => Some(Self::Template(template)),
         }
@@ -68,53 +69,50 @@ impl HeaderRules {
 
     /// Makes the request rules' changes to the request.
     pub fn apply_to_request(&self, ex: &mut Exchange, buf: &mut String) {
-        for rule in &self.request {
-            match rule {
-                Rule::Write {
-                    name,
-                    value,
-                    append,
-                } => {
-                    if let Some(value) = render(value, ex, buf) {
-                        write(&mut ex.request.headers, name, value, *append);
-                    }
-                }
-                Rule::Remove(name) => {
-                    ex.request.headers.remove(name);
-                }
-                Rule::RequestId(name) => {
-                    let id = match ex.request.headers.get(name) {
-                        Some(id) if id.to_str().is_ok_and(is_request_id) => id.clone(),
-                        _ => new_request_id(),
-                    };
-                    ex.request.headers.insert(name.clone(), id.clone());
-                    ex.request_id = Some(id);
-                }
-            }
-        }
+        apply(&self.request, ex, buf, |ex| Some(&mut ex.request.headers));
     }
 
     /// Makes the response rules' changes to the response (which the response phase has).
     pub fn apply_to_response(&self, ex: &mut Exchange, buf: &mut String) {
-        for rule in &self.response {
-            match rule {
-                Rule::Write {
-                    name,
-                    value,
-                    append,
-                } => {
-                    let value = render(value, ex, buf);
-                    if let (Some(value), Some(r)) = (value, ex.response.as_mut()) {
-                        write(&mut r.parts.headers, name, value, *append);
-                    }
+        apply(&self.response, ex, buf, |ex| {
+            ex.response.as_mut().map(|r| &mut r.parts.headers)
+        });
+    }
+}
+
+/// Makes `rules`' changes to the headers `target` picks out of the exchange. A value is
+/// rendered before the headers are borrowed: templates read the request.
+fn apply(
+    rules: &[Rule],
+    ex: &mut Exchange,
+    buf: &mut String,
+    target: fn(&mut Exchange) -> Option<&mut HeaderMap>,
+) {
+    for rule in rules {
+        match rule {
+            Rule::Write {
+                name,
+                value,
+                append,
+            } => {
+                let value = render(value, ex, buf);
+                if let (Some(value), Some(headers)) = (value, target(ex)) {
+                    write(headers, name, value, *append);
                 }
-                Rule::Remove(name) => {
-                    if let Some(r) = ex.response.as_mut() {
-                        r.parts.headers.remove(name);
-                    }
+            }
+            Rule::Remove(name) => {
+                if let Some(headers) = target(ex) {
+                    headers.remove(name);
                 }
-                // Declared for the request phase only (the WIT has no response form).
-                Rule::RequestId(_) => {}
+            }
+            // Declared for the request phase only: the id goes on the request.
+            Rule::RequestId(name) => {
+                let id = match ex.request.headers.get(name) {
+                    Some(id) if id.to_str().is_ok_and(is_request_id) => id.clone(),
+                    _ => new_request_id(),
+                };
+                ex.request.headers.insert(name.clone(), id.clone());
+                ex.request_id = Some(id);
             }
         }
     }
