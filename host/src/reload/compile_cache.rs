@@ -5,8 +5,8 @@
 //! `KEY.cwasm`, the serialized component as wasmtime wrote it, and `KEY.sha256`, its digest,
 //! written after it. An entry is used only when that digest matches and wasmtime accepts it;
 //! anything else (missing, truncated, corrupted, from another wasmtime or other settings) is
-//! compiled again and replaced. A used entry is mapped into memory, not read: only the pages
-//! that run take memory, and the kernel can share and reclaim them.
+//! compiled again and replaced. A used entry is mapped from its file, not read into the heap:
+//! only the pages that run take memory, and the kernel can share and reclaim them.
 //!
 //! The directory is `$WASMGATE_CACHE_DIR` (empty or `off` turns the cache off), else
 //! `$XDG_CACHE_HOME/wasmgate`, else `$HOME/.cache/wasmgate`. Its entries are native code the
