@@ -698,11 +698,21 @@ async fn connection_bounds_need_a_restart_and_escaped_slashes_reload_live() {
 /// Runs `wasmgate check` on `config` with the compile cache in `cache`; returns whether it
 /// passed, how long it took, and for each plugin whether it came from the disk cache.
 fn check_with_cache(config: &Path, cache: &Path) -> (bool, Duration, Vec<(String, bool)>, String) {
+    check_with_cache_env(config, cache, &[])
+}
+
+/// [`check_with_cache`] with more environment variables.
+fn check_with_cache_env(
+    config: &Path,
+    cache: &Path,
+    env: &[(&str, &str)],
+) -> (bool, Duration, Vec<(String, bool)>, String) {
     let started = Instant::now();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasmgate"))
         .args(["--log-format", "json", "check", "--config"])
         .arg(config)
         .env("WASMGATE_CACHE_DIR", cache)
+        .envs(env.iter().copied())
         .env("WASMGATE_LOG", "info")
         .output()
         .unwrap();
@@ -808,4 +818,45 @@ fn compiled_plugins_are_cached_on_disk_and_a_bad_cache_entry_is_ignored() {
     let (ok, _, compiled, logs) = check_with_cache(&path, cache.path());
     assert!(ok, "{logs}");
     assert!(compiled.iter().all(|(_, hit)| *hit), "{compiled:?}\n{logs}");
+}
+
+#[test]
+fn the_compile_cache_keeps_to_its_size_cap() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["fixture", "headers", "rate_limit"];
+    let mut config = String::from("[server]\nlisten = \"127.0.0.1:0\"\n");
+    for n in names {
+        config.push_str(&format!(
+            "[plugins.{n}]\npath = \"{}\"\n",
+            plugin(n).display()
+        ));
+    }
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, &config).unwrap();
+
+    // Each entry is over a MiB: with a cap of one, each write leaves only itself.
+    let cap = [("WASMGATE_CACHE_MAX_MIB", "1")];
+    let (ok, _, compiled, logs) = check_with_cache_env(&path, cache.path(), &cap);
+    assert!(ok, "{logs}");
+    assert_eq!(compiled.len(), names.len(), "{logs}");
+    assert_eq!(cache_files(cache.path()).len(), 1, "{logs}");
+    assert_eq!(
+        logs.matches("compile cache entry removed").count(),
+        names.len() - 1,
+        "{logs}"
+    );
+    // Without the cap, all stay.
+    let (ok, _, _, logs) = check_with_cache(&path, cache.path());
+    assert!(ok, "{logs}");
+    assert_eq!(cache_files(cache.path()).len(), names.len(), "{logs}");
+
+    // A cap that is not a number turns the cache off, saying so.
+    let off = tempfile::tempdir().unwrap();
+    let bad = [("WASMGATE_CACHE_MAX_MIB", "lots")];
+    let (ok, _, compiled, logs) = check_with_cache_env(&path, off.path(), &bad);
+    assert!(ok, "{logs}");
+    assert!(compiled.iter().all(|(_, hit)| !hit), "{logs}");
+    assert!(logs.contains("WASMGATE_CACHE_MAX_MIB"), "{logs}");
+    assert!(cache_files(off.path()).is_empty(), "{logs}");
 }
