@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::config::GatewayConfig;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -732,6 +734,17 @@ fn check_with_cache_env(
     (out.status.success(), took, compiled, logs)
 }
 
+/// A config in `dir` that loads these plugins and nothing else.
+fn plugins_config(dir: &Path, names: &[&str]) -> PathBuf {
+    let config = names
+        .iter()
+        .fold(GatewayConfig::new(), |c, n| c.plugin(n, &plugin(n)))
+        .to_string();
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
 fn cache_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
@@ -753,15 +766,7 @@ fn compiled_plugins_are_cached_on_disk_and_a_bad_cache_entry_is_ignored() {
     let cache = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let names = ["fixture", "headers", "jwt_auth", "transform", "rate_limit"];
-    let mut config = String::from("[server]\nlisten = \"127.0.0.1:0\"\n");
-    for n in names {
-        config.push_str(&format!(
-            "[plugins.{n}]\npath = \"{}\"\n",
-            plugin(n).display()
-        ));
-    }
-    let path = dir.path().join("gateway.toml");
-    std::fs::write(&path, &config).unwrap();
+    let path = plugins_config(dir.path(), &names);
 
     let (ok, cold, compiled, logs) = check_with_cache(&path, cache.path());
     assert!(ok, "{logs}");
@@ -825,15 +830,7 @@ fn the_compile_cache_keeps_to_its_size_cap() {
     let cache = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let names = ["fixture", "headers", "rate_limit"];
-    let mut config = String::from("[server]\nlisten = \"127.0.0.1:0\"\n");
-    for n in names {
-        config.push_str(&format!(
-            "[plugins.{n}]\npath = \"{}\"\n",
-            plugin(n).display()
-        ));
-    }
-    let path = dir.path().join("gateway.toml");
-    std::fs::write(&path, &config).unwrap();
+    let path = plugins_config(dir.path(), &names);
 
     // Each entry is over a MiB: with a cap of one, each write leaves only itself.
     let cap = [("WASMGATE_CACHE_MAX_MIB", "1")];
