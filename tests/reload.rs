@@ -5,14 +5,13 @@
 
 mod support;
 
-use support::config::GatewayConfig;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
+use support::config::GatewayConfig;
 use support::upstream::{Behaviour, Upstream};
 use support::{Client, Gateway, Resp, plugin};
 
