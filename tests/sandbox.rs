@@ -10,7 +10,9 @@ use http::StatusCode;
 use support::upstream::{Behaviour, Upstream};
 use support::{Client, Gateway, plugin};
 
-/// One route per hostile behaviour (`/h/NAME`), plus a healthy route `/ok`.
+/// One route per hostile behaviour (`/h/NAME`), plus a healthy route `/ok`. The sleeping
+/// routes run `sleeper`, which waits through WASI and so is called on fibers; `hostile` is
+/// called directly.
 fn config(up: &Upstream, extra: &str) -> String {
     let behaviours = [
         ("loop", ""),
@@ -22,8 +24,6 @@ fn config(up: &Upstream, extra: &str) -> String {
         ("bad_status", ""),
         ("huge_body", ""),
         ("absurd_host_args", ""),
-        ("sleep", ", ms = 30"),
-        ("sleep_forever", ", ms = 3600000"),
         ("spin", ", ms = 30"),
         ("print", ", ms = 3"),
         ("counter", ""),
@@ -32,8 +32,12 @@ fn config(up: &Upstream, extra: &str) -> String {
     let mut routes = String::new();
     for (b, args) in behaviours {
         routes.push_str(&format!(
-            "[[routes]]\nname = \"{b}\"\npath_prefix = \"/h/{b}\"\nupstream = \"up\"\n[[routes.pipeline]]\nplugin = \"hostile\"\nconfig = {{ behaviour = \"{}\"{args} }}\n",
-            b.trim_end_matches("_forever")
+            "[[routes]]\nname = \"{b}\"\npath_prefix = \"/h/{b}\"\nupstream = \"up\"\n[[routes.pipeline]]\nplugin = \"hostile\"\nconfig = {{ behaviour = \"{b}\"{args} }}\n"
+        ));
+    }
+    for (name, ms) in [("sleep", 30), ("sleep_forever", 3_600_000)] {
+        routes.push_str(&format!(
+            "[[routes]]\nname = \"{name}\"\npath_prefix = \"/h/{name}\"\nupstream = \"up\"\n[[routes.pipeline]]\nplugin = \"sleeper\"\nconfig = {{ ms = {ms} }}\n"
         ));
     }
     format!(
@@ -47,6 +51,8 @@ listen = "127.0.0.1:0"
 call_timeout_ms = 100
 [plugins.hostile]
 path = "{hostile}"
+[plugins.sleeper]
+path = "{sleeper}"
 [upstreams.up]
 targets = ["{up}"]
 [[routes]]
@@ -57,6 +63,7 @@ upstream = "up"
 {extra}
 "#,
         hostile = plugin("hostile").display(),
+        sleeper = plugin("sleeper").display(),
         up = up.url()
     )
 }
@@ -96,8 +103,13 @@ async fn every_attack_fails_only_its_own_request() {
             started.elapsed()
         );
         let metrics = c.get(&gw.admin_url("/metrics")).await.text();
+        let plugin = if name.starts_with("sleep") {
+            "sleeper"
+        } else {
+            "hostile"
+        };
         let line = format!(
-            r#"wasmgate_plugin_errors_total{{route="{name}",plugin="hostile",kind="{kind}"}}"#
+            r#"wasmgate_plugin_errors_total{{route="{name}",plugin="{plugin}",kind="{kind}"}}"#
         );
         assert!(metrics.contains(&line), "{name}: no {line} in\n{metrics}");
         assert!(gw.is_running());
@@ -117,6 +129,34 @@ async fn every_attack_fails_only_its_own_request() {
     assert!(
         loop_failure.contains("ran past its 100 ms deadline"),
         "{loop_failure}"
+    );
+    // `hostile` was called directly, so its loop could not yield; from that timeout on, the
+    // loop route's calls run on fibers (the second round below times out there too).
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("now run on fibers") && l.contains("\"route\":\"loop\"")),
+        "no move to fibers logged for the loop:\n{logs}"
+    );
+    assert!(
+        !logs
+            .lines()
+            .any(|l| l.contains("now run on fibers") && !l.contains("\"route\":\"loop\"")),
+        "only the loop moved to fibers:\n{logs}"
+    );
+    let routes = c.get(&gw.admin_url("/admin/routes")).await.json();
+    let calls = |route: &str| {
+        routes["routes"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["name"] == route))
+            .map(|r| r["pipeline"][0]["calls"].clone())
+            .unwrap_or_else(|| panic!("no route {route} in {routes}"))
+    };
+    assert_eq!(calls("loop"), "fibers");
+    assert_eq!(calls("panic"), "direct");
+    assert_eq!(
+        calls("sleep_forever"),
+        "fibers",
+        "sleeper waits through WASI"
     );
 
     // A second round: trapped instances were replaced, not reused in a broken state.

@@ -1,5 +1,6 @@
 //! Microbenchmarks of the plugin machinery and routing, through the library's own types: a
-//! phase call on a pooled and on a fresh instance (Rust, Python and JavaScript plugins), the
+//! phase call on a pooled and on a fresh instance (Rust, Python and JavaScript plugins; the
+//! Rust one both directly and on fibers), the
 //! same header work done by the host as header rules, pipelines of N plugins, and route
 //! matching among 1,000 routes. Run with `cargo xtask bench`
 //! (it builds the plugins first).
@@ -69,8 +70,8 @@ fn init(
 /// The headers plugin's work as the benchmarks and S3 configure it.
 const HEADERS_CONFIG: &str = r#"{"request_id": true, "request": {"set": {"x-client-ip": "${client_ip}", "x-route": "${route}"}}}"#;
 
-/// Plugin calls are async (they run on fibers); the benchmarks drive them on the same kind of
-/// single-threaded runtime a worker uses.
+/// Plugin calls are async (a direct call completes in its first poll; others run on fibers);
+/// the benchmarks drive them on the same kind of single-threaded runtime a worker uses.
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -89,13 +90,21 @@ fn plugin_calls(c: &mut Criterion) {
     let fixture =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/headers-0.1.2.wasm");
     let headers = runtime.load("headers", &fixture).unwrap();
+    assert!(headers.direct.is_some(), "a Rust plugin is called directly");
+    // The same component called on fibers, as a plugin whose imports can wait is.
+    let on_fibers = LoadedPlugin {
+        direct: None,
+        ..headers.clone()
+    };
     let config = HEADERS_CONFIG;
     let mut group = c.benchmark_group("plugin_call");
-    for (label, mode) in [
-        ("pooled", InstanceMode::Pooled),
-        ("fresh", InstanceMode::Fresh),
+    for (label, plugin, mode) in [
+        ("pooled", &headers, InstanceMode::Pooled),
+        ("fresh", &headers, InstanceMode::Fresh),
+        ("pooled-fibers", &on_fibers, InstanceMode::Pooled),
+        ("fresh-fibers", &on_fibers, InstanceMode::Fresh),
     ] {
-        let inst = instances(&headers, config, mode);
+        let inst = instances(plugin, config, mode);
         let mut slot = Some(exchange());
         group.bench_function(format!("{label}/headers_on_request"), |b| {
             b.iter(|| {

@@ -254,6 +254,7 @@ impl Gateway {
                                 InstanceMode::Pooled => "pooled",
                                 InstanceMode::Fresh => "fresh",
                             },
+                            "calls": s.instances.calls(),
                             "on_request": s.registration.on_request,
                             "on_response": s.registration.on_response,
                             "request_body": s.registration.request_body,

@@ -7,6 +7,7 @@ pub mod pool;
 pub mod refusals;
 pub mod state;
 mod stdio;
+mod sync_wasi;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -64,13 +65,19 @@ pub struct LoadedPlugin {
     /// `sha256:` of the component's bytes.
     pub hash: Arc<str>,
     pub pre: PluginPre<HostState>,
+    /// The handler's exports, when every import was linked synchronously, so calls can be
+    /// made without a fiber.
+    pub direct: Option<pool::DirectExports>,
 }
 
-/// The engine, the linker with every host capability, and the compiled-component cache.
+/// The engine, the linkers with every host capability, and the compiled-component cache.
 pub struct Runtime {
     engine: Engine,
     fuel: bool,
+    /// WASI as wasmtime-wasi's asynchronous bindings have it, for calls on fibers.
     linker: Linker<HostState>,
+    /// Only the WASI interfaces that never wait (`sync_wasi`), for calls made directly.
+    direct_linker: Linker<HostState>,
     compiled: Mutex<HashMap<String, Component>>,
     /// Compiled components on disk, shared across runs; `None` when off or unusable.
     disk_cache: Option<crate::reload::compile_cache::CompileCache>,
@@ -102,7 +109,10 @@ impl Runtime {
             .max_memories_per_component(4)
             .max_tables_per_component(16)
             .max_memory_size(POOL_MEMORY_CEILING)
-            .table_elements(20_000);
+            .table_elements(20_000)
+            .linear_memory_keep_resident(512 << 10)
+            .table_keep_resident(64 << 10)
+            .pagemap_scan(wasmtime::Enabled::Auto);
 
         let mut config = Config::new();
         config
@@ -118,6 +128,10 @@ impl Runtime {
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(anyhow::Error::from)?;
+        let mut direct_linker = Linker::<HostState>::new(&engine);
+        sync_wasi::add_to_linker(&mut direct_linker).map_err(anyhow::Error::from)?;
+        Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut direct_linker, |s| s)
             .map_err(anyhow::Error::from)?;
 
         // Epoch interruption needs a clock: advance the epoch every tick, for the process's life.
@@ -136,6 +150,7 @@ impl Runtime {
             engine,
             fuel,
             linker,
+            direct_linker,
             compiled: Mutex::new(HashMap::new()),
             disk_cache,
             _ticker: ticker,
@@ -213,12 +228,23 @@ impl Runtime {
                 c
             }
         };
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
-            format!(
-                "plugin `{name}` ({}): cannot be linked: {e:#}",
-                path.display()
-            )
-        })?;
+        // A component whose imports the direct linker has is called without fibers; any
+        // other is linked with all of WASI, for fibers.
+        let (instance_pre, direct) = match self.direct_linker.instantiate_pre(&component) {
+            Ok(pre) => {
+                let exports = pool::DirectExports::find(&component);
+                (pre, exports)
+            }
+            Err(_) => {
+                let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+                    format!(
+                        "plugin `{name}` ({}): cannot be linked: {e:#}",
+                        path.display()
+                    )
+                })?;
+                (pre, None)
+            }
+        };
         let pre = PluginPre::new(instance_pre).map_err(|e| {
             format!(
                 "plugin `{name}` ({}): does not export wasmgate:plugin/handler@0.1.3: {e:#}",
@@ -229,6 +255,7 @@ impl Runtime {
             name: name.into(),
             hash: hash.into(),
             pre,
+            direct,
         })
     }
 }

@@ -8,20 +8,25 @@
 //! nothing can carry over from one request to the next. An instance that trapped, or that was
 //! refused memory, is never reused.
 //!
-//! Calls run on fibers. At every epoch tick a running call yields to the worker's other
-//! requests, and once past its deadline it is interrupted: a plugin stuck in a loop costs its
-//! own request a timeout, not the worker.
+//! A plugin whose imports never wait (a Rust plugin: see `super::sync_wasi`) is called
+//! directly on the worker's thread; any other is called on a fiber, and at every epoch tick a
+//! running call on a fiber yields to the worker's other requests. Either way a call past its
+//! deadline is interrupted: a plugin stuck in a loop costs its own request a timeout. A direct
+//! call cannot yield, so a loop holds its worker until that deadline; the first call of an
+//! entry to time out moves the entry's later calls onto fibers, so it does so once.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use wasmtime::component::Resource;
+use wasmtime::component::{Component, ComponentExportIndex, Resource, TypedFunc};
 use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 
-use super::bindings::{Decision, Plugin, Registration};
+use super::bindings::{ConfigError, Decision, Plugin, Registration};
 use super::state::{HostState, StageContext};
 use super::{LoadedPlugin, Sandbox};
+use crate::capabilities::http::{RequestHandle, ResponseHandle};
 use crate::config::InstanceMode;
 use crate::pipeline::header_rules::HeaderRules;
 use crate::pipeline::{Exchange, Phase};
@@ -76,9 +81,45 @@ impl Failure {
     }
 }
 
+/// The handler interface's functions, found once per component.
+#[derive(Clone, Copy)]
+pub struct DirectExports {
+    init: ComponentExportIndex,
+    on_request: ComponentExportIndex,
+    on_response: ComponentExportIndex,
+}
+
+impl DirectExports {
+    /// The handler's functions in `component` (any 0.1.x: export names match by semver).
+    pub fn find(component: &Component) -> Option<Self> {
+        let handler = component.get_export_index(None, "wasmgate:plugin/handler@0.1.3")?;
+        let func = |name| component.get_export_index(Some(&handler), name);
+        Some(Self {
+            init: func("init")?,
+            on_request: func("on-request")?,
+            on_response: func("on-response")?,
+        })
+    }
+}
+
+type Verdict = (Result<Decision, String>,);
+
+/// Whether a call failed by running to its deadline.
+fn is_interrupt(e: &wasmtime::Error) -> bool {
+    matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt))
+}
+
+/// One instance's handler functions, typed for direct calls.
+struct DirectCalls {
+    on_request: TypedFunc<(Resource<RequestHandle>,), Verdict>,
+    on_response: TypedFunc<(Resource<RequestHandle>, Resource<ResponseHandle>), Verdict>,
+}
+
 struct Instance {
     store: Store<HostState>,
     plugin: Plugin,
+    /// Set when the instance can be called without a fiber.
+    direct: Option<DirectCalls>,
     uses: u64,
     /// Past this much linear memory the instance is replaced rather than reused.
     retire_at_bytes: usize,
@@ -97,6 +138,9 @@ pub struct Instances {
     max_idle: usize,
     /// Linear memory the first instance had after `init`.
     memory_after_init: usize,
+    /// Calls go on fibers: always for a plugin whose imports can wait, and from its first
+    /// timed-out call on for one called directly.
+    on_fibers: AtomicBool,
 }
 
 /// Arms the store's tick budget (and fuel) for a call of at most `limit` of running time: the
@@ -125,6 +169,7 @@ impl Instances {
         workers: usize,
         max_idle: usize,
     ) -> Result<(Self, Registration, HeaderRules), String> {
+        let on_fibers = AtomicBool::new(loaded.direct.is_none());
         let mut this = Self {
             loaded,
             config,
@@ -136,6 +181,7 @@ impl Instances {
                 .collect(),
             max_idle: max_idle.max(1),
             memory_after_init: 0,
+            on_fibers,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -155,6 +201,15 @@ impl Instances {
 
     pub fn mode(&self) -> InstanceMode {
         self.mode
+    }
+
+    /// How this entry's calls are made now: `"direct"` or `"fibers"`.
+    pub fn calls(&self) -> &'static str {
+        if self.on_fibers.load(Ordering::Relaxed) {
+            "fibers"
+        } else {
+            "direct"
+        }
     }
 
     /// The linear memory an instance may still grow by after `init`: what a call has for
@@ -188,6 +243,8 @@ impl Instances {
             data.ticks_left = data.ticks_left.saturating_sub(1);
             Ok(if data.ticks_left == 0 {
                 UpdateDeadline::Interrupt
+            } else if !data.on_fiber {
+                UpdateDeadline::Continue(1)
             } else {
                 // tokio's yield_now wakes the call only after the worker has polled for I/O
                 // and run the tasks already waiting; a plain yield wakes it at once, and a
@@ -201,22 +258,41 @@ impl Instances {
             INIT_TIMEOUT.max(self.sandbox.call_timeout),
             self.sandbox.fuel,
         );
-        let plugin = self
-            .loaded
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
-        let init_limit = INIT_TIMEOUT.max(self.sandbox.call_timeout) * 10;
         store.data_mut().declared = Some(HeaderRules::default());
-        let init = plugin
-            .wasmgate_plugin_handler()
-            .call_init(&mut store, &self.config);
-        let Ok(init) = tokio::time::timeout(init_limit, init).await else {
-            return Err(Failure::Instantiate(format!(
-                "init was still waiting after {} ms",
-                init_limit.as_millis()
-            )));
+        let direct = self
+            .loaded
+            .direct
+            .filter(|_| !self.on_fibers.load(Ordering::Relaxed));
+        let (plugin, direct, init) = match direct {
+            Some(exports) => {
+                let (plugin, direct, init) =
+                    Self::instantiate_direct(&mut store, &self.loaded, exports, &self.config)
+                        .map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
+                if init.as_ref().is_err_and(is_interrupt) {
+                    self.move_to_fibers();
+                }
+                (plugin, Some(direct), init)
+            }
+            None => {
+                store.data_mut().on_fiber = true;
+                let plugin = self
+                    .loaded
+                    .pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
+                let init_limit = INIT_TIMEOUT.max(self.sandbox.call_timeout) * 10;
+                let init = plugin
+                    .wasmgate_plugin_handler()
+                    .call_init(&mut store, &self.config);
+                let Ok(init) = tokio::time::timeout(init_limit, init).await else {
+                    return Err(Failure::Instantiate(format!(
+                        "init was still waiting after {} ms",
+                        init_limit.as_millis()
+                    )));
+                };
+                (plugin, None, init)
+            }
         };
         let rules = store.data_mut().declared.take().unwrap_or_default();
         let refusals = std::mem::take(&mut store.data_mut().refusals);
@@ -242,12 +318,40 @@ impl Instances {
             Instance {
                 store,
                 plugin,
+                direct,
                 uses: 0,
                 retire_at_bytes: initial + room / 2,
             },
             registration,
             rules,
         ))
+    }
+
+    /// Instantiates and initialises without a fiber.
+    #[allow(clippy::type_complexity)]
+    fn instantiate_direct(
+        store: &mut Store<HostState>,
+        loaded: &LoadedPlugin,
+        exports: DirectExports,
+        config: &str,
+    ) -> wasmtime::Result<(
+        Plugin,
+        DirectCalls,
+        wasmtime::Result<Result<Registration, ConfigError>>,
+    )> {
+        store.data_mut().on_fiber = false;
+        let instance = loaded.pre.instance_pre().instantiate(&mut *store)?;
+        let plugin = Plugin::new(&mut *store, &instance)?;
+        let init = instance.get_typed_func::<(&str,), (Result<Registration, ConfigError>,)>(
+            &mut *store,
+            &exports.init,
+        )?;
+        let direct = DirectCalls {
+            on_request: instance.get_typed_func(&mut *store, exports.on_request)?,
+            on_response: instance.get_typed_func(&mut *store, exports.on_response)?,
+        };
+        let init = init.call(&mut *store, (config,)).map(|(r,)| r);
+        Ok((plugin, direct, init))
     }
 
     async fn checkout(&self) -> Result<Instance, Failure> {
@@ -305,8 +409,51 @@ impl Instances {
         );
         inst.uses += 1;
         inst.store.data_mut().exchange = Some(ex);
+        let direct = inst
+            .direct
+            .as_ref()
+            .filter(|_| !self.on_fibers.load(Ordering::Relaxed));
+        let result = match direct {
+            Some(direct) => {
+                let store = &mut inst.store;
+                store.data_mut().on_fiber = false;
+                let result = match phase {
+                    Phase::Request => direct.on_request.call(store, (Resource::new_borrow(0),)),
+                    Phase::Response => direct
+                        .on_response
+                        .call(store, (Resource::new_borrow(0), Resource::new_borrow(0))),
+                };
+                if result.as_ref().is_err_and(is_interrupt) {
+                    self.move_to_fibers();
+                }
+                Ok(result.map(|(r,)| r))
+            }
+            None => self.call_on_fiber(&mut inst, phase).await,
+        };
+        self.finish(inst, result)
+    }
+
+    /// The first timeout of a direct call: later calls of this entry go on fibers, where a
+    /// running call yields to the worker's other requests at every tick.
+    fn move_to_fibers(&self) {
+        if !self.on_fibers.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                plugin = %self.loaded.name,
+                route = %self.ctx.route,
+                "plugin call ran to its deadline; this plugin's calls on this route now run on fibers, yielding to other requests while they run"
+            );
+        }
+    }
+
+    /// A call on a fiber, bounded in wall-clock time too (`Err` when past it).
+    async fn call_on_fiber(
+        &self,
+        inst: &mut Instance,
+        phase: Phase,
+    ) -> Result<wasmtime::Result<Result<Decision, String>>, tokio::time::error::Elapsed> {
         let handler = inst.plugin.wasmgate_plugin_handler();
         let store = &mut inst.store;
+        store.data_mut().on_fiber = true;
         let call = async move {
             match phase {
                 Phase::Request => {
@@ -323,7 +470,15 @@ impl Instances {
         };
         // The tick budget only counts time the guest runs; a call parked in a WASI wait (a
         // sleep that never ends) is cut off here instead. Dropping the call cancels it.
-        let result = tokio::time::timeout(self.sandbox.call_timeout * 10, call).await;
+        tokio::time::timeout(self.sandbox.call_timeout * 10, call).await
+    }
+
+    /// Takes the exchange back from the store and returns the instance, unless it failed.
+    fn finish(
+        &self,
+        mut inst: Instance,
+        result: Result<wasmtime::Result<Result<Decision, String>>, tokio::time::error::Elapsed>,
+    ) -> (Box<Exchange>, Result<Decision, Failure>) {
         let state = inst.store.data_mut();
         let mut ex = state
             .exchange

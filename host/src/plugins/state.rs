@@ -79,6 +79,8 @@ pub struct HostState {
     /// while the guest runs, so time the thread spends descheduled or the call spends
     /// suspended does not count: a loaded machine cannot time out a well-behaved plugin.
     pub(crate) ticks_left: u64,
+    /// Whether the call in progress runs on a fiber, and so can yield at an epoch tick.
+    pub(crate) on_fiber: bool,
     /// Host calls refused during the call in progress; moved out when it returns.
     pub(crate) refusals: Refusals,
     /// The header rules being declared: set only for the length of `init`.
@@ -103,6 +105,7 @@ impl HostState {
             ctx,
             exchange: None,
             ticks_left: 0,
+            on_fiber: false,
             refusals: Refusals::default(),
             declared: None,
         }

@@ -29,11 +29,10 @@ pub enum Behaviour {
     HugeBody,
     /// Calls every host function with absurd arguments, then lets the request through.
     AbsurdHostArgs,
-    /// Sleeps `ms` (through WASI), then lets the request through.
-    Sleep,
     /// Busy-waits `ms`, then lets the request through.
     Spin,
-    /// Prints `ms` lines to stdout and stderr, then lets the request through.
+    /// Reads the monotonic clock, prints `ms` lines to stdout and stderr, then lets the
+    /// request through.
     Print,
     /// Answers with how many requests this instance has seen: globals persist in pooled mode.
     Counter,
@@ -166,10 +165,6 @@ impl Plugin for Hostile {
                 let _ = req.set_path(&huge);
                 Ok(Decision::Continue)
             }
-            Behaviour::Sleep => {
-                std::thread::sleep(std::time::Duration::from_millis(ms));
-                Ok(Decision::Continue)
-            }
             Behaviour::Spin => {
                 let until = clock::monotonic_nanos() + ms * 1_000_000;
                 while clock::monotonic_nanos() < until {
@@ -178,6 +173,9 @@ impl Plugin for Hostile {
                 Ok(Decision::Continue)
             }
             Behaviour::Print => {
+                // Reads the standard library's clock (WASI's monotonic clock), which a plugin
+                // called directly may do.
+                black_box(std::time::Instant::now());
                 for i in 0..ms.max(1) {
                     println!("hostile stdout line {i}");
                     eprintln!("hostile stderr line {i}");
