@@ -12,7 +12,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 
@@ -89,8 +88,10 @@ pub fn out_dir() -> PathBuf {
     root().join("target").join(WASM_TARGET).join("release")
 }
 
-/// Builds every plugin. Python and JavaScript plugins are rebuilt only when a source file (or
-/// the WIT contract) is newer than their component: each takes seconds.
+/// Builds every plugin. Python and JavaScript plugins are rebuilt only when their inputs (the
+/// plugin's files, the WIT contract, the pinned build tool) changed: each build takes seconds,
+/// and their tools do not build reproducibly, so a rebuild of the same source would give the
+/// gateway a new component to compile and reload.
 pub fn build_all() -> Result<()> {
     let plugins = discover()?;
     crate::ensure_wasm_target()?;
@@ -107,7 +108,12 @@ pub fn build_all() -> Result<()> {
     std::fs::create_dir_all(out_dir())?;
     for p in &plugins {
         let out = out_dir().join(format!("{}.wasm", p.name));
-        if p.lang == Lang::Rust || is_fresh(p, &out)? {
+        if p.lang == Lang::Rust {
+            continue;
+        }
+        let stamp = out.with_extension("wasm.inputs");
+        let inputs = inputs_digest(p)?;
+        if out.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&inputs) {
             continue;
         }
         match p.lang {
@@ -115,6 +121,7 @@ pub fn build_all() -> Result<()> {
             Lang::Js => build_js(p, &out)?,
             Lang::Rust => unreachable!(),
         }
+        std::fs::write(&stamp, &inputs)?;
     }
     Ok(())
 }
@@ -163,33 +170,49 @@ fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
-/// Whether `out` is newer than every file of the plugin and the WIT contract.
-fn is_fresh(p: &PluginDir, out: &Path) -> Result<bool> {
-    let Ok(built) = std::fs::metadata(out).and_then(|m| m.modified()) else {
-        return Ok(false);
+/// The SHA-256 of what a Python or JavaScript plugin's component is built from: its files
+/// (paths and contents), the WIT contract and the build tool's pin.
+fn inputs_digest(p: &PluginDir) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let pin = match p.lang {
+        Lang::Python => "xtask/tools/requirements.txt",
+        _ => "xtask/tools/package-lock.json",
     };
-    let newest = newest_mtime(&p.dir)?.max(newest_mtime(&root().join("wit"))?);
-    Ok(newest <= built)
+    let mut files = vec![root().join(pin)];
+    collect_files(&p.dir, &mut files)?;
+    collect_files(&root().join("wit"), &mut files)?;
+    let mut hash = Sha256::new();
+    for f in &files {
+        let rel = f.strip_prefix(root()).unwrap_or(f);
+        let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+        hash.update(rel.to_string_lossy().as_bytes());
+        hash.update([0]);
+        hash.update((bytes.len() as u64).to_le_bytes());
+        hash.update(&bytes);
+    }
+    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn newest_mtime(dir: &Path) -> Result<SystemTime> {
-    let mut newest = SystemTime::UNIX_EPOCH;
-    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let e = e?;
+/// Every file under `dir`, in a stable order, leaving out installed packages, caches and
+/// hidden files.
+fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .collect::<std::io::Result<Vec<_>>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
         let name = e.file_name();
         let name = name.to_string_lossy();
         if name == "node_modules" || name == "__pycache__" || name.starts_with('.') {
             continue;
         }
-        let meta = e.metadata()?;
-        let t = if meta.is_dir() {
-            newest_mtime(&e.path())?
+        if e.file_type()?.is_dir() {
+            collect_files(&e.path(), files)?;
         } else {
-            meta.modified()?
-        };
-        newest = newest.max(t);
+            files.push(e.path());
+        }
     }
-    Ok(newest)
+    Ok(())
 }
 
 fn tools_dir() -> PathBuf {
@@ -285,4 +308,33 @@ fn build_js(p: &PluginDir, out: &Path) -> Result<()> {
             .current_dir(&p.dir),
     )
     .with_context(|| format!("building the JavaScript plugin {}", p.dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_inputs_digest_follows_contents_not_times() {
+        let dir = root().join("target/xtask-test-digest");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("__pycache__")).unwrap();
+        std::fs::write(dir.join("app.py"), "x = 1\n").unwrap();
+        let p = PluginDir {
+            dir: dir.clone(),
+            lang: Lang::Python,
+            name: "digest".into(),
+        };
+        let first = inputs_digest(&p).unwrap();
+        // Written again with the same bytes (a new mtime), and a cache file beside it.
+        std::fs::write(dir.join("app.py"), "x = 1\n").unwrap();
+        std::fs::write(dir.join("__pycache__/app.pyc"), "cache").unwrap();
+        assert_eq!(inputs_digest(&p).unwrap(), first);
+        std::fs::write(dir.join("app.py"), "x = 2\n").unwrap();
+        assert_ne!(inputs_digest(&p).unwrap(), first);
+        std::fs::write(dir.join("app.py"), "x = 1\n").unwrap();
+        std::fs::write(dir.join("helper.py"), "").unwrap();
+        assert_ne!(inputs_digest(&p).unwrap(), first, "a new file is an input");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
