@@ -196,6 +196,13 @@ const SCENARIOS: &[Scenario] = &[
         1,
     )
     .wanting(S3_HEADERS),
+    Scenario::new(
+        "S3-fresh-call",
+        "S3's header work in a plugin call on a fresh instance (headers built against 0.1.2)",
+        "/headers-call-fresh/hello",
+        1,
+    )
+    .wanting(S3_HEADERS),
     // S3's header work in nginx's Lua module, for comparison with wasmgate's S3-pooled.
     Scenario::new(
         "S3-lua",

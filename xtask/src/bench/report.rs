@@ -404,6 +404,7 @@ fn targets(o: &mut String, sum: &BTreeMap<(&str, Target), Summary>) -> Result<()
     for (id, label, share) in [
         ("S3-pooled", "S3 pooled", 0.9),
         ("S3-fresh", "S3 fresh", 0.6),
+        ("S3-fresh-call", "S3 fresh, its work in a call", 0.6),
         ("S4", "S4", 0.8),
     ] {
         if let (Some(m), Some(s1)) = (get(id, Target::Wasmgate), s1) {
