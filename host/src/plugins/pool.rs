@@ -1,12 +1,15 @@
 //! The instances one pipeline entry runs its calls on.
 //!
 //! Calls are short, so a worker thread seldom has more than one call of an entry in flight (only
-//! when a call yields at an epoch tick). Idle instances are kept per worker: an instance is
-//! reused on the worker thread that used it last, so its memory stays in that core's caches and
-//! no lock is shared between workers; a worker with none idle makes its own. In pooled mode an
-//! instance is initialised once and reused; in fresh mode each call gets a new instance, so
-//! nothing can carry over from one request to the next. An instance that trapped, or that was
-//! refused memory, is never reused.
+//! when a call on a fiber yields at an epoch tick, or waits). Pooled instances are kept per
+//! worker: an instance is reused on the worker thread that used it last, so its memory stays in
+//! that core's caches and no lock is shared between workers. A worker makes its own when it has
+//! none idle, up to `max_idle` alive at once; past that a call waits for one of them to come
+//! back. Without that bound, a call that yields lets the worker start the next request, which
+//! makes an instance (milliseconds for an interpreter, yielding in turn), and so on: under load
+//! a Python plugin's instances were made and dropped faster than they were used. In fresh mode
+//! each call gets a new instance, so nothing can carry over from one request to the next. An
+//! instance that trapped, or that was refused memory, is never reused.
 //!
 //! A plugin whose imports never wait (a Rust plugin: see `super::sync_wasi`) is called
 //! directly on the worker's thread; any other is called on a fiber, and at every epoch tick a
@@ -16,10 +19,11 @@
 //! entry to time out moves the entry's later calls onto fibers, so it does so once.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use tokio::sync::Notify;
 use wasmtime::component::{Component, ComponentExportIndex, Resource, TypedFunc};
 use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 
@@ -115,8 +119,33 @@ struct DirectCalls {
     on_response: TypedFunc<(Resource<RequestHandle>, Resource<ResponseHandle>), Verdict>,
 }
 
+/// How many of an entry's pooled instances one worker has alive, and the signal that one came
+/// back or went away.
+#[derive(Default)]
+struct Census {
+    live: AtomicUsize,
+    freed: Notify,
+}
+
+/// A pooled instance's place among its worker's live ones, given back when it is dropped,
+/// however it is (put back, discarded after a trap, or with a cancelled request).
+struct Lease {
+    census: Arc<[Census]>,
+    worker: usize,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let c = &self.census[self.worker];
+        c.live.fetch_sub(1, Ordering::Relaxed);
+        c.freed.notify_one();
+    }
+}
+
 struct Instance {
     store: Store<HostState>,
+    /// Set for pooled instances.
+    lease: Option<Lease>,
     plugin: Plugin,
     /// Set when the instance can be called without a fiber.
     direct: Option<DirectCalls>,
@@ -134,7 +163,9 @@ pub struct Instances {
     sandbox: Sandbox,
     /// Idle instances, one list per worker thread (see `crate::wire::worker_index`).
     idle: Box<[Mutex<Vec<Instance>>]>,
-    /// Most idle instances kept per worker.
+    /// Pooled instances alive, per worker.
+    census: Arc<[Census]>,
+    /// Most pooled instances alive (and so idle) per worker.
     max_idle: usize,
     /// Linear memory the first instance had after `init`.
     memory_after_init: usize,
@@ -179,6 +210,7 @@ impl Instances {
             idle: (0..workers.max(1))
                 .map(|_| Mutex::new(Vec::new()))
                 .collect(),
+            census: (0..workers.max(1)).map(|_| Census::default()).collect(),
             max_idle: max_idle.max(1),
             memory_after_init: 0,
             on_fibers,
@@ -194,6 +226,8 @@ impl Instances {
             })?;
         this.memory_after_init = first.store.data().limits.memory_bytes;
         if mode == InstanceMode::Pooled {
+            let mut first = first;
+            first.lease = Some(this.lease());
             this.idle().push(first);
         }
         Ok((this, registration, rules))
@@ -220,10 +254,25 @@ impl Instances {
             .saturating_sub(self.memory_after_init)
     }
 
+    /// The calling worker's slot.
+    fn worker(&self) -> usize {
+        crate::wire::worker_index() % self.idle.len()
+    }
+
     /// The calling worker's idle instances. Only that worker takes this lock, except while a
     /// config is being built.
     fn idle(&self) -> parking_lot::MutexGuard<'_, Vec<Instance>> {
-        self.idle[crate::wire::worker_index() % self.idle.len()].lock()
+        self.idle[self.worker()].lock()
+    }
+
+    /// Counts one more live pooled instance on the calling worker.
+    fn lease(&self) -> Lease {
+        let worker = self.worker();
+        self.census[worker].live.fetch_add(1, Ordering::Relaxed);
+        Lease {
+            census: self.census.clone(),
+            worker,
+        }
     }
 
     /// A new instance, initialised: with its registration and the header rules it declared.
@@ -317,6 +366,7 @@ impl Instances {
         Ok((
             Instance {
                 store,
+                lease: None,
                 plugin,
                 direct,
                 uses: 0,
@@ -355,12 +405,23 @@ impl Instances {
     }
 
     async fn checkout(&self) -> Result<Instance, Failure> {
-        if self.mode == InstanceMode::Pooled
-            && let Some(i) = self.idle().pop()
-        {
-            return Ok(i);
+        if self.mode == InstanceMode::Fresh {
+            return self.instantiate().await.map(|(i, _, _)| i);
         }
-        self.instantiate().await.map(|(i, _, _)| i)
+        let census = &self.census[self.worker()];
+        loop {
+            if let Some(i) = self.idle().pop() {
+                return Ok(i);
+            }
+            if census.live.load(Ordering::Relaxed) < self.max_idle {
+                // Counted before the instance exists, so calls arriving while it is made wait.
+                let lease = self.lease();
+                let (mut i, _, _) = self.instantiate().await?;
+                i.lease = Some(lease);
+                return Ok(i);
+            }
+            census.freed.notified().await;
+        }
     }
 
     fn checkin(&self, instance: Instance) {
@@ -385,10 +446,8 @@ impl Instances {
             );
         }
         if self.mode == InstanceMode::Pooled && !worn_out && !full {
-            let mut idle = self.idle();
-            if idle.len() < self.max_idle {
-                idle.push(instance);
-            }
+            self.idle().push(instance);
+            self.census[self.worker()].freed.notify_one();
         }
     }
 
