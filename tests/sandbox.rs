@@ -436,6 +436,55 @@ async fn log_budgets_are_per_plugin_and_configurable() {
     );
 }
 
+/// A worker keeps at most two pooled instances of an entry alive: six requests at once to a
+/// plugin that waits 100 ms in each call, on one worker, are served two at a time, in three
+/// waves. Were an instance made for each waiting request, all six would end together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_keeps_at_most_two_instances_of_an_entry() {
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let gw = Gateway::start(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+workers = 1
+[admin]
+listen = "127.0.0.1:0"
+[wasm]
+call_timeout_ms = 100
+[plugins.sleeper]
+path = "{sleeper}"
+[upstreams.up]
+targets = ["{up}"]
+[[routes]]
+name = "sleep"
+path_prefix = "/sleep"
+upstream = "up"
+[[routes.pipeline]]
+plugin = "sleeper"
+config = {{ ms = 100 }}
+"#,
+        sleeper = plugin("sleeper").display(),
+        up = up.url()
+    ));
+    let c = Client::new();
+    assert_eq!(c.get(&gw.url("/sleep")).await.status, StatusCode::OK);
+    let started = Instant::now();
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let (c, url) = (c.clone(), gw.url("/sleep"));
+            tokio::spawn(async move { c.get(&url).await.status })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), StatusCode::OK);
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(290),
+        "six 100 ms calls on two instances took {took:?}: more instances ran them"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_plugins_do_not_stall_other_routes() {
     let up = Upstream::start("up", Behaviour::Echo).await;
