@@ -4,9 +4,9 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "wasmgate:plugin/plugin",
-    // Host functions are synchronous (they never wait); exports are called on fibers so a
-    // plugin that waits on WASI (sleep, stdout) or runs long yields to the worker's other
-    // requests instead of blocking them.
+    // Host functions are synchronous (they never wait). These exports are for calls on fibers,
+    // where a plugin that waits on WASI (a sleep) or runs long yields to the worker's other
+    // requests; calls made directly go through typed functions (`pool::DirectExports`).
     imports: { default: trappable },
     exports: { default: async },
     with: {
