@@ -7,6 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
+use support::config::GatewayConfig;
 use support::upstream::{Behaviour, Upstream};
 use support::{Client, Gateway, plugin};
 
@@ -442,30 +443,16 @@ async fn log_budgets_are_per_plugin_and_configurable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_keeps_at_most_two_instances_of_an_entry() {
     let up = Upstream::start("up", Behaviour::Echo).await;
-    let gw = Gateway::start(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-workers = 1
-[admin]
-listen = "127.0.0.1:0"
-[wasm]
-call_timeout_ms = 100
-[plugins.sleeper]
-path = "{sleeper}"
-[upstreams.up]
-targets = ["{up}"]
-[[routes]]
-name = "sleep"
-path_prefix = "/sleep"
-upstream = "up"
-[[routes.pipeline]]
-plugin = "sleeper"
-config = {{ ms = 100 }}
-"#,
-        sleeper = plugin("sleeper").display(),
-        up = up.url()
-    ));
+    let gw = Gateway::start(
+        &GatewayConfig::new()
+            .server("workers = 1")
+            .plugin("sleeper", &plugin("sleeper"))
+            .upstream("up", &up.url())
+            .route("sleep", "/sleep", "up")
+            .stage("sleeper", "{ ms = 100 }")
+            .raw("[wasm]\ncall_timeout_ms = 100\n")
+            .to_string(),
+    );
     let c = Client::new();
     assert_eq!(c.get(&gw.url("/sleep")).await.status, StatusCode::OK);
     let started = Instant::now();
