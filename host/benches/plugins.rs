@@ -90,10 +90,10 @@ fn plugin_calls(c: &mut Criterion) {
     let fixture =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/headers-0.1.2.wasm");
     let headers = runtime.load("headers", &fixture).unwrap();
-    assert!(headers.direct.is_some(), "a Rust plugin is called directly");
+    assert!(headers.direct, "a Rust plugin is called directly");
     // The same component called on fibers, as a plugin whose imports can wait is.
     let on_fibers = LoadedPlugin {
-        direct: None,
+        direct: false,
         ..headers.clone()
     };
     let config = HEADERS_CONFIG;

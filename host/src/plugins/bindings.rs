@@ -4,11 +4,10 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "wasmgate:plugin/plugin",
-    // Host functions are synchronous (they never wait). These exports are for calls on fibers,
-    // where a plugin that waits on WASI (a sleep) or runs long yields to the worker's other
-    // requests; calls made directly go through typed functions (`pool::DirectExports`).
+    // Host functions are synchronous (they never wait). The generated exports only check a
+    // component's handler at load (`PluginPre::new`); calls, direct or on fibers, go through
+    // typed functions (`pool::HandlerExports`).
     imports: { default: trappable },
-    exports: { default: async },
     with: {
         "wasmgate:plugin/http.request": crate::capabilities::http::RequestHandle,
         "wasmgate:plugin/http.response": crate::capabilities::http::ResponseHandle,

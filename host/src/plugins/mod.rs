@@ -65,9 +65,9 @@ pub struct LoadedPlugin {
     /// `sha256:` of the component's bytes.
     pub hash: Arc<str>,
     pub pre: PluginPre<HostState>,
-    /// The handler's exports, when every import was linked synchronously, so calls can be
-    /// made without a fiber.
-    pub direct: Option<pool::DirectExports>,
+    pub exports: pool::HandlerExports,
+    /// Every import was linked synchronously, so calls can be made without a fiber.
+    pub direct: bool,
 }
 
 /// The engine, the linkers with every host capability, and the compiled-component cache.
@@ -231,10 +231,7 @@ impl Runtime {
         // A component whose imports the direct linker has is called without fibers; any
         // other is linked with all of WASI, for fibers.
         let (instance_pre, direct) = match self.direct_linker.instantiate_pre(&component) {
-            Ok(pre) => {
-                let exports = pool::DirectExports::find(&component);
-                (pre, exports)
-            }
+            Ok(pre) => (pre, true),
             Err(_) => {
                 let pre = self.linker.instantiate_pre(&component).map_err(|e| {
                     format!(
@@ -242,19 +239,24 @@ impl Runtime {
                         path.display()
                     )
                 })?;
-                (pre, None)
+                (pre, false)
             }
         };
-        let pre = PluginPre::new(instance_pre).map_err(|e| {
+        let not_exported = |e: &dyn std::fmt::Display| {
             format!(
                 "plugin `{name}` ({}): does not export wasmgate:plugin/handler@0.1.3: {e:#}",
                 path.display()
             )
-        })?;
+        };
+        // The bindings' check of the handler's types, with its message for a wrong export.
+        let pre = PluginPre::new(instance_pre).map_err(|e| not_exported(&e))?;
+        let exports =
+            pool::HandlerExports::find(&component).ok_or_else(|| not_exported(&"not found"))?;
         Ok(LoadedPlugin {
             name: name.into(),
             hash: hash.into(),
             pre,
+            exports,
             direct,
         })
     }

@@ -27,7 +27,7 @@ use tokio::sync::Notify;
 use wasmtime::component::{Component, ComponentExportIndex, Resource, TypedFunc};
 use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 
-use super::bindings::{ConfigError, Decision, Plugin, Registration};
+use super::bindings::{ConfigError, Decision, Registration};
 use super::state::{HostState, StageContext};
 use super::{LoadedPlugin, Sandbox};
 use crate::capabilities::http::{RequestHandle, ResponseHandle};
@@ -87,13 +87,13 @@ impl Failure {
 
 /// The handler interface's functions, found once per component.
 #[derive(Clone, Copy)]
-pub struct DirectExports {
+pub struct HandlerExports {
     init: ComponentExportIndex,
     on_request: ComponentExportIndex,
     on_response: ComponentExportIndex,
 }
 
-impl DirectExports {
+impl HandlerExports {
     /// The handler's functions in `component` (any 0.1.x: export names match by semver).
     pub fn find(component: &Component) -> Option<Self> {
         let handler = component.get_export_index(None, "wasmgate:plugin/handler@0.1.3")?;
@@ -113,8 +113,8 @@ fn is_interrupt(e: &wasmtime::Error) -> bool {
     matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt))
 }
 
-/// One instance's handler functions, typed for direct calls.
-struct DirectCalls {
+/// One instance's phase functions: called directly with `call`, on a fiber with `call_async`.
+struct Handler {
     on_request: TypedFunc<(Resource<RequestHandle>,), Verdict>,
     on_response: TypedFunc<(Resource<RequestHandle>, Resource<ResponseHandle>), Verdict>,
 }
@@ -146,9 +146,7 @@ struct Instance {
     store: Store<HostState>,
     /// Set for pooled instances.
     lease: Option<Lease>,
-    plugin: Plugin,
-    /// Set when the instance can be called without a fiber.
-    direct: Option<DirectCalls>,
+    handler: Handler,
     uses: u64,
     /// Past this much linear memory the instance is replaced rather than reused.
     retire_at_bytes: usize,
@@ -166,11 +164,11 @@ pub struct Instances {
     /// Pooled instances alive, per worker.
     census: Arc<[Census]>,
     /// Most pooled instances alive (and so idle) per worker.
-    max_idle: usize,
+    max_live: usize,
     /// Linear memory the first instance had after `init`.
     memory_after_init: usize,
-    /// Calls go on fibers: always for a plugin whose imports can wait, and from its first
-    /// timed-out call on for one called directly.
+    /// Calls go on fibers: always for a plugin whose imports can wait (see
+    /// `LoadedPlugin::direct`), and from its first timed-out call on for one called directly.
     on_fibers: AtomicBool,
 }
 
@@ -188,8 +186,8 @@ fn arm(store: &mut Store<HostState>, limit: Duration, fuel: Option<u64>) {
 }
 
 impl Instances {
-    /// Creates the first instance and calls `init` with the config, which must succeed. Up to
-    /// `max_idle` idle instances are kept for each of `workers` worker threads.
+    /// Creates the first instance and calls `init` with the config, which must succeed. In
+    /// pooled mode up to `max_live` instances are alive for each of `workers` worker threads.
     /// Blocking (it drives `init` on a runtime of its own): call it off the async runtime.
     pub fn new(
         loaded: LoadedPlugin,
@@ -198,9 +196,9 @@ impl Instances {
         mode: InstanceMode,
         sandbox: Sandbox,
         workers: usize,
-        max_idle: usize,
+        max_live: usize,
     ) -> Result<(Self, Registration, HeaderRules), String> {
-        let on_fibers = AtomicBool::new(loaded.direct.is_none());
+        let on_fibers = AtomicBool::new(!loaded.direct);
         let mut this = Self {
             loaded,
             config,
@@ -211,7 +209,7 @@ impl Instances {
                 .map(|_| Mutex::new(Vec::new()))
                 .collect(),
             census: (0..workers.max(1)).map(|_| Census::default()).collect(),
-            max_idle: max_idle.max(1),
+            max_live: max_live.max(1),
             memory_after_init: 0,
             on_fibers,
         };
@@ -308,41 +306,51 @@ impl Instances {
             self.sandbox.fuel,
         );
         store.data_mut().declared = Some(HeaderRules::default());
-        let direct = self
-            .loaded
-            .direct
-            .filter(|_| !self.on_fibers.load(Ordering::Relaxed));
-        let (plugin, direct, init) = match direct {
-            Some(exports) => {
-                let (plugin, direct, init) =
-                    Self::instantiate_direct(&mut store, &self.loaded, exports, &self.config)
-                        .map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
-                if init.as_ref().is_err_and(is_interrupt) {
-                    self.move_to_fibers();
-                }
-                (plugin, Some(direct), init)
-            }
-            None => {
-                store.data_mut().on_fiber = true;
-                let plugin = self
-                    .loaded
-                    .pre
-                    .instantiate_async(&mut store)
-                    .await
-                    .map_err(|e| Failure::Instantiate(format!("{e:#}")))?;
-                let init_limit = INIT_TIMEOUT.max(self.sandbox.call_timeout) * 10;
-                let init = plugin
-                    .wasmgate_plugin_handler()
-                    .call_init(&mut store, &self.config);
-                let Ok(init) = tokio::time::timeout(init_limit, init).await else {
-                    return Err(Failure::Instantiate(format!(
-                        "init was still waiting after {} ms",
-                        init_limit.as_millis()
-                    )));
-                };
-                (plugin, None, init)
-            }
+        let on_fiber = self.on_fibers.load(Ordering::Relaxed);
+        store.data_mut().on_fiber = on_fiber;
+        let failed = |e: wasmtime::Error| Failure::Instantiate(format!("{e:#}"));
+        let pre = self.loaded.pre.instance_pre();
+        let instance = if on_fiber {
+            pre.instantiate_async(&mut store).await
+        } else {
+            pre.instantiate(&mut store)
+        }
+        .map_err(failed)?;
+        let exports = self.loaded.exports;
+        let handler = Handler {
+            on_request: instance
+                .get_typed_func(&mut store, exports.on_request)
+                .map_err(failed)?,
+            on_response: instance
+                .get_typed_func(&mut store, exports.on_response)
+                .map_err(failed)?,
         };
+        let init = instance
+            .get_typed_func::<(&str,), (Result<Registration, ConfigError>,)>(
+                &mut store,
+                exports.init,
+            )
+            .map_err(failed)?;
+        let config = (&*self.config,);
+        let init = if on_fiber {
+            let init_limit = INIT_TIMEOUT.max(self.sandbox.call_timeout) * 10;
+            let Ok(init) =
+                tokio::time::timeout(init_limit, init.call_async(&mut store, config)).await
+            else {
+                return Err(Failure::Instantiate(format!(
+                    "init was still waiting after {} ms",
+                    init_limit.as_millis()
+                )));
+            };
+            init
+        } else {
+            let init = init.call(&mut store, config);
+            if init.as_ref().is_err_and(is_interrupt) {
+                self.move_to_fibers();
+            }
+            init
+        }
+        .map(|(r,)| r);
         let rules = store.data_mut().declared.take().unwrap_or_default();
         let refusals = std::mem::take(&mut store.data_mut().refusals);
         refusals.log(&self.ctx.route, &self.ctx.plugin, None);
@@ -367,41 +375,13 @@ impl Instances {
             Instance {
                 store,
                 lease: None,
-                plugin,
-                direct,
+                handler,
                 uses: 0,
                 retire_at_bytes: initial + room / 2,
             },
             registration,
             rules,
         ))
-    }
-
-    /// Instantiates and initialises without a fiber.
-    #[allow(clippy::type_complexity)]
-    fn instantiate_direct(
-        store: &mut Store<HostState>,
-        loaded: &LoadedPlugin,
-        exports: DirectExports,
-        config: &str,
-    ) -> wasmtime::Result<(
-        Plugin,
-        DirectCalls,
-        wasmtime::Result<Result<Registration, ConfigError>>,
-    )> {
-        store.data_mut().on_fiber = false;
-        let instance = loaded.pre.instance_pre().instantiate(&mut *store)?;
-        let plugin = Plugin::new(&mut *store, &instance)?;
-        let init = instance.get_typed_func::<(&str,), (Result<Registration, ConfigError>,)>(
-            &mut *store,
-            &exports.init,
-        )?;
-        let direct = DirectCalls {
-            on_request: instance.get_typed_func(&mut *store, exports.on_request)?,
-            on_response: instance.get_typed_func(&mut *store, exports.on_response)?,
-        };
-        let init = init.call(&mut *store, (config,)).map(|(r,)| r);
-        Ok((plugin, direct, init))
     }
 
     async fn checkout(&self) -> Result<Instance, Failure> {
@@ -413,7 +393,7 @@ impl Instances {
             if let Some(i) = self.idle().pop() {
                 return Ok(i);
             }
-            if census.live.load(Ordering::Relaxed) < self.max_idle {
+            if census.live.load(Ordering::Relaxed) < self.max_live {
                 // Counted before the instance exists, so calls arriving while it is made wait.
                 let lease = self.lease();
                 let (mut i, _, _) = self.instantiate().await?;
@@ -446,8 +426,9 @@ impl Instances {
             );
         }
         if self.mode == InstanceMode::Pooled && !worn_out && !full {
-            self.idle().push(instance);
-            self.census[self.worker()].freed.notify_one();
+            let worker = self.worker();
+            self.idle[worker].lock().push(instance);
+            self.census[worker].freed.notify_one();
         }
     }
 
@@ -468,28 +449,31 @@ impl Instances {
         );
         inst.uses += 1;
         inst.store.data_mut().exchange = Some(ex);
-        let direct = inst
-            .direct
-            .as_ref()
-            .filter(|_| !self.on_fibers.load(Ordering::Relaxed));
-        let result = match direct {
-            Some(direct) => {
-                let store = &mut inst.store;
-                store.data_mut().on_fiber = false;
-                let result = match phase {
-                    Phase::Request => direct.on_request.call(store, (Resource::new_borrow(0),)),
-                    Phase::Response => direct
-                        .on_response
-                        .call(store, (Resource::new_borrow(0), Resource::new_borrow(0))),
-                };
-                if result.as_ref().is_err_and(is_interrupt) {
-                    self.move_to_fibers();
+        let on_fiber = self.on_fibers.load(Ordering::Relaxed);
+        inst.store.data_mut().on_fiber = on_fiber;
+        let (handler, store) = (&inst.handler, &mut inst.store);
+        let (req, resp) = (Resource::new_borrow(0), Resource::new_borrow(0));
+        let result = if on_fiber {
+            let call = async move {
+                match phase {
+                    Phase::Request => handler.on_request.call_async(store, (req,)).await,
+                    Phase::Response => handler.on_response.call_async(store, (req, resp)).await,
                 }
-                Ok(result.map(|(r,)| r))
+            };
+            // The tick budget only counts time the guest runs; a call parked in a WASI wait (a
+            // sleep that never ends) is cut off here instead. Dropping the call cancels it.
+            tokio::time::timeout(self.sandbox.call_timeout * 10, call).await
+        } else {
+            let result = match phase {
+                Phase::Request => handler.on_request.call(store, (req,)),
+                Phase::Response => handler.on_response.call(store, (req, resp)),
+            };
+            if result.as_ref().is_err_and(is_interrupt) {
+                self.move_to_fibers();
             }
-            None => self.call_on_fiber(&mut inst, phase).await,
+            Ok(result)
         };
-        self.finish(inst, result)
+        self.finish(inst, result.map(|r| r.map(|(d,)| d)))
     }
 
     /// The first timeout of a direct call: later calls of this entry go on fibers, where a
@@ -502,34 +486,6 @@ impl Instances {
                 "plugin call ran to its deadline; this plugin's calls on this route now run on fibers, yielding to other requests while they run"
             );
         }
-    }
-
-    /// A call on a fiber, bounded in wall-clock time too (`Err` when past it).
-    async fn call_on_fiber(
-        &self,
-        inst: &mut Instance,
-        phase: Phase,
-    ) -> Result<wasmtime::Result<Result<Decision, String>>, tokio::time::error::Elapsed> {
-        let handler = inst.plugin.wasmgate_plugin_handler();
-        let store = &mut inst.store;
-        store.data_mut().on_fiber = true;
-        let call = async move {
-            match phase {
-                Phase::Request => {
-                    handler
-                        .call_on_request(store, Resource::new_borrow(0))
-                        .await
-                }
-                Phase::Response => {
-                    handler
-                        .call_on_response(store, Resource::new_borrow(0), Resource::new_borrow(0))
-                        .await
-                }
-            }
-        };
-        // The tick budget only counts time the guest runs; a call parked in a WASI wait (a
-        // sleep that never ends) is cut off here instead. Dropping the call cancels it.
-        tokio::time::timeout(self.sandbox.call_timeout * 10, call).await
     }
 
     /// Takes the exchange back from the store and returns the instance, unless it failed.

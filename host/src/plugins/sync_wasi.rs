@@ -12,9 +12,7 @@
 //! clock's timers, files, sockets) is left out of this linker, so a component that
 //! imports them is linked for fibers instead (see `Runtime::load`).
 
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
-
+use futures_util::FutureExt;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use wasmtime_wasi::WasiView;
@@ -81,10 +79,9 @@ const WOULD_WAIT: &str =
 
 /// The value of a future that is ready at once; an error if it is not.
 fn at_once<F: Future>(future: F) -> wasmtime::Result<F::Output> {
-    match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(value) => Ok(value),
-        Poll::Pending => Err(wasmtime::format_err!("{WOULD_WAIT}")),
-    }
+    future
+        .now_or_never()
+        .ok_or_else(|| wasmtime::format_err!("{WOULD_WAIT}"))
 }
 
 /// Like [`at_once`], for a stream operation: not being ready traps.
