@@ -30,6 +30,8 @@ pub struct Shared {
     pub workers: usize,
     /// `server.trusted_proxies`, fixed at start like the listeners.
     pub trusted: Arc<TrustedProxies>,
+    /// TLS session resumption state, kept across reloads.
+    pub tls_sessions: Arc<crate::server::tls::Sessions>,
 }
 
 /// One route, ready to serve.
@@ -54,6 +56,8 @@ pub struct Table {
     stages: HashMap<String, Vec<Arc<Stage>>>,
     /// `server.escaped_slashes`: how request paths, and paths plugins set, are normalised.
     pub escaped_slashes: EscapedSlashes,
+    /// `[server.tls]`, loaded: its certificates are read again with every reload.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The running gateway: shared state and the current table.
@@ -106,6 +110,17 @@ impl Gateway {
                 Err(e) => problems.push(e),
             }
         }
+
+        let tls = match &config.server.tls {
+            None => None,
+            Some(t) => match crate::server::tls::load(t, &config.base_dir, &shared.tls_sessions) {
+                Ok(c) => Some(c),
+                Err(mut p) => {
+                    problems.append(&mut p);
+                    None
+                }
+            },
+        };
 
         let mut upstreams: HashMap<&str, Arc<Upstream>> = HashMap::new();
         for (name, u) in &config.upstreams {
@@ -232,6 +247,7 @@ impl Gateway {
             plugins,
             stages: built,
             escaped_slashes: config.server.escaped_slashes,
+            tls,
         })
     }
 

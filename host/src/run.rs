@@ -41,6 +41,7 @@ pub fn build(config: &Config) -> anyhow::Result<(Shared, Result<Table, Vec<Strin
         trusted: Arc::new(
             TrustedProxies::parse(&config.server.trusted_proxies).map_err(anyhow::Error::msg)?,
         ),
+        tls_sessions: Arc::new(crate::server::tls::Sessions::new()?),
     };
     let table = Gateway::build_table(&shared, config);
     Ok((shared, table))
@@ -77,6 +78,20 @@ pub fn serve(path: &Path, config: Config, shared: Shared, table: Table) -> anyho
     // Bind everything before starting anything, so a bad address fails cleanly.
     let listeners = server::reuseport_listeners(config.server.listen, workers)
         .with_context(|| format!("binding server.listen {}", config.server.listen))?;
+    let redirects = match &config.server.redirect {
+        Some(r) => Some(
+            server::reuseport_listeners(r.listen, workers)
+                .with_context(|| format!("binding server.redirect.listen {}", r.listen))?,
+        ),
+        None => None,
+    };
+    let redirect = config.server.redirect.as_ref().map(|r| {
+        server::redirect::Redirect::new(
+            r.status,
+            listeners[0].local_addr().map_or(443, |a| a.port()),
+            config.server.escaped_slashes,
+        )
+    });
     let admin = match &config.admin {
         Some(a) => {
             let l = std::net::TcpListener::bind(a.listen)
@@ -86,7 +101,16 @@ pub fn serve(path: &Path, config: Config, shared: Shared, table: Table) -> anyho
         }
         None => None,
     };
-    tracing::info!(addr = %listeners[0].local_addr()?, workers, "listening");
+    tracing::info!(
+        addr = %listeners[0].local_addr()?,
+        workers,
+        tls = config.server.tls.is_some(),
+        h2c = config.server.h2c,
+        "listening"
+    );
+    if let Some(r) = &redirects {
+        tracing::info!(addr = %r[0].local_addr()?, "redirecting to https");
+    }
     if let Some(a) = &admin {
         tracing::info!(addr = %a.local_addr()?, "admin listening");
     }
@@ -96,9 +120,23 @@ pub fn serve(path: &Path, config: Config, shared: Shared, table: Table) -> anyho
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let connections = Connections::new(config.server.max_connections);
+    let protocols =
+        {
+            let gw = gw.clone();
+            server::Protocols {
+                tls: config.server.tls.is_some().then(|| -> server::TlsSource {
+                    Arc::new(move || gw.table.load().tls.clone())
+                }),
+                h2c: config.server.h2c,
+                http2: config.server.http2.clone(),
+            }
+        };
     let mut admin = admin;
+    let mut redirects = redirects.map(Vec::into_iter);
     let mut threads = Vec::with_capacity(workers);
     for (i, listener) in listeners.into_iter().enumerate() {
+        let redirect = redirect.zip(redirects.as_mut().and_then(Iterator::next));
+        let protocols = protocols.clone();
         let gw = gw.clone();
         let stop = stop_rx.clone();
         let admin = if i == 0 { admin.take() } else { None };
@@ -115,8 +153,12 @@ pub fn serve(path: &Path, config: Config, shared: Shared, table: Table) -> anyho
                     i,
                     gw,
                     reloader,
-                    listener,
-                    admin,
+                    Listeners {
+                        proxy: listener,
+                        protocols,
+                        redirect,
+                        admin,
+                    },
                     limits,
                     connections,
                     stop,
@@ -141,34 +183,54 @@ pub fn serve(path: &Path, config: Config, shared: Shared, table: Table) -> anyho
     result
 }
 
-/// One worker: its share of the proxy connections and, on worker 0, the admin listener and
-/// housekeeping.
-#[allow(clippy::too_many_arguments)]
+/// One worker's listeners: its share of the proxy (and redirect) connections and, on worker
+/// 0, the admin listener.
+struct Listeners {
+    proxy: std::net::TcpListener,
+    protocols: server::Protocols,
+    redirect: Option<(server::redirect::Redirect, std::net::TcpListener)>,
+    admin: Option<(std::net::TcpListener, Option<Arc<str>>)>,
+}
+
+/// One worker: its listeners and, on worker 0, housekeeping.
 async fn worker(
     index: usize,
     gw: Arc<Gateway>,
     reloader: reload::Handle,
-    listener: std::net::TcpListener,
-    admin: Option<(std::net::TcpListener, Option<Arc<str>>)>,
+    listeners: Listeners,
     limits: ConnLimits,
     connections: Arc<Connections>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
-    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let listener = tokio::net::TcpListener::from_std(listeners.proxy)?;
     {
         let gw = gw.clone();
         tasks.spawn(server::serve(
             "proxy",
             listener,
             limits,
+            listeners.protocols,
+            connections.clone(),
+            gw.shared.trusted.clone(),
+            stop.clone(),
+            move |req, down| crate::server::handler::handle(gw.clone(), req, down),
+        ));
+    }
+    if let Some((redirect, listener)) = listeners.redirect {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        tasks.spawn(server::serve(
+            "redirect",
+            listener,
+            limits,
+            server::Protocols::default(),
             connections,
             gw.shared.trusted.clone(),
             stop.clone(),
-            move |req, peer| crate::server::handler::handle(gw.clone(), req, peer),
+            move |req, _| std::future::ready(redirect.answer(req)),
         ));
     }
-    if let Some((admin, token)) = admin {
+    if let Some((admin, token)) = listeners.admin {
         let admin = tokio::net::TcpListener::from_std(admin)?;
         let gw = gw.clone();
         tasks.spawn(server::serve(
@@ -178,6 +240,7 @@ async fn worker(
                 proxy_protocol: false,
                 ..limits
             },
+            server::Protocols::default(),
             Connections::new(ADMIN_MAX_CONNECTIONS),
             Arc::default(),
             stop.clone(),

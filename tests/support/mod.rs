@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod config;
+pub mod h2raw;
+pub mod pki;
 pub mod raw;
 pub mod upstream;
 

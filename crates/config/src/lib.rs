@@ -83,6 +83,107 @@ pub struct ServerConfig {
     /// a plugin that reads bodies) must arrive whole within it.
     #[serde(default = "defaults::body_read_timeout_ms")]
     pub body_read_timeout_ms: u64,
+    /// HTTPS on `listen`: certificates, TLS versions, client certificates.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// A second, plain listener that answers every request with a redirect to HTTPS.
+    #[serde(default)]
+    pub redirect: Option<RedirectConfig>,
+    /// Accept HTTP/2 with prior knowledge (h2c) on a plain `listen`, beside HTTP/1.1.
+    #[serde(default)]
+    pub h2c: bool,
+    /// Bounds on HTTP/2 connections (over TLS by ALPN, or h2c).
+    #[serde(default)]
+    pub http2: Http2Config,
+}
+
+/// `[server.tls]`: the listener speaks TLS (rustls), offering HTTP/2 and HTTP/1.1 by ALPN.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificates, each chosen by SNI for the names in its SANs; the first is also the
+    /// default, for clients that send no SNI or a name no certificate has.
+    pub certs: Vec<CertConfig>,
+    #[serde(default)]
+    pub min_version: TlsVersion,
+    /// PEM file of the CAs that issue client certificates: turns on mutual TLS.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: whether a client must present a certificate (`required`, the default)
+    /// or may (`optional`).
+    #[serde(default)]
+    pub client_auth: Option<ClientAuth>,
+    /// Resume sessions by tickets (stateless) as well as by session id.
+    #[serde(default = "defaults::yes")]
+    pub session_tickets: bool,
+}
+
+/// A certificate chain and its private key, PEM files relative to the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertConfig {
+    /// The leaf certificate first, then its intermediates.
+    pub cert: PathBuf,
+    /// PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+    pub key: PathBuf,
+}
+
+/// The oldest TLS version accepted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// A client without a certificate from `client_ca` fails the handshake.
+    Required,
+    /// A client may present one; plugins see whether it did.
+    Optional,
+}
+
+/// `[server.redirect]`: a plain listener whose every answer is a redirect to the same host and
+/// target on HTTPS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectConfig {
+    pub listen: SocketAddr,
+    /// 301 (the default) or 308, which keeps the method and body.
+    #[serde(default = "defaults::redirect_status")]
+    pub status: u16,
+}
+
+/// `[server.http2]`: what one HTTP/2 connection may ask of the gateway. The header list
+/// is bounded by `server.max_header_bytes`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http2Config {
+    /// Streams (requests) open at once on one connection.
+    #[serde(default = "defaults::h2_max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+    /// Streams the client may reset before the gateway has taken them up; past it the
+    /// connection is closed with `ENHANCE_YOUR_CALM` (the rapid-reset attack, CVE-2023-44487).
+    #[serde(default = "defaults::h2_max_pending_resets")]
+    pub max_pending_resets: usize,
+    /// Streams the gateway may reset for a client's protocol errors before it closes the
+    /// connection (the same attack, provoked through errors).
+    #[serde(default = "defaults::h2_max_error_resets")]
+    pub max_error_resets: usize,
+}
+
+impl Default for Http2Config {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: defaults::h2_max_concurrent_streams(),
+            max_pending_resets: defaults::h2_max_pending_resets(),
+            max_error_resets: defaults::h2_max_error_resets(),
+        }
+    }
 }
 
 impl ServerConfig {
@@ -114,6 +215,24 @@ impl ServerConfig {
             ("server.send_timeout_ms", self.send_timeout_ms.to_string()),
             ("server.trusted_proxies", self.trusted_proxies.join(", ")),
             ("server.proxy_protocol", self.proxy_protocol.to_string()),
+            // The certificates and TLS settings reload; whether the listener speaks TLS does not.
+            ("server.tls", self.tls.is_some().to_string()),
+            (
+                "server.redirect",
+                self.redirect
+                    .as_ref()
+                    .map_or("unset".into(), |r| format!("{} {}", r.listen, r.status)),
+            ),
+            ("server.h2c", self.h2c.to_string()),
+            (
+                "server.http2",
+                format!(
+                    "{} {} {}",
+                    self.http2.max_concurrent_streams,
+                    self.http2.max_pending_resets,
+                    self.http2.max_error_resets
+                ),
+            ),
         ]
     }
 }
@@ -384,6 +503,21 @@ mod defaults {
     pub fn body_read_timeout_ms() -> u64 {
         60_000
     }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn redirect_status() -> u16 {
+        301
+    }
+    pub fn h2_max_concurrent_streams() -> u32 {
+        128
+    }
+    pub fn h2_max_pending_resets() -> usize {
+        20
+    }
+    pub fn h2_max_error_resets() -> usize {
+        1024
+    }
 }
 
 /// The longest any timeout may be: a day. Longer ones are mistakes, and a bound keeps every
@@ -487,6 +621,20 @@ impl Config {
         Ok(Some(token.to_owned()))
     }
 
+    /// Every file `[server.tls]` names (certificates, keys, the client CA), as given, joined
+    /// to the config's directory.
+    pub fn tls_files(&self) -> Vec<PathBuf> {
+        let Some(tls) = &self.server.tls else {
+            return Vec::new();
+        };
+        tls.certs
+            .iter()
+            .flat_map(|c| [&c.cert, &c.key])
+            .chain(tls.client_ca.as_ref())
+            .map(|p| self.base_dir.join(p))
+            .collect()
+    }
+
     /// Where a plugin's component file is.
     pub fn plugin_path(&self, plugin: &PluginConfig) -> PathBuf {
         self.base_dir.join(&plugin.path)
@@ -550,6 +698,40 @@ impl Config {
                 "server.proxy_protocol: needs server.trusted_proxies, the load balancers allowed to send the header"
                     .into(),
             );
+        }
+        if let Some(tls) = &s.tls {
+            if tls.certs.is_empty() {
+                out.push("server.tls.certs: at least one certificate is required".into());
+            }
+            if tls.client_ca.is_none() && tls.client_auth.is_some() {
+                out.push("server.tls.client_auth: needs server.tls.client_ca".into());
+            }
+            if s.h2c {
+                out.push(
+                    "server.h2c: is for a plain listener; with server.tls, HTTP/2 is offered by ALPN"
+                        .into(),
+                );
+            }
+        }
+        if let Some(r) = &s.redirect {
+            if s.tls.is_none() {
+                out.push(
+                    "server.redirect: redirects to HTTPS, so it needs server.tls on server.listen"
+                        .into(),
+                );
+            }
+            if !matches!(r.status, 301 | 308) {
+                out.push(format!(
+                    "server.redirect.status: {} is not 301 or 308",
+                    r.status
+                ));
+            }
+            if r.listen == s.listen && r.listen.port() != 0 {
+                out.push("server.redirect.listen: is server.listen itself".into());
+            }
+        }
+        if s.http2.max_concurrent_streams == 0 {
+            out.push("server.http2.max_concurrent_streams: must be greater than 0".into());
         }
         if let Some(a) = &self.admin {
             if !a.listen.ip().is_loopback() && a.token_file.is_none() {

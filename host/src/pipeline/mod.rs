@@ -109,6 +109,8 @@ pub struct Exchange {
     pub client: Peer,
     /// The connection's peer, which `X-Forwarded-For` names as the last hop.
     pub peer: Peer,
+    /// The connection's TLS session, on a TLS listener.
+    pub tls: Option<Arc<crate::server::tls::TlsInfo>>,
     pub route: Arc<str>,
     pub id: RequestId,
     /// The id a `request-id` header rule gave the request, which `${request_id}` renders.
@@ -135,6 +137,7 @@ impl Exchange {
             stage: 0,
             peer: client.clone(),
             client,
+            tls: None,
             route,
             id: RequestId::next(),
             request_id: None,

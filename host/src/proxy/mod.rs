@@ -225,7 +225,7 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 
 /// Prepares a client's request headers for the upstream: drops hop-by-hop headers and the
 /// client's Host (the client sets the target's), and sets the X-Forwarded-* headers.
-pub fn forwarded_headers(headers: &mut HeaderMap, client: &Peer) {
+pub fn forwarded_headers(headers: &mut HeaderMap, client: &Peer, https: bool) {
     strip_hop_by_hop(headers);
     let forwarded_for = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::to_str) {
         Some(Ok(prev)) => {
@@ -235,7 +235,8 @@ pub fn forwarded_headers(headers: &mut HeaderMap, client: &Peer) {
         _ => client.ip().clone(),
     };
     headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    let proto = if https { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     // The host the request was routed by, never one the client sent beside it.
     match headers.remove(header::HOST) {
         Some(host) => {
@@ -292,14 +293,14 @@ mod tests {
     #[test]
     fn forwarded_for_is_the_client_ip_alone_when_new_or_unreadable() {
         let mut h = HeaderMap::new();
-        forwarded_headers(&mut h, &Peer::new("[::1]:5000".parse().unwrap()));
+        forwarded_headers(&mut h, &Peer::new("[::1]:5000".parse().unwrap()), false);
         assert_eq!(h["x-forwarded-for"], "::1");
         let mut h = HeaderMap::new();
         h.insert(
             "x-forwarded-for",
             HeaderValue::from_bytes(b"10.0.0.1\xff").unwrap(),
         );
-        forwarded_headers(&mut h, &Peer::new("127.0.0.1:5000".parse().unwrap()));
+        forwarded_headers(&mut h, &Peer::new("127.0.0.1:5000".parse().unwrap()), false);
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
     }
 
@@ -307,7 +308,7 @@ mod tests {
     fn a_client_forwarded_host_never_passes_without_a_host() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
-        forwarded_headers(&mut h, &Peer::new("127.0.0.1:5000".parse().unwrap()));
+        forwarded_headers(&mut h, &Peer::new("127.0.0.1:5000".parse().unwrap()), false);
         assert!(h.get("x-forwarded-host").is_none());
     }
 
@@ -316,7 +317,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert(header::HOST, HeaderValue::from_static("api.example.com"));
-        forwarded_headers(&mut h, &Peer::new("127.0.0.1:5000".parse().unwrap()));
+        forwarded_headers(&mut h, &Peer::new("127.0.0.1:5000".parse().unwrap()), false);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
         assert_eq!(h["x-forwarded-proto"], "http");

@@ -433,6 +433,7 @@ fn stage_reuse(old: &Table, new: &Table) -> (usize, usize) {
 fn files_of(path: &Path, config: Option<&Config>) -> Vec<PathBuf> {
     let mut files = vec![path.to_owned()];
     if let Some(c) = config {
+        files.extend(c.tls_files().iter().map(|f| absolute(f)));
         files.extend(c.plugins.values().map(|p| absolute(&c.plugin_path(p))));
         for r in &c.routes {
             for e in &r.pipeline {

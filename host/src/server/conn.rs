@@ -7,12 +7,17 @@
 //! [`ClientIo`] wraps the socket and knows which is which from [`Cycle`], which the service
 //! updates: busy from the moment a head is parsed until its response body is dropped, idle
 //! from then until the next byte arrives, reading a head from that byte on.
+//!
+//! An HTTP/2 connection has many requests at once, so it has no such phases: once it is
+//! [`Cycle::multiplex`]ed, reads have no deadline (the TLS handshake before it had the head
+//! deadline), and [`Cycle::until_done`] tells when the connection has been idle past the
+//! keep-alive timeout or has served its share of requests, for it to be closed with GOAWAY.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
@@ -35,6 +40,10 @@ pub struct Cycle {
     /// hyper may wait to read while a response is still being written (a streamed body); it
     /// must be woken when the response ends, to wait again with the idle deadline armed.
     reader: Mutex<Option<Waker>>,
+    /// HTTP/2: requests in flight, and a wake-up for [`Cycle::until_done`].
+    multiplexed: AtomicBool,
+    active: AtomicUsize,
+    changed: tokio::sync::Notify,
 }
 
 const HEAD: u64 = 0;
@@ -52,17 +61,70 @@ impl Cycle {
 
     /// The response is done: the connection is idle until the next request's first byte.
     fn idle(&self) {
+        if self.multiplexed.load(Ordering::Relaxed) {
+            if self.active.fetch_sub(1, Ordering::Relaxed) == 1 {
+                self.set(IDLE);
+                self.changed.notify_one();
+            }
+            return;
+        }
         self.set(IDLE);
         if let Some(w) = self.reader.lock().take() {
             w.wake();
         }
     }
 
-    /// A head was parsed: the service has the request. Returns how many requests this
-    /// connection has now been given, this one included.
-    pub fn start_request(&self) -> u64 {
+    /// A head was parsed: the service has the request (`h2`: an HTTP/2 stream, which makes
+    /// the connection multiplexed if it was not yet). Returns how many requests this
+    /// connection has now been given, this one included, and the request's place in the
+    /// cycle, to be dropped when its response is done (or abandoned).
+    pub fn start_request(self: &Arc<Self>, h2: bool) -> (u64, Finished) {
+        if h2 {
+            self.multiplex();
+            self.active.fetch_add(1, Ordering::Relaxed);
+        }
         self.set(BUSY);
-        self.served.fetch_add(1, Ordering::Relaxed) + 1
+        let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
+        if h2 {
+            self.changed.notify_one();
+        }
+        (served, Finished(self.clone()))
+    }
+
+    /// The connection speaks HTTP/2: its reads have no deadline from here on.
+    pub fn multiplex(&self) {
+        self.multiplexed.store(true, Ordering::Relaxed);
+    }
+
+    /// For an HTTP/2 connection: resolves once no request has been in flight for the
+    /// keep-alive timeout, or once the connection has been given `max_requests`.
+    pub async fn until_done(&self, limits: &super::ConnLimits) {
+        loop {
+            let changed = self.changed.notified();
+            if !self.multiplexed.load(Ordering::Relaxed) {
+                // An HTTP/1.1 connection (h2c not taken up) keeps its deadlines in `ClientIo`.
+                changed.await;
+                continue;
+            }
+            if self.served.load(Ordering::Relaxed) >= limits.max_requests {
+                return;
+            }
+            if self.active.load(Ordering::Relaxed) == 0 {
+                let seen = self.state.load(Ordering::Relaxed);
+                tokio::select! {
+                    _ = tokio::time::sleep(limits.keepalive_timeout) => {
+                        if self.active.load(Ordering::Relaxed) == 0
+                            && self.state.load(Ordering::Relaxed) == seen
+                        {
+                            return;
+                        }
+                    }
+                    _ = changed => {}
+                }
+            } else {
+                changed.await;
+            }
+        }
     }
 }
 
@@ -132,6 +194,9 @@ impl AsyncRead for ClientIo {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix.split_to(n));
             return Poll::Ready(Ok(()));
+        }
+        if this.cycle.multiplexed.load(Ordering::Relaxed) {
+            return Pin::new(&mut this.io).poll_read(cx, buf);
         }
         let state = this.cycle.state.load(Ordering::Relaxed);
         if state != this.seen {
@@ -232,22 +297,29 @@ impl AsyncWrite for ClientIo {
     }
 }
 
-/// A response body that marks its connection idle once hyper is done with it (it drops the
-/// body when the last frame is written, or when the connection fails).
-pub struct ConnBody {
-    inner: Body,
-    cycle: Arc<Cycle>,
-}
+/// One request in its connection's [`Cycle`]: dropped when its response is done, or when
+/// the request is abandoned before it had one (an HTTP/2 stream reset by the client).
+pub struct Finished(Arc<Cycle>);
 
-impl ConnBody {
-    pub fn new(inner: Body, cycle: Arc<Cycle>) -> Self {
-        Self { inner, cycle }
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.0.idle();
     }
 }
 
-impl Drop for ConnBody {
-    fn drop(&mut self) {
-        self.cycle.idle();
+/// A response body that marks its request finished once hyper is done with it (it drops the
+/// body when the last frame is written, or when the connection fails).
+pub struct ConnBody {
+    inner: Body,
+    _finished: Finished,
+}
+
+impl ConnBody {
+    pub fn new(inner: Body, finished: Finished) -> Self {
+        Self {
+            inner,
+            _finished: finished,
+        }
     }
 }
 

@@ -15,16 +15,17 @@ use crate::error::GatewayError;
 use crate::gateway::{Gateway, Route};
 use crate::pipeline::{Exchange, Pipeline, RequestOutcome, ResponseState};
 use crate::proxy::{self, Outgoing};
+use crate::server::Downstream;
 use crate::server::admit::{admit, host_of};
 use crate::wire::Peer;
 
-pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, client: Peer) -> Response<Body> {
+pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, down: Downstream) -> Response<Body> {
     let started = Instant::now();
     let (mut parts, incoming) = req.into_parts();
     let (route, escaped) = {
         let table = gw.table.load();
         if let Err(e) = admit(&mut parts, table.escaped_slashes) {
-            tracing::debug!(client = client.ip_str(), error = %e, "request refused before routing");
+            tracing::debug!(client = down.peer.ip_str(), error = %e, "request refused before routing");
             // Whatever follows on this connection cannot be trusted to be framed as meant.
             let mut resp = GatewayError::BadRequest.into_response();
             resp.headers_mut()
@@ -48,17 +49,18 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, client: Peer) -> R
     };
     let req = Request::from_parts(parts, incoming);
     let resp = match &route.pipeline {
-        None => forward(&route, req, client).await,
-        Some(p) => with_pipeline(&gw, &route, p, req, client, escaped).await,
+        None => forward(&route, req, down).await,
+        Some(p) => with_pipeline(&gw, &route, p, req, down, escaped).await,
     };
     route.metrics.record(resp.status(), started.elapsed());
     resp
 }
 
 /// The plain proxy path: no buffering, no copies.
-async fn forward(route: &Route, req: Request<Incoming>, client: Peer) -> Response<Body> {
+async fn forward(route: &Route, req: Request<Incoming>, down: Downstream) -> Response<Body> {
     let (mut parts, incoming) = req.into_parts();
-    prepare_upstream_request(route, &mut parts.uri, &mut parts.headers, &client);
+    let https = down.tls.is_some();
+    prepare_upstream_request(route, &mut parts.uri, &mut parts.headers, &down.peer, https);
     let body = Outgoing::stream(ClientBody::new(incoming, route.body_read_timeout));
     match route.upstream.send(Request::from_parts(parts, body)).await {
         Ok(r) => r.map(Body::Upstream),
@@ -71,11 +73,12 @@ fn prepare_upstream_request(
     uri: &mut http::Uri,
     headers: &mut HeaderMap,
     client: &Peer,
+    https: bool,
 ) {
     if let Some(prefix) = &route.strip {
         strip_prefix(uri, prefix);
     }
-    proxy::forwarded_headers(headers, client);
+    proxy::forwarded_headers(headers, client, https);
 }
 
 /// `/api/users/7` less `/api/users` is `/7`; the prefix itself becomes `/`.
@@ -106,18 +109,19 @@ async fn with_pipeline(
     route: &Route,
     pipeline: &Pipeline,
     req: Request<Incoming>,
-    client: Peer,
+    down: Downstream,
     escaped: EscapedSlashes,
 ) -> Response<Body> {
     let metrics = &gw.shared.metrics;
     let (parts, incoming) = req.into_parts();
     let mut ex = Box::new(Exchange::new(
         parts,
-        client,
+        down.peer,
         route.name.clone(),
         route.body_limit,
     ));
     ex.escaped_slashes = escaped;
+    ex.tls = down.tls;
     if ex.peer.trusted() {
         ex.client = gw.shared.trusted.client(&ex.peer, &ex.request.headers);
     }
@@ -207,7 +211,8 @@ fn upstream_request(
         std::mem::take(&mut ex.request.headers)
     };
     let (mut parts, _) = req.into_parts();
-    prepare_upstream_request(route, &mut parts.uri, &mut parts.headers, &ex.peer);
+    let https = ex.tls.is_some();
+    prepare_upstream_request(route, &mut parts.uri, &mut parts.headers, &ex.peer, https);
     let body = match (ex.request_body.take(), streaming) {
         (Some(bytes), _) => {
             parts.headers.remove(header::CONTENT_LENGTH);

@@ -1,4 +1,5 @@
-//! Listeners and connections: accept, serve HTTP/1.1 with keep-alive, and drain on shutdown.
+//! Listeners and connections: accept, speak TLS when the listener has it, serve HTTP/1.1 with
+//! keep-alive or HTTP/2 (by ALPN on TLS, or h2c with prior knowledge), and drain on shutdown.
 //!
 //! The gateway runs thread-per-core, like nginx's workers: each worker thread has its own
 //! single-threaded runtime, its own `SO_REUSEPORT` listener on the shared address, and its own
@@ -9,19 +10,22 @@ pub mod admit;
 pub mod conn;
 pub mod handler;
 pub mod proxy_protocol;
+pub mod redirect;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, Request, Response, header};
+use http::{HeaderValue, Request, Response, Version, header};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -29,10 +33,35 @@ use bytes::Bytes;
 
 pub use self::conn::Connections;
 use self::conn::{ClientIo, ConnBody, Cycle};
+use self::tls::TlsInfo;
 use crate::body::Body;
+use crate::config::Http2Config;
 use crate::wire::TrustedProxies;
 
 use crate::wire::Peer;
+
+/// What a request's handler knows of the connection it came on.
+#[derive(Debug, Clone)]
+pub struct Downstream {
+    /// The client (or the proxy a PROXY header spoke for).
+    pub peer: Peer,
+    /// Set on a TLS listener.
+    pub tls: Option<Arc<TlsInfo>>,
+}
+
+/// The current TLS config of a listener, looked up for each new connection (a reload may
+/// have replaced the certificates).
+pub type TlsSource = Arc<dyn Fn() -> Option<Arc<rustls::ServerConfig>> + Send + Sync>;
+
+/// How a listener speaks.
+#[derive(Clone, Default)]
+pub struct Protocols {
+    /// TLS, with HTTP/2 or HTTP/1.1 by ALPN.
+    pub tls: Option<TlsSource>,
+    /// HTTP/2 with prior knowledge beside HTTP/1.1, on a plain listener.
+    pub h2c: bool,
+    pub http2: Http2Config,
+}
 
 /// Binds `count` listening sockets to one address with `SO_REUSEPORT`, so the kernel spreads
 /// connections over the workers. Port 0 picks a free port once; the others join it.
@@ -109,40 +138,82 @@ impl ConnLimits {
         }
     }
 
-    /// hyper's HTTP/1 settings for these limits.
-    fn http1(&self) -> http1::Builder {
-        let mut b = http1::Builder::new();
+    /// hyper's connection builders for these limits.
+    fn builders(&self, h2: &Http2Config) -> Builders {
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        let mut http1 = http1::Builder::new();
+        http1_settings!(&mut http1, self);
+        http1
+            .max_header_size(self.max_header_bytes)
+            .max_buf_size(self.max_header_bytes.max(64 * 1024));
+        // The auto builder has no head bound of its own: its read buffer bounds the head.
+        http1_settings!(auto.http1(), self);
+        auto.http1()
+            .max_buf_size(self.max_header_bytes.max(8 * 1024));
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2_settings!(&mut http2, self, h2);
+        http2_settings!(auto.http2(), self, h2);
+        Builders { http1, http2, auto }
+    }
+}
+
+/// hyper's HTTP/1 settings for the limits (on its own builder, or the one inside `auto`).
+macro_rules! http1_settings {
+    ($b:expr, $limits:expr) => {{
+        #[allow(unused_mut)]
+        let mut b = $b;
         b.keep_alive(true)
             .timer(TokioTimer::new())
             // `ClientIo` keeps the head and idle deadlines apart; hyper's timer cannot.
-            .header_read_timeout(None)
-            .max_header_size(self.max_header_bytes)
-            .max_buf_size(self.max_header_bytes.max(64 * 1024));
+            .header_read_timeout(None);
         // hyper keeps up to 100 header slots on the stack; any other count puts them on the
         // heap for every request.
-        if self.max_headers != 100 {
-            b.max_headers(self.max_headers);
+        if $limits.max_headers != 100 {
+            b.max_headers($limits.max_headers);
         }
-        b
-    }
+    }};
+}
+use http1_settings;
+
+/// hyper's HTTP/2 settings: the stream and header bounds, and the rapid-reset defences.
+macro_rules! http2_settings {
+    ($b:expr, $limits:expr, $h2:expr) => {{
+        $b.timer(TokioTimer::new())
+            .max_concurrent_streams($h2.max_concurrent_streams)
+            .max_header_list_size($limits.max_header_bytes as u32)
+            .max_pending_accept_reset_streams($h2.max_pending_resets)
+            .max_local_error_reset_streams($h2.max_error_resets);
+    }};
+}
+use http2_settings;
+
+/// One listener's hyper builders, made once.
+struct Builders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    /// HTTP/1.1 or HTTP/2 by the connection's first bytes (h2c).
+    auto: auto::Builder<TokioExecutor>,
 }
 
 /// Serves `listener` until `shutdown` turns true, then stops accepting and waits up to the
 /// drain timeout for open requests to finish.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve<F, Fut>(
     name: &'static str,
     listener: TcpListener,
     limits: ConnLimits,
+    protocols: Protocols,
     connections: Arc<Connections>,
     trust: Arc<TrustedProxies>,
     mut shutdown: watch::Receiver<bool>,
     handle: F,
 ) where
-    F: Fn(Request<Incoming>, Peer) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Request<Incoming>, Downstream) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let graceful = GracefulShutdown::new();
-    let http1 = Arc::new(limits.http1());
+    // Each connection holds a receiver: `closed` below waits for the last one to end.
+    let (drain, draining) = watch::channel(false);
+    let builders = Arc::new(limits.builders(&protocols.http2));
     loop {
         tokio::select! {
             biased;
@@ -167,21 +238,25 @@ pub async fn serve<F, Fut>(
                     stream,
                     addr: peer,
                     limits,
+                    tls: protocols.tls.as_ref().and_then(|t| t()),
+                    h2c: protocols.h2c,
                     trust: trust.clone(),
                     handle: handle.clone(),
                 };
-                let watcher = graceful.watcher();
-                let http1 = http1.clone();
+                let draining = draining.clone();
+                let builders = builders.clone();
                 tokio::spawn(async move {
-                    conn.serve(&http1, watcher).await;
+                    conn.serve(&builders, draining).await;
                     drop(slot);
                 });
             }
         }
     }
     drop(listener);
+    drop(draining);
+    let _ = drain.send(true);
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!(listener = name, "drained"),
+        _ = drain.closed() => tracing::info!(listener = name, "drained"),
         _ = tokio::time::sleep(limits.drain_timeout) => {
             tracing::warn!(listener = name, timeout_ms = limits.drain_timeout.as_millis() as u64, "drain timed out; closing open connections");
         }
@@ -194,20 +269,18 @@ struct Connection<F> {
     stream: tokio::net::TcpStream,
     addr: SocketAddr,
     limits: ConnLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    h2c: bool,
     trust: Arc<TrustedProxies>,
     handle: F,
 }
 
 impl<F, Fut> Connection<F>
 where
-    F: Fn(Request<Incoming>, Peer) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Request<Incoming>, Downstream) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    async fn serve(
-        mut self,
-        http1: &http1::Builder,
-        watcher: hyper_util::server::graceful::Watcher,
-    ) {
+    async fn serve(mut self, b: &Builders, mut draining: watch::Receiver<bool>) {
         let name = self.name;
         let addr = self.addr;
         let (peer, prefix) = if self.limits.proxy_protocol {
@@ -231,26 +304,143 @@ where
             (self.trust.peer(addr.ip()), Bytes::new())
         };
         let cycle = Arc::new(Cycle::default());
+        // The head deadline runs from here: a TLS handshake is part of the first head.
         let io = ClientIo::new(self.stream, prefix, cycle.clone(), &self.limits);
-        let max_requests = self.limits.max_requests;
-        let handle = self.handle;
-        let service = service_fn(move |req| {
-            let served = cycle.start_request();
-            let fut = handle(req, peer.clone());
-            let cycle = cycle.clone();
+        let serving = Serving {
+            cycle: cycle.clone(),
+            max_requests: self.limits.max_requests,
+            handle: self.handle,
+        };
+        let ended: Result<(), Box<dyn std::error::Error + Send + Sync>> = match self.tls {
+            Some(config) => {
+                let stream = match tokio_rustls::TlsAcceptor::from(config).accept(io).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(listener = name, peer = %addr, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                };
+                let session = stream.get_ref().1;
+                let h2 = session.alpn_protocol() == Some(b"h2");
+                let down = Downstream {
+                    peer,
+                    tls: Some(Arc::new(TlsInfo::of(session))),
+                };
+                let io = TokioIo::new(stream);
+                if h2 {
+                    cycle.multiplex();
+                    let conn = b.http2.serve_connection(io, serving.service(down));
+                    drive(conn, &mut draining, cycle.until_done(&self.limits), |c| {
+                        c.graceful_shutdown()
+                    })
+                    .await
+                    .map_err(Into::into)
+                } else {
+                    let conn = b.http1.serve_connection(io, serving.service(down));
+                    drive(conn, &mut draining, std::future::pending(), |c| {
+                        c.graceful_shutdown()
+                    })
+                    .await
+                    .map_err(Into::into)
+                }
+            }
+            None => {
+                let down = Downstream { peer, tls: None };
+                let io = TokioIo::new(io);
+                if self.h2c {
+                    let conn = b.auto.serve_connection(io, serving.service(down));
+                    drive(conn, &mut draining, cycle.until_done(&self.limits), |c| {
+                        c.graceful_shutdown()
+                    })
+                    .await
+                } else {
+                    let conn = b.http1.serve_connection(io, serving.service(down));
+                    drive(conn, &mut draining, std::future::pending(), |c| {
+                        c.graceful_shutdown()
+                    })
+                    .await
+                    .map_err(Into::into)
+                }
+            }
+        };
+        if let Err(e) = ended {
+            tracing::debug!(listener = name, peer = %addr, error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// What each request on one connection is served with.
+struct Serving<F> {
+    cycle: Arc<Cycle>,
+    max_requests: u64,
+    handle: F,
+}
+
+impl<F, Fut> Serving<F>
+where
+    F: Fn(Request<Incoming>, Downstream) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    fn service(
+        self,
+        down: Downstream,
+    ) -> impl hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<ConnBody>,
+        Error = Infallible,
+        Future = impl Future<Output = Result<Response<ConnBody>, Infallible>> + Send + 'static,
+    > + Clone
+    + Send
+    + 'static {
+        let Self {
+            cycle,
+            max_requests,
+            handle,
+        } = self;
+        service_fn(move |req: Request<Incoming>| {
+            let h2 = req.version() == Version::HTTP_2;
+            let (served, finished) = cycle.start_request(h2);
+            let fut = handle(req, down.clone());
             async move {
                 let (mut parts, body) = fut.await.into_parts();
-                if served >= max_requests {
+                // HTTP/2 has no `Connection` header: `Cycle::until_done` sends GOAWAY instead.
+                if served >= max_requests && !h2 {
                     parts
                         .headers
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }
-                Ok::<_, Infallible>(Response::from_parts(parts, ConnBody::new(body, cycle)))
+                Ok::<_, Infallible>(Response::from_parts(parts, ConnBody::new(body, finished)))
             }
-        });
-        let conn = watcher.watch(http1.serve_connection(TokioIo::new(io), service));
-        if let Err(e) = conn.await {
-            tracing::debug!(listener = name, peer = %addr, error = %e, "connection ended with an error");
+        })
+    }
+}
+
+/// Runs a hyper connection to its end. When the listener drains, or `done` resolves (an idle
+/// or used-up HTTP/2 connection), the connection is told to shut down gracefully: requests
+/// in flight finish, no new ones start.
+async fn drive<C, E>(
+    conn: C,
+    draining: &mut watch::Receiver<bool>,
+    done: impl Future<Output = ()>,
+    shutdown: impl Fn(Pin<&mut C>),
+) -> Result<(), E>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    let mut conn = pin!(conn);
+    let mut done = pin!(done);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => return r,
+            _ = draining.changed(), if !closing => {
+                shutdown(conn.as_mut());
+                closing = true;
+            }
+            _ = done.as_mut(), if !closing => {
+                shutdown(conn.as_mut());
+                closing = true;
+            }
         }
     }
 }
