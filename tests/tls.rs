@@ -230,22 +230,22 @@ async fn mutual_tls_refuses_a_client_without_a_certificate_from_the_client_ca() 
                     cert_entry(&api),
                     client_ca.display().to_string()
                 ))
+                .plugin("fixture", &support::plugin("fixture"))
                 .upstream("app", &up.url())
                 .route("all", "/", "app")
+                .stage("fixture", "{ tls_to_headers = true }")
                 .to_string(),
         )
     };
     let ca_pem = dir.join("ca.pem").display().to_string();
-    let get = |gw: &Gateway, who: Option<&Files>| {
+    let echo = |gw: &Gateway, who: Option<&Files>| {
         let mut args = vec![
             "--cacert".to_owned(),
             ca_pem.clone(),
             "--resolve".into(),
             resolve("api.test", gw.addr),
-            "-o".into(),
-            "/dev/null".into(),
             "-w".into(),
-            "%{http_code}".into(),
+            "\n%{http_code}".into(),
         ];
         if let Some(f) = who {
             args.extend([
@@ -257,6 +257,15 @@ async fn mutual_tls_refuses_a_client_without_a_certificate_from_the_client_ca() 
         }
         args.push(format!("https://api.test:{}/", gw.addr.port()));
         curl(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    // The status alone (curl's exit code, and the code after the body).
+    let get = |gw: &Gateway, who: Option<&Files>| {
+        let (code, out) = echo(gw, who);
+        let status = out
+            .rsplit_once('\n')
+            .map_or(out.as_str(), |(_, s)| s)
+            .to_owned();
+        (code, status)
     };
 
     let required = start("required");
@@ -274,8 +283,25 @@ async fn mutual_tls_refuses_a_client_without_a_certificate_from_the_client_ca() 
         "only the authenticated request reached the upstream"
     );
 
+    // The plugin saw the SNI and the client's certificate.
+    let seen = |gw: &Gateway, who: Option<&Files>| -> serde_json::Value {
+        let (code, out) = echo(gw, who);
+        assert_eq!(code, 0);
+        let (body, status) = out.rsplit_once('\n').unwrap();
+        assert_eq!(status, "200");
+        serde_json::from_str::<serde_json::Value>(body).unwrap()["headers"].clone()
+    };
+    let h = seen(&required, Some(&alice));
+    assert_eq!(h["x-tls"], "yes");
+    assert_eq!(h["x-tls-sni"], "api.test");
+    assert_eq!(h["x-tls-subject"], "CN=alice");
+    assert_eq!(h["x-tls-sans"], "alice.example.com");
+
     let optional = start("optional");
     assert_eq!(get(&optional, None), (0, "200".into()));
+    let h = seen(&optional, None);
+    assert_eq!(h["x-tls"], "yes");
+    assert_eq!(h["x-tls-subject"], serde_json::Value::Null);
     assert_eq!(get(&optional, Some(&alice)), (0, "200".into()));
     let (code, _) = get(&optional, Some(&stranger));
     assert_ne!(code, 0, "a certificate that is presented must still verify");
@@ -547,8 +573,10 @@ async fn h2c_with_prior_knowledge_beside_http11_on_a_plain_listener() {
     let gw = Gateway::start(
         &GatewayConfig::new()
             .server("h2c = true")
+            .plugin("fixture", &support::plugin("fixture"))
             .upstream("app", &up.url())
             .route("all", "/", "app")
+            .stage("fixture", "{ tls_to_headers = true }")
             .to_string(),
     );
     for (flag, version) in [("--http2-prior-knowledge", "2"), ("--http1.1", "1.1")] {
@@ -559,6 +587,9 @@ async fn h2c_with_prior_knowledge_beside_http11_on_a_plain_listener() {
         let echoed: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(echoed["headers"]["x-forwarded-proto"], "http");
         assert_eq!(echoed["headers"]["host"], up.addr.to_string());
+        // The plugin sees the same request whatever the protocol, and no TLS session.
+        assert_eq!(echoed["headers"]["x-tls"], "none");
+        assert_eq!(echoed["path"], "/x");
     }
     // Without `h2c`, a prior-knowledge client gets nowhere.
     let plain = Gateway::start(

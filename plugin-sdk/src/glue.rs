@@ -152,6 +152,16 @@ impl RequestBackend for HostRequest<'_> {
         self.0.client_addr()
     }
 
+    fn tls(&self) -> Option<crate::TlsInfo> {
+        self.0.tls().map(|t| crate::TlsInfo {
+            server_name: t.server_name,
+            client_cert: t.client_cert.map(|c| crate::ClientCert {
+                subject: c.subject,
+                sans: c.sans,
+            }),
+        })
+    }
+
     fn route(&self) -> String {
         self.0.route()
     }

@@ -18,6 +18,7 @@ pub(crate) trait RequestBackend {
     fn append_header(&mut self, name: &str, value: &str) -> Result<(), HostError>;
     fn remove_header(&mut self, name: &str);
     fn client_addr(&self) -> String;
+    fn tls(&self) -> Option<crate::TlsInfo>;
     fn route(&self) -> String;
     fn id(&self) -> String;
     fn body(&self) -> Result<Vec<u8>, HostError>;
@@ -136,6 +137,13 @@ impl<'a> Request<'a> {
     /// The client's IP address, as text.
     pub fn client_addr(&self) -> String {
         self.inner.client_addr()
+    }
+
+    /// The TLS session the request came on: the SNI name and, with mutual TLS, the client's
+    /// certificate. `None` on a plain connection. (Contract 0.1.4: the gateway must be at
+    /// least that version.)
+    pub fn tls(&self) -> Option<crate::TlsInfo> {
+        self.inner.tls()
     }
 
     /// The name of the route that matched.

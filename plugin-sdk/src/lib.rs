@@ -150,7 +150,7 @@ pub mod testing;
 
 pub use config::ConfigError;
 pub use http::{Request, Response};
-pub use types::{Decision, Error, HostError, Registration, Reply};
+pub use types::{ClientCert, Decision, Error, HostError, Registration, Reply, TlsInfo};
 /// The rules the gateway holds a plugin's output to, from the crate the host itself enforces
 /// them with: the headers it manages ([`rules::http::HOST_MANAGED_HEADERS`]), what a header
 /// name and value may be, and the caps on variables, queued response headers, key-value

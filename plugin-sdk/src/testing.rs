@@ -41,7 +41,7 @@ use wasmgate_rules::http::{
 use crate::config::parse_config;
 use crate::http::{RequestBackend, ResponseBackend};
 use crate::log::Level;
-use crate::{ConfigError, Decision, Error, HostError, Plugin, Request, Response};
+use crate::{ConfigError, Decision, Error, HostError, Plugin, Request, Response, TlsInfo};
 
 pub use host::KvLimits;
 
@@ -246,6 +246,7 @@ pub struct MockRequest {
     body_access: bool,
     body_limit: Option<usize>,
     client_addr: String,
+    tls: Option<TlsInfo>,
     route: String,
     id: String,
     vars: BTreeMap<String, String>,
@@ -273,6 +274,7 @@ impl MockRequest {
             body_access: true,
             body_limit: None,
             client_addr: "127.0.0.1".to_string(),
+            tls: None,
             route: "test".to_string(),
             id: "test-request".to_string(),
             vars: BTreeMap::new(),
@@ -312,6 +314,12 @@ impl MockRequest {
     /// Sets the client's address.
     pub fn with_client_addr(mut self, addr: &str) -> Self {
         self.client_addr = addr.to_string();
+        self
+    }
+
+    /// The TLS session the request came on (default: none, a plain connection).
+    pub fn with_tls(mut self, tls: TlsInfo) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -490,6 +498,10 @@ impl RequestBackend for MockRequest {
 
     fn client_addr(&self) -> String {
         self.client_addr.clone()
+    }
+
+    fn tls(&self) -> Option<TlsInfo> {
+        self.tls.clone()
     }
 
     fn route(&self) -> String {

@@ -4,6 +4,24 @@ use std::fmt;
 
 use serde::Serialize;
 
+/// The TLS session a request came on ([`Request::tls`](crate::Request::tls)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// The name the client asked for (SNI), if it sent one.
+    pub server_name: Option<String>,
+    /// The client's certificate, when it presented one (mutual TLS).
+    pub client_cert: Option<ClientCert>,
+}
+
+/// A client certificate that verified against the gateway's `server.tls.client_ca`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientCert {
+    /// The subject's distinguished name, as RFC 4514 text (`CN=alice, O=Example`).
+    pub subject: String,
+    /// Its subject alternative names: DNS names, IP addresses, `email:` addresses, URIs.
+    pub sans: Vec<String>,
+}
+
 /// What a plugin, configured for one route, needs from the host. Returned by
 /// [`Plugin::registration`](crate::Plugin::registration).
 ///

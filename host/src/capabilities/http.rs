@@ -15,7 +15,9 @@ use wasmtime::Result;
 use wasmtime::component::Resource;
 
 use crate::pipeline::{Exchange, HeaderEdit, Phase, ResponseEdit};
-use crate::plugins::bindings::wasmgate::plugin::http::{Host, HostRequest, HostResponse};
+use crate::plugins::bindings::wasmgate::plugin::http::{
+    ClientCert, Host, HostRequest, HostResponse, TlsInfo,
+};
 use crate::plugins::bindings::{ErrorCode, Reply};
 use crate::plugins::refusals::Refusal;
 use crate::plugins::state::HostState;
@@ -249,6 +251,16 @@ impl HostRequest for HostState {
 
     fn client_addr(&mut self, _: Resource<RequestHandle>) -> Result<String> {
         Ok(self.exchange()?.client.ip_str().to_owned())
+    }
+
+    fn tls(&mut self, _: Resource<RequestHandle>) -> Result<Option<TlsInfo>> {
+        Ok(self.exchange()?.tls.as_deref().map(|t| TlsInfo {
+            server_name: t.sni.as_deref().map(str::to_owned),
+            client_cert: t.client.as_ref().map(|c| ClientCert {
+                subject: c.subject.clone(),
+                sans: c.sans.clone(),
+            }),
+        }))
     }
 
     fn route(&mut self, _: Resource<RequestHandle>) -> Result<String> {

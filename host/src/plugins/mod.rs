@@ -244,8 +244,9 @@ impl Runtime {
         };
         let not_exported = |e: &dyn std::fmt::Display| {
             format!(
-                "plugin `{name}` ({}): does not export wasmgate:plugin/handler@0.1.3: {e:#}",
-                path.display()
+                "plugin `{name}` ({}): does not export {}: {e:#}",
+                path.display(),
+                bindings::HANDLER_EXPORT
             )
         };
         // The bindings' check of the handler's types, with its message for a wrong export.

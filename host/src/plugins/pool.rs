@@ -96,7 +96,7 @@ pub struct HandlerExports {
 impl HandlerExports {
     /// The handler's functions in `component` (any 0.1.x: export names match by semver).
     pub fn find(component: &Component) -> Option<Self> {
-        let handler = component.get_export_index(None, "wasmgate:plugin/handler@0.1.3")?;
+        let handler = component.get_export_index(None, super::bindings::HANDLER_EXPORT)?;
         let func = |name| component.get_export_index(Some(&handler), name);
         Some(Self {
             init: func("init")?,
