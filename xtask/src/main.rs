@@ -15,6 +15,7 @@
 mod bench;
 mod demo;
 mod fuzz;
+mod packages;
 mod plugins;
 
 use std::path::{Path, PathBuf};
@@ -136,6 +137,7 @@ fn test() -> Result<()> {
         "warnings",
     ]))?;
     ensure_python_env()?;
+    packages::install(packages::TEST_TOOLS)?;
     // The scaffold tests build Python and JavaScript plugins with these, from target/tools.
     plugins::ensure_python_tools()?;
     plugins::ensure_js_tools()?;

@@ -67,11 +67,13 @@ const ALL: &[Target] = &[
     Target::Wasmgate,
 ];
 const GATEWAY: &[Target] = &[Target::Wasmgate];
+/// The proxies that have a TLS listener.
+const TLS_PEERS: &[Target] = &[Target::Nginx, Target::Haproxy, Target::Wasmgate];
 const NGINX_LUA: &[Target] = &[Target::NginxLua];
 
-/// The scenarios of `--quick`: the plain path, one pooled plugin and its nginx + Lua
+/// The scenarios of `--quick`: the plain path and its TLS twin, one pooled plugin and its nginx + Lua
 /// counterpart, and a pipeline of three.
-const QUICK: &[&str] = &["S1", "S3-pooled", "S3-lua", "S4"];
+const QUICK: &[&str] = &["S1", "S1-TLS", "S3-pooled", "S3-lua", "S4"];
 
 /// The response headers of S3's header work (and S4's), which the check before any load wants
 /// in the answer.
@@ -101,7 +103,22 @@ impl Scenario {
             plugins,
             single: false,
             response_headers: &[],
+            tls: false,
+            h2: false,
         }
+    }
+
+    /// On the TLS listeners, with HTTP/1.1.
+    const fn over_tls(mut self) -> Self {
+        self.tls = true;
+        self.targets = TLS_PEERS;
+        self
+    }
+
+    /// On the TLS listeners, with HTTP/2 (h2load instead of wrk).
+    const fn over_h2(mut self) -> Self {
+        self.h2 = true;
+        self.over_tls()
     }
 
     const fn on(mut self, targets: &'static [Target]) -> Self {
@@ -150,6 +167,9 @@ struct Scenario {
     single: bool,
     /// Response headers the check before any load wants in the answer.
     response_headers: &'static [&'static str],
+    /// Over TLS (the peers' TLS listeners), and with HTTP/2.
+    tls: bool,
+    h2: bool,
 }
 
 const SCENARIOS: &[Scenario] = &[
@@ -173,6 +193,28 @@ const SCENARIOS: &[Scenario] = &[
     )
     .on(ALL)
     .closing(),
+    Scenario::new(
+        "S1-TLS",
+        "empty pipeline, keep-alive, over TLS",
+        "/plain/hello",
+        0,
+    )
+    .over_tls(),
+    Scenario::new(
+        "S2-TLS",
+        "a new TLS connection per request (Connection: close)",
+        "/plain/hello",
+        0,
+    )
+    .over_tls()
+    .closing(),
+    Scenario::new(
+        "S1-h2",
+        "empty pipeline, HTTP/2 over TLS (h2load, 10 streams per connection)",
+        "/plain/hello",
+        0,
+    )
+    .over_h2(),
     Scenario::new(
         "S3-fresh",
         "headers plugin, fresh instances",

@@ -13,12 +13,19 @@ use super::arguments::Args;
 use super::payloads::{JWT_SECRET, json_answer, soap_answer};
 use super::processes::{Proc, children_of, free_ports};
 use super::{BIG_BYTES, Target};
+use crate::packages::{self, Tool};
 use crate::root;
 
-/// Every running peer, and the processes whose CPU and memory count for each target.
+/// Every running peer, and the processes whose CPU and memory count for each target; the
+/// same for the TLS listeners (nginx and HAProxy serve both from one process, the gateway from
+/// a second one).
 pub(super) struct Peers {
     pub(super) ports: BTreeMap<Target, u16>,
     pub(super) pids: BTreeMap<Target, Vec<u32>>,
+    pub(super) tls_ports: BTreeMap<Target, u16>,
+    pub(super) tls_pids: BTreeMap<Target, Vec<u32>>,
+    /// The certificate every TLS listener serves (ECDSA P-256, for 127.0.0.1).
+    pub(super) cert: PathBuf,
     // Dropped in reverse order of starting: the proxies before their upstream.
     procs: Vec<Proc>,
 }
@@ -39,28 +46,22 @@ fn fill(template: &str, vars: &[(&str, String)]) -> String {
     s
 }
 
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args([
-            "-c",
-            &format!("command -v {cmd} >/dev/null 2>&1 || test -x /usr/sbin/{cmd}"),
-        ])
-        .status()
-        .is_ok_and(|s| s.success())
-}
+/// The tools the end-to-end suite runs: nginx, its Lua module (S3-lua), HAProxy, wrk, h2load
+/// (S1-h2), curl and openssl (which signs the JWT and makes the TLS scenarios' certificate).
+const BENCH_TOOLS: &[Tool] = &[
+    Tool::Command("nginx", "nginx"),
+    Tool::Command("haproxy", "haproxy"),
+    Tool::Command("wrk", "wrk"),
+    Tool::Command("h2load", "nghttp2-client"),
+    Tool::Command("curl", "curl"),
+    Tool::Command("openssl", "openssl"),
+    Tool::File(LUA_MODULES[0], LUA_PACKAGE),
+    Tool::File(LUA_MODULES[1], LUA_PACKAGE),
+];
 
-/// The Debian packages of the tools the end-to-end suite runs that are not installed: nginx,
-/// its Lua module (S3-lua), HAProxy, wrk, curl and openssl (which signs the JWT).
-fn missing_packages() -> Vec<&'static str> {
-    let mut missing: Vec<&str> = ["nginx", "haproxy", "wrk", "curl", "openssl"]
-        .into_iter()
-        .filter(|c| !have(c))
-        .collect();
-    if !LUA_MODULES.iter().all(|m| Path::new(m).exists()) {
-        missing.push(LUA_PACKAGE);
-    }
-    missing
-}
+/// The nginx proxy's TLS listener, as `bench/nginx-proxy.conf` has it.
+const TLS_LISTEN: &str =
+    "        listen 127.0.0.1:{{TLS_PORT}} ssl http2 reuseport backlog=4096;\n";
 
 /// Debian's package of lua-nginx-module, which brings the module it needs (ndk) along.
 const LUA_PACKAGE: &str = "libnginx-mod-http-lua";
@@ -70,6 +71,53 @@ const LUA_MODULES: [&str; 2] = [
     "/usr/lib/nginx/modules/ndk_http_module.so",
     "/usr/lib/nginx/modules/ngx_http_lua_module.so",
 ];
+
+/// The certificate of the TLS scenarios, made with openssl: an ECDSA P-256 key, as most
+/// sites now serve, for `localhost` and `127.0.0.1`. Returns the certificate, the key, and
+/// both in one file (HAProxy's `crt`).
+fn make_certificate(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    let cert = dir.join("bench-cert.pem");
+    let key = dir.join("bench-key.pem");
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args([
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .context("running openssl")?;
+    if !out.status.success() {
+        bail!(
+            "openssl could not make the benchmark's certificate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let both = dir.join("bench-cert-key.pem");
+    fs::write(
+        &both,
+        fs::read_to_string(&cert)? + &fs::read_to_string(&key)?,
+    )?;
+    Ok((cert, key, both))
+}
+
+/// The gateway's config with its listener on TLS, the benchmark's certificate its one.
+fn gateway_tls_conf(plain: &str) -> String {
+    format!(
+        "{plain}\n[server.tls]\ncerts = [{{ cert = \"{{{{CERT}}}}\", key = \"{{{{KEY}}}}\" }}]\n"
+    )
+}
 
 /// S3's header work (the headers plugin's config on the gateway's `headers-*` routes in
 /// `bench/gateway.toml`) in Lua: the client's request id kept when it is short and plain, a new
@@ -123,6 +171,8 @@ fn nginx_lua_conf(proxy: &str) -> Result<String> {
         "# S3-lua: the nginx proxy's config with S3's header work in Lua, made by `cargo xtask bench`.\n{modules}{proxy}"
     );
     conf = edit(conf, "/nginx-proxy.pid", "/nginx-lua.pid")?;
+    // The TLS listener is the nginx proxy's alone.
+    conf = edit(conf, TLS_LISTEN, "")?;
     conf = edit(conf, "/nginx-proxy-error.log", "/nginx-lua-error.log")?;
     conf = edit(conf, "/proxy-tmp/", "/lua-tmp/")?;
     edit(
@@ -136,28 +186,16 @@ fn nginx_lua_conf(proxy: &str) -> Result<String> {
 /// that names it, unless `install` is set: then the missing ones are installed from Debian's
 /// packages.
 pub(super) fn tools(install: bool) -> Result<()> {
-    let missing = missing_packages();
-    if missing.is_empty() {
-        return Ok(());
+    if install {
+        return packages::install(BENCH_TOOLS);
     }
-    if !install {
+    let missing = packages::missing(BENCH_TOOLS);
+    if !missing.is_empty() {
         bail!(
             "the end-to-end suite needs {} (not installed); `cargo xtask bench --install` \
              installs the missing tools with apt-get",
             missing.join(", ")
         );
-    }
-    eprintln!("xtask: installing {}", missing.join(", "));
-    crate::exec(Command::new("apt-get").arg("update"))?;
-    crate::exec(
-        Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
-    let still = missing_packages();
-    if !still.is_empty() {
-        bail!("still missing after apt-get install: {}", still.join(", "));
     }
     Ok(())
 }
@@ -177,8 +215,10 @@ pub(super) fn start_peers(args: &Args, dir: &Path, with_big: bool) -> Result<Pee
     let read = |f: &str| {
         fs::read_to_string(templates.join(f)).with_context(|| format!("reading bench/{f}"))
     };
-    let p = free_ports(5)?;
+    let p = free_ports(8)?;
     let (up, ngx, lua, hap, gw) = (p[0], p[1], p[2], p[3], p[4]);
+    let (ngx_tls, hap_tls, gw_tls) = (p[5], p[6], p[7]);
+    let (cert, key, cert_key) = make_certificate(dir)?;
     for d in ["upstream-tmp", "proxy-tmp", "lua-tmp", "www"] {
         fs::create_dir_all(dir.join(d))?;
     }
@@ -212,10 +252,16 @@ pub(super) fn start_peers(args: &Args, dir: &Path, with_big: bool) -> Result<Pee
             root.join("tests/fixtures").display().to_string(),
         ),
         ("JWT_SECRET", JWT_SECRET.to_owned()),
+        ("CERT", cert.display().to_string()),
+        ("KEY", key.display().to_string()),
+        ("CERT_KEY", cert_key.display().to_string()),
     ];
     let mut peers = Peers {
         ports: BTreeMap::new(),
         pids: BTreeMap::new(),
+        tls_ports: BTreeMap::new(),
+        tls_pids: BTreeMap::new(),
+        cert: cert.clone(),
         procs: Vec::new(),
     };
 
@@ -227,7 +273,7 @@ pub(super) fn start_peers(args: &Args, dir: &Path, with_big: bool) -> Result<Pee
                      port: u16,
                      vars: &mut Vec<(&str, String)>,
                      cmd: &dyn Fn(&Path) -> Command|
-     -> Result<()> {
+     -> Result<Vec<u32>> {
         vars.retain(|(k, _)| *k != "PORT");
         vars.push(("PORT", port.to_string()));
         let conf = dir.join(file);
@@ -252,10 +298,10 @@ pub(super) fn start_peers(args: &Args, dir: &Path, with_big: bool) -> Result<Pee
         pids.extend(&proc.workers);
         peers.procs.push(proc);
         if let Some(t) = target {
-            peers.pids.insert(t, pids);
+            peers.pids.insert(t, pids.clone());
             peers.ports.insert(t, port);
         }
-        Ok(())
+        Ok(pids)
     };
     let nginx = tool_path("nginx");
     let haproxy = tool_path("haproxy");
@@ -281,6 +327,7 @@ pub(super) fn start_peers(args: &Args, dir: &Path, with_big: bool) -> Result<Pee
         &nginx_cmd,
     )?;
     let proxy = read("nginx-proxy.conf")?;
+    vars.push(("TLS_PORT", ngx_tls.to_string()));
     start(
         "nginx proxy",
         Some(Target::Nginx),
@@ -301,6 +348,8 @@ pub(super) fn start_peers(args: &Args, dir: &Path, with_big: bool) -> Result<Pee
         &mut vars,
         &nginx_cmd,
     )?;
+    vars.retain(|(k, _)| *k != "TLS_PORT");
+    vars.push(("TLS_PORT", hap_tls.to_string()));
     start(
         "haproxy",
         Some(Target::Haproxy),
@@ -318,21 +367,41 @@ pub(super) fn start_peers(args: &Args, dir: &Path, with_big: bool) -> Result<Pee
     // Another build of the gateway, to compare two versions under the same suite.
     let gateway = std::env::var_os("WASMGATE_BENCH_GATEWAY")
         .map_or_else(|| root.join("target/release/wasmgate"), PathBuf::from);
+    let gateway_cmd = |conf: &Path| {
+        let mut c = Command::new(&gateway);
+        c.arg("run").arg("--config").arg(conf);
+        c.env("WASMGATE_LOG", "warn");
+        c
+    };
+    let gateway_conf = read("gateway.toml")?;
     start(
         "wasmgate",
         Some(Target::Wasmgate),
         0,
-        &read("gateway.toml")?,
+        &gateway_conf,
         "gateway.toml",
         gw,
         &mut vars,
-        &|conf| {
-            let mut c = Command::new(&gateway);
-            c.arg("run").arg("--config").arg(conf);
-            c.env("WASMGATE_LOG", "warn");
-            c
-        },
+        &gateway_cmd,
     )?;
+    // The same gateway with its listener on TLS: a process of its own, since a listener is
+    // plain or TLS.
+    let tls = start(
+        "wasmgate (TLS)",
+        None,
+        0,
+        &gateway_tls_conf(&gateway_conf),
+        "gateway-tls.toml",
+        gw_tls,
+        &mut vars,
+        &gateway_cmd,
+    )?;
+    peers.tls_pids.insert(Target::Wasmgate, tls);
+    peers.tls_ports.insert(Target::Wasmgate, gw_tls);
+    for (t, port) in [(Target::Nginx, ngx_tls), (Target::Haproxy, hap_tls)] {
+        peers.tls_pids.insert(t, peers.pids[&t].clone());
+        peers.tls_ports.insert(t, port);
+    }
     peers.ports.insert(Target::Direct, up);
     peers.pids.insert(Target::Direct, Vec::new());
     Ok(peers)
@@ -357,10 +426,10 @@ mod tests {
         let proxy_pass = lua.find("proxy_pass http://up;").unwrap();
         assert!(location < rewrite && rewrite < filter && filter < proxy_pass);
         // Everything else is the proxy's config as it is.
-        for line in proxy
-            .lines()
-            .filter(|l| !l.contains("nginx-proxy") && !l.contains("proxy-tmp"))
-        {
+        assert!(!lua.contains("{{TLS_PORT}}"));
+        for line in proxy.lines().filter(|l| {
+            !l.contains("nginx-proxy") && !l.contains("proxy-tmp") && !l.contains("{{TLS_PORT}}")
+        }) {
             assert!(lua.contains(line), "{line:?} is not in the Lua config");
         }
         assert!(nginx_lua_conf("worker_processes 1;").is_err());

@@ -242,7 +242,7 @@ pub(super) fn report(
         "| scenario | vs | req/s ratio | p99 wasmgate | p99 peer |"
     )?;
     writeln!(o, "|---|---|---|---|---|")?;
-    for id in ["S1", "S2"] {
+    for id in ["S1", "S2", "S1-TLS", "S2-TLS", "S1-h2"] {
         let Some(g) = sum.get(&(id, Target::Wasmgate)) else {
             continue;
         };
@@ -399,6 +399,20 @@ fn targets(o: &mut String, sum: &BTreeMap<(&str, Target), Summary>) -> Result<()
                     verdict(g.rps >= 1.1 * p.rps && g.p99 <= p.p99)
                 )?;
             }
+        }
+    }
+    for (id, label) in [
+        ("S1-TLS", "S1-TLS (keep-alive over TLS)"),
+        ("S2-TLS", "S2-TLS (new TLS connections)"),
+        ("S1-h2", "S1-h2 (HTTP/2 over TLS)"),
+    ] {
+        if let (Some(g), Some(p)) = (get(id, Target::Wasmgate), get(id, Target::Nginx)) {
+            writeln!(
+                o,
+                "| {label} req/s ≥ 1.0× nginx | {} | {} |",
+                ratio(g.rps, p.rps),
+                verdict(g.rps >= p.rps)
+            )?;
         }
     }
     for (id, label, share) in [

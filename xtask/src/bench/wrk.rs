@@ -49,6 +49,27 @@ impl Ctx<'_> {
         format!("http://127.0.0.1:{}{path}", self.peers.ports[&target])
     }
 
+    /// The scenario's URL on `target`: its TLS listener for a TLS scenario.
+    fn scenario_url(&self, s: &Scenario, target: Target) -> String {
+        if s.tls {
+            format!(
+                "https://127.0.0.1:{}{}",
+                self.peers.tls_ports[&target], s.path
+            )
+        } else {
+            self.url(target, s.path)
+        }
+    }
+
+    /// The processes whose CPU and memory count for the scenario on `target`.
+    fn pids(&self, s: &Scenario, target: Target) -> &[u32] {
+        if s.tls {
+            &self.peers.tls_pids[&target]
+        } else {
+            &self.peers.pids[&target]
+        }
+    }
+
     fn script(&self, s: &Scenario) -> Result<PathBuf> {
         let path = self.dir.join(format!("{}.lua", s.id));
         let mut lua = String::new();
@@ -86,10 +107,26 @@ impl Ctx<'_> {
             c.args(["-H", "Content-Type: application/json", "--data-binary"])
                 .arg(json_body());
         }
-        c.arg(self.url(t, s.path));
+        if s.tls {
+            c.arg("--cacert")
+                .arg(&self.peers.cert)
+                .arg(if s.h2 { "--http2" } else { "--http1.1" });
+            // The protocol that was spoken, to check after the status (the last -w counts).
+            c.args(["-w", "\n%{http_code} %{http_version}"]);
+        }
+        c.arg(self.scenario_url(s, t));
         let out = c.output().context("running curl")?;
         let text = String::from_utf8_lossy(&out.stdout);
         let (head, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        let (code, version) = code.split_once(' ').unwrap_or((code, ""));
+        let want = if s.h2 { "2" } else { "1.1" };
+        if s.tls && version != want {
+            bail!(
+                "{} via {}: expected HTTP/{want} over TLS, got HTTP/{version}",
+                s.id,
+                t.name()
+            );
+        }
         if code != "200" {
             bail!(
                 "{} via {}: expected 200, got {code} {}",
@@ -115,7 +152,10 @@ impl Ctx<'_> {
     }
 
     pub(super) fn wrk(&self, s: &Scenario, t: Target, seconds: u32) -> Result<Run> {
-        let pids = &self.peers.pids[&t];
+        if s.h2 {
+            return self.h2load(s, t, seconds);
+        }
+        let pids = self.pids(s, t);
         let script = self.script(s)?;
         let mut c = Command::new("wrk");
         let (threads, connections) = if s.single {
@@ -135,7 +175,7 @@ impl Ctx<'_> {
             c.arg("-H")
                 .arg(format!("Authorization: Bearer {}", self.token));
         }
-        c.arg(self.url(t, s.path));
+        c.arg(self.scenario_url(s, t));
         reset_peak_rss(pids);
         let before = cpu_ticks(pids);
         let out = c.output().context("running wrk")?;
@@ -149,6 +189,37 @@ impl Ctx<'_> {
             );
         }
         let mut run = wrk_result(&text)?;
+        let requests = run.requests as f64;
+        run.cpu_s_per_10k = (!pids.is_empty() && run.requests > 0)
+            .then(|| (after - before) as f64 / self.tck / requests * 10_000.0);
+        run.rss_kib = (!pids.is_empty()).then(|| peak_rss_kib(pids));
+        Ok(run)
+    }
+
+    /// An HTTP/2 scenario: h2load for `seconds`, over `--connections` connections with 10
+    /// streams each. h2load reports no percentiles: p50 is its mean time for a request, p99
+    /// its longest.
+    fn h2load(&self, s: &Scenario, t: Target, seconds: u32) -> Result<Run> {
+        let pids = self.pids(s, t);
+        let mut c = Command::new("h2load");
+        c.arg(format!("-D{seconds}"))
+            .arg(format!("-c{}", self.args.connections))
+            .arg(format!("-t{}", self.args.threads))
+            .args(["-m10", "--warm-up-time=0"])
+            .arg(self.scenario_url(s, t));
+        reset_peak_rss(pids);
+        let before = cpu_ticks(pids);
+        let out = c.output().context("running h2load")?;
+        let after = cpu_ticks(pids);
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            bail!(
+                "h2load failed ({}): {text}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut run = h2load_result(&text)?;
         let requests = run.requests as f64;
         run.cpu_s_per_10k = (!pids.is_empty() && run.requests > 0)
             .then(|| (after - before) as f64 / self.tck / requests * 10_000.0);
@@ -263,6 +334,64 @@ impl Ctx<'_> {
     }
 }
 
+/// The numbers of h2load's summary: `finished in 10.00s, 5432.10 req/s, …`, `requests: N
+/// total, N started, N done, N succeeded, F failed, E errored, T timeout`, and `time for
+/// request: MIN MAX MEAN SD …`.
+fn h2load_result(text: &str) -> Result<Run> {
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim_start().strip_prefix(prefix))
+            .with_context(|| format!("no `{prefix}` line in h2load's output: {text}"))
+    };
+    let rps: f64 = field("finished in ")?
+        .split(", ")
+        .nth(1)
+        .and_then(|r| r.strip_suffix(" req/s"))
+        .and_then(|r| r.parse().ok())
+        .with_context(|| format!("no req/s in h2load's output: {text}"))?;
+    let counts: Vec<(String, u64)> = field("requests: ")?
+        .split(", ")
+        .filter_map(|part| {
+            let (n, what) = part.split_once(' ')?;
+            Some((what.to_owned(), n.parse().ok()?))
+        })
+        .collect();
+    let count = |what: &str| counts.iter().find(|(w, _)| w == what).map_or(0, |c| c.1);
+    let times: Vec<f64> = field("time for request:")?
+        .split_whitespace()
+        .take(3)
+        .map(duration_us)
+        .collect::<Result<_>>()?;
+    let [_, max, mean] = times[..] else {
+        bail!("unexpected h2load time line in: {text}");
+    };
+    Ok(Run {
+        rps,
+        p50_us: mean,
+        p99_us: max,
+        requests: count("succeeded"),
+        errors: count("failed") + count("errored") + count("timeout"),
+        cpu_s_per_10k: None,
+        rss_kib: None,
+    })
+}
+
+/// `812us`, `1.23ms` or `2.5s`, in µs.
+fn duration_us(s: &str) -> Result<f64> {
+    let (n, scale) = if let Some(n) = s.strip_suffix("us") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e3)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1e6)
+    } else {
+        bail!("`{s}` is not an h2load duration");
+    };
+    Ok(n.parse::<f64>()
+        .with_context(|| format!("`{s}` is not an h2load duration"))?
+        * scale)
+}
+
 /// The numbers of wrk's `WRKRESULT` line (see [`LUA_DONE`]).
 fn wrk_result(text: &str) -> Result<Run> {
     let line = text
@@ -285,4 +414,28 @@ fn wrk_result(text: &str) -> Result<Run> {
         cpu_s_per_10k: None,
         rss_kib: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn h2loads_summary_is_read() {
+        let text = "\
+finished in 10.00s, 51234.50 req/s, 2.01MB/s
+requests: 512345 total, 512845 started, 512345 done, 512340 succeeded, 3 failed, 2 errored, 0 timeout
+status codes: 512340 2xx, 0 3xx, 0 4xx, 3 5xx
+traffic: 20.10MB (21076301) total, 1.10MB (1153372) headers (space savings 95.31%), 8.31MB (8709865) data
+                     min         max         mean         sd        +/- sd
+time for request:      212us     41.07ms      9.71ms      2.42ms    74.05%
+";
+        let r = h2load_result(text).unwrap();
+        assert_eq!(r.rps, 51234.5);
+        assert_eq!((r.requests, r.errors), (512340, 5));
+        assert_eq!((r.p50_us, r.p99_us), (9710.0, 41070.0));
+        assert!(h2load_result("finished in 1s").is_err());
+        assert_eq!(duration_us("2.5s").unwrap(), 2.5e6);
+        assert!(duration_us("3 parsecs").is_err());
+    }
 }
