@@ -817,3 +817,249 @@ async fn an_http2_connection_is_closed_with_goaway_when_idle_or_used_up() {
     }
     assert_eq!((ends, saw_goaway), (3, true));
 }
+
+/// An HTTPS upstream: each answer says the SNI it was reached by and the client certificate's
+/// subject (or `none`); `accepted` counts its connections (handshakes).
+struct TlsUpstream {
+    addr: SocketAddr,
+    accepted: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TlsUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TlsUpstream {
+    async fn start(config: rustls::ServerConfig) -> TlsUpstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let count = accepted.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let conn = tls.get_ref().1;
+                    let sni = conn.server_name().unwrap_or("none").to_owned();
+                    let subject = conn
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|der| {
+                            let (_, c) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+                            c.subject().to_string()
+                        })
+                        .unwrap_or_else(|| "none".into());
+                    let svc = hyper::service::service_fn(move |_req| {
+                        let body = serde_json::json!({ "sni": sni, "client": subject }).to_string();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from(body)),
+                            ))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        TlsUpstream {
+            addr,
+            accepted,
+            task,
+        }
+    }
+}
+
+/// A server config for `leaf`, asking for client certificates from `clients` when given.
+fn upstream_config(leaf: &support::pki::Leaf, clients: Option<&Ca>) -> rustls::ServerConfig {
+    use rustls::pki_types::pem::PemObject;
+    let chain: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(leaf.cert.as_bytes())
+        .map(Result::unwrap)
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match clients {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca.pem.as_bytes()) {
+                roots.add(c.unwrap()).unwrap();
+            }
+            builder.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .unwrap(),
+            )
+        }
+    };
+    builder.with_single_cert(chain, key).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_targets_are_checked_against_their_ca_and_name() {
+    let certs = tempfile::tempdir().unwrap();
+    let dir = certs.path();
+    let ca = Ca::new("upstream CA");
+    let ca_file = ca.write(dir, "upstream-ca").display().to_string();
+    let up = TlsUpstream::start(upstream_config(&ca.server(&["app.internal"], 1), None)).await;
+    let target = format!("https://127.0.0.1:{}", up.addr.port());
+    let start = |lines: &[&str]| {
+        Gateway::start(
+            &GatewayConfig::new()
+                .upstream_with("app", &[&target], lines)
+                .route("all", "/", "app")
+                .to_string(),
+        )
+    };
+    let client = support::Client::new();
+
+    // The right CA and name: answered, with the name sent as SNI, over one kept-alive
+    // connection (the session tickets that arrive on it do not make it unfit).
+    let ca_line = format!("ca_file = {ca_file:?}");
+    let gw = start(&[&ca_line, r#"tls_server_name = "app.internal""#]);
+    for _ in 0..5 {
+        let r = client.get(&gw.url("/x")).await;
+        assert_eq!(r.status, 200, "{}", gw.logs());
+        assert_eq!(r.json()["sni"], "app.internal");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        up.accepted.load(Ordering::SeqCst),
+        1,
+        "one connection, reused"
+    );
+
+    // The target's own address is not a name the certificate has: 502, and the log says why.
+    let gw = start(&[&ca_line]);
+    assert_eq!(client.get(&gw.url("/x")).await.status, 502);
+    assert!(
+        gw.logs_containing(&["TLS handshake"])
+            .contains("certificate not valid for name"),
+        "{}",
+        gw.logs()
+    );
+    // The system's roots do not know the test CA.
+    let gw = start(&[r#"tls_server_name = "app.internal""#]);
+    assert_eq!(client.get(&gw.url("/x")).await.status, 502);
+    assert!(
+        gw.logs_containing(&["TLS handshake"])
+            .contains("invalid peer certificate"),
+        "{}",
+        gw.logs()
+    );
+    // tls_verify = false takes anything, and says so.
+    let gw = start(&["tls_verify = false"]);
+    assert_eq!(client.get(&gw.url("/x")).await.status, 200);
+    assert!(
+        gw.logs_containing(&["tls_verify = false"])
+            .contains("are not checked")
+    );
+
+    // Hostile targets: one that accepts and never answers the handshake is bounded by
+    // connect_timeout_ms; one that answers in plain HTTP fails the handshake. Both: 502.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let plain = Upstream::start("plain", Behaviour::Echo).await;
+    for (addr, why) in [
+        (
+            silent.local_addr().unwrap(),
+            "connect timed out after 300 ms",
+        ),
+        (plain.addr, "TLS handshake failed"),
+    ] {
+        let gw = Gateway::start(
+            &GatewayConfig::new()
+                .upstream_with(
+                    "app",
+                    &[&format!("https://{addr}")],
+                    &["connect_timeout_ms = 300", "tls_verify = false"],
+                )
+                .route("all", "/", "app")
+                .to_string(),
+        );
+        let started = Instant::now();
+        assert_eq!(client.get(&gw.url("/x")).await.status, 502);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(gw.logs_containing(&[why]).contains(why), "{}", gw.logs());
+    }
+
+    // TLS settings on an upstream without https:// targets are a config error.
+    let (ok, out) = check(
+        &GatewayConfig::new()
+            .upstream_with("app", &["http://127.0.0.1:9"], &["tls_verify = false"])
+            .route("all", "/", "app")
+            .to_string(),
+    );
+    assert!(
+        !ok && out.contains("are for https:// targets, and it has none"),
+        "{out}"
+    );
+    let (ok, out) = check(
+        &GatewayConfig::new()
+            .upstream_with("app", &[&target], &[r#"ca_file = "missing.pem""#])
+            .route("all", "/", "app")
+            .to_string(),
+    );
+    assert!(
+        !ok && out.contains("upstreams.app: ca_file: ")
+            && out.contains("missing.pem: cannot read it"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_presents_its_client_certificate_to_an_upstream_that_asks() {
+    let certs = tempfile::tempdir().unwrap();
+    let dir = certs.path();
+    let ca = Ca::new("upstream CA");
+    let ca_file = ca.write(dir, "upstream-ca").display().to_string();
+    let clients = Ca::new("gateway clients CA");
+    let mine = clients.client("gateway", &[]).write(dir, "gateway");
+    let up = TlsUpstream::start(upstream_config(
+        &ca.server(&["app.internal"], 1),
+        Some(&clients),
+    ))
+    .await;
+    let target = format!("https://127.0.0.1:{}", up.addr.port());
+    let base = [
+        format!("ca_file = {ca_file:?}"),
+        r#"tls_server_name = "app.internal""#.to_owned(),
+    ];
+    let start = |more: Option<String>| {
+        let mut lines: Vec<&str> = base.iter().map(String::as_str).collect();
+        if let Some(m) = &more {
+            lines.push(m);
+        }
+        Gateway::start(
+            &GatewayConfig::new()
+                .upstream_with("app", &[&target], &lines)
+                .route("all", "/", "app")
+                .to_string(),
+        )
+    };
+    let client = support::Client::new();
+    let without = start(None);
+    assert_eq!(client.get(&without.url("/x")).await.status, 502);
+    let with = start(Some(format!("client_cert = {}", cert_entry(&mine))));
+    let r = client.get(&with.url("/x")).await;
+    assert_eq!(r.status, 200, "{}", with.logs());
+    assert_eq!(r.json()["client"], "CN=gateway");
+}

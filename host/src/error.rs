@@ -93,7 +93,9 @@ impl From<&ProxyError> for GatewayError {
     fn from(e: &ProxyError) -> Self {
         match e {
             ProxyError::ClientBody(e) => e.into(),
-            ProxyError::Connect(_) | ProxyError::ConnectTimeout(_) => Self::UpstreamUnreachable,
+            ProxyError::Connect(_) | ProxyError::ConnectTimeout(_) | ProxyError::Handshake(_) => {
+                Self::UpstreamUnreachable
+            }
             ProxyError::Timeout(_) => Self::UpstreamTimeout,
             ProxyError::Upstream(_) => Self::UpstreamBadResponse,
         }

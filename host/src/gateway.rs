@@ -124,7 +124,7 @@ impl Gateway {
 
         let mut upstreams: HashMap<&str, Arc<Upstream>> = HashMap::new();
         for (name, u) in &config.upstreams {
-            match Upstream::new(name, u, shared.workers) {
+            match Upstream::new(name, u, shared.workers, &config.base_dir) {
                 Ok(u) => {
                     upstreams.insert(name, Arc::new(u));
                 }

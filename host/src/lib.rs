@@ -16,6 +16,7 @@ pub mod error;
 pub mod fault;
 pub mod gateway;
 pub mod metrics;
+pub mod pem;
 pub mod pipeline;
 pub mod plugins;
 pub mod proxy;

@@ -407,6 +407,29 @@ pub struct UpstreamConfig {
     /// A connection open this long is closed once its current response is done, however busy.
     #[serde(default = "defaults::max_connection_lifetime_ms")]
     pub max_connection_lifetime_ms: u64,
+    /// For `https://` targets: a PEM file of the CAs to trust, instead of the system's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The name sent as SNI and checked against the certificate (the target's host when
+    /// unset).
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    /// `false` accepts any certificate the target presents: for tests only, and logged.
+    #[serde(default = "defaults::yes")]
+    pub tls_verify: bool,
+    /// A client certificate for mutual TLS with the targets.
+    #[serde(default)]
+    pub client_cert: Option<CertConfig>,
+}
+
+impl UpstreamConfig {
+    /// Whether any TLS setting is given.
+    fn has_tls_settings(&self) -> bool {
+        self.ca_file.is_some()
+            || self.tls_server_name.is_some()
+            || !self.tls_verify
+            || self.client_cert.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -621,16 +644,22 @@ impl Config {
         Ok(Some(token.to_owned()))
     }
 
-    /// Every file `[server.tls]` names (certificates, keys, the client CA), as given, joined
-    /// to the config's directory.
+    /// Every certificate, key and CA file the config names (`[server.tls]`'s and the
+    /// upstreams'), joined to the config's directory.
     pub fn tls_files(&self) -> Vec<PathBuf> {
-        let Some(tls) = &self.server.tls else {
-            return Vec::new();
-        };
-        tls.certs
-            .iter()
-            .flat_map(|c| [&c.cert, &c.key])
-            .chain(tls.client_ca.as_ref())
+        let server = self.server.tls.iter().flat_map(|tls| {
+            tls.certs
+                .iter()
+                .flat_map(|c| [&c.cert, &c.key])
+                .chain(tls.client_ca.as_ref())
+        });
+        let upstreams = self.upstreams.values().flat_map(|u| {
+            u.ca_file
+                .iter()
+                .chain(u.client_cert.iter().flat_map(|c| [&c.cert, &c.key]))
+        });
+        server
+            .chain(upstreams)
             .map(|p| self.base_dir.join(p))
             .collect()
     }
@@ -649,10 +678,17 @@ impl Config {
                     "upstreams.{name}.targets: at least one target is required"
                 ));
             }
+            let mut tls_targets = 0;
             for (i, t) in up.targets.iter().enumerate() {
-                if let Err(e) = crate::net::parse_target(t) {
-                    out.push(format!("upstreams.{name}.targets[{i}]: {e}"));
+                match crate::net::parse_target(t) {
+                    Ok(t) => tls_targets += usize::from(t.tls),
+                    Err(e) => out.push(format!("upstreams.{name}.targets[{i}]: {e}")),
                 }
+            }
+            if tls_targets == 0 && up.has_tls_settings() {
+                out.push(format!(
+                    "upstreams.{name}: ca_file, tls_server_name, tls_verify and client_cert are for https:// targets, and it has none"
+                ));
             }
             for (key, ms) in [
                 ("connect_timeout_ms", up.connect_timeout_ms),

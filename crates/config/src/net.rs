@@ -46,10 +46,12 @@ impl Peer {
     }
 }
 
-/// A parsed upstream target (`http://host:port`).
+/// A parsed upstream target (`http://host:port` or `https://host:port`).
 #[derive(Debug, Clone)]
 pub struct Target {
     pub authority: Authority,
+    /// `https://`: the connection speaks TLS.
+    pub tls: bool,
     /// `host:port` to connect to.
     pub addr: String,
     /// The `Host` header requests to this target carry.
@@ -59,11 +61,16 @@ pub struct Target {
 /// Checks and parses a target URL.
 pub fn parse_target(s: &str) -> Result<Target, String> {
     let uri: Uri = s.parse().map_err(|e| format!("`{s}` is not a URL: {e}"))?;
-    match uri.scheme() {
-        Some(s) if *s == Scheme::HTTP => {}
-        Some(other) => return Err(format!("scheme `{other}` is not supported (use http://)")),
+    let tls = match uri.scheme() {
+        Some(s) if *s == Scheme::HTTP => false,
+        Some(s) if *s == Scheme::HTTPS => true,
+        Some(other) => {
+            return Err(format!(
+                "scheme `{other}` is not supported (use http:// or https://)"
+            ));
+        }
         None => return Err(format!("`{s}` needs a scheme, as in http://{s}")),
-    }
+    };
     let authority = uri
         .authority()
         .cloned()
@@ -76,11 +83,12 @@ pub fn parse_target(s: &str) -> Result<Target, String> {
     let addr = format!(
         "{}:{}",
         authority.host(),
-        authority.port_u16().unwrap_or(80)
+        authority.port_u16().unwrap_or(if tls { 443 } else { 80 })
     );
     let host = HeaderValue::from_str(authority.as_str()).map_err(|e| format!("`{s}`: {e}"))?;
     Ok(Target {
         authority,
+        tls,
         addr,
         host,
     })

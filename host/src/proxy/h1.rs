@@ -9,7 +9,7 @@
 use std::io::{self, Write as _};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -17,10 +17,10 @@ use http::{HeaderMap, Method, Response, Version, header};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use wasmgate_h1::{Chunk, Framing, Invalid, MAX_HEAD, Parsed, ResponseHead};
 
 use super::pool::WorkerPool;
+use super::stream::Stream;
 use crate::client_body::{ClientBody, ClientBodyError};
 use crate::silence::Silence;
 
@@ -60,7 +60,7 @@ type Error = UpstreamError;
 
 /// An open connection to an upstream target, with the bytes read from it but not yet used.
 pub struct Conn {
-    io: TcpStream,
+    io: Stream,
     rbuf: BytesMut,
     wbuf: Vec<u8>,
     /// When it was opened, for the pool's maximum lifetime.
@@ -91,7 +91,7 @@ impl Outgoing {
 }
 
 impl Conn {
-    pub fn new(io: TcpStream) -> Self {
+    pub fn new(io: Stream) -> Self {
         Self {
             io,
             rbuf: BytesMut::with_capacity(READ_SMALL),
@@ -100,19 +100,9 @@ impl Conn {
         }
     }
 
-    /// Whether an idle connection is still fit to send on: nothing arrived on it since its last
-    /// response (an upstream that closed it sends EOF, which counts). Reads only when the
-    /// runtime saw it readable, so a healthy idle connection costs no system call.
+    /// Whether an idle connection is still fit to send on (see [`Stream::still_idle`]).
     pub fn still_idle(&mut self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        match self.io.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            Poll::Ready(Ok(())) => {
-                let mut probe = [0u8; 1];
-                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
-        }
+        self.io.still_idle()
     }
 
     /// Writes the request and reads the response head. `timeout` runs from the moment the

@@ -6,6 +6,8 @@
 
 mod h1;
 mod pool;
+mod stream;
+mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,6 +30,8 @@ pub enum ProxyError {
     ClientBody(ClientBodyError),
     #[error("cannot connect: {0}")]
     Connect(#[source] std::io::Error),
+    #[error("TLS handshake failed: {0}")]
+    Handshake(#[source] std::io::Error),
     #[error("connect timed out after {} ms", .0.as_millis())]
     ConnectTimeout(Duration),
     #[error("no response within {} ms of sending the request", .0.as_millis())]
@@ -52,9 +56,11 @@ impl ProxyError {
             Self::ClientBody(_) => Fault::Client,
             // Out of file descriptors or local ports: the gateway's own limits.
             Self::Connect(e) if matches!(e.raw_os_error(), Some(23 | 24 | 99)) => Fault::Gateway,
-            Self::Connect(_) | Self::ConnectTimeout(_) | Self::Timeout(_) | Self::Upstream(_) => {
-                Fault::Upstream
-            }
+            Self::Connect(_)
+            | Self::Handshake(_)
+            | Self::ConnectTimeout(_)
+            | Self::Timeout(_)
+            | Self::Upstream(_) => Fault::Upstream,
         }
     }
 }
@@ -64,6 +70,8 @@ impl ProxyError {
 pub struct Upstream {
     pub name: Arc<str>,
     targets: Vec<Target>,
+    /// For each target, what its TLS needs when it is `https://`.
+    tls: Vec<Option<tls::TlsTarget>>,
     next: AtomicUsize,
     timeout: Duration,
     connect_timeout: Duration,
@@ -72,12 +80,34 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(name: &str, cfg: &UpstreamConfig, workers: usize) -> Result<Self, String> {
+    /// The upstream `cfg` describes; its files (`ca_file`, `client_cert`) are relative to
+    /// `base`.
+    pub fn new(
+        name: &str,
+        cfg: &UpstreamConfig,
+        workers: usize,
+        base: &std::path::Path,
+    ) -> Result<Self, String> {
         let targets = cfg
             .targets
             .iter()
             .map(|t| parse_target(t))
             .collect::<Result<Vec<_>, _>>()?;
+        let config = if targets.iter().any(|t| t.tls) {
+            Some(tls::client_config(name, cfg, base)?)
+        } else {
+            None
+        };
+        let tls = targets
+            .iter()
+            .map(|t| match (&config, t.tls) {
+                (Some(config), true) => Ok(Some(tls::TlsTarget {
+                    config: config.clone(),
+                    name: tls::server_name(cfg, t.authority.host())?,
+                })),
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         let lifetimes = Lifetimes {
             idle: Duration::from_millis(cfg.idle_timeout_ms),
             max: Duration::from_millis(cfg.max_connection_lifetime_ms),
@@ -85,6 +115,7 @@ impl Upstream {
         Ok(Self {
             name: name.into(),
             targets,
+            tls,
             next: AtomicUsize::new(0),
             timeout: Duration::from_millis(cfg.timeout_ms),
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
@@ -115,6 +146,7 @@ impl Upstream {
         let opts = SendOptions {
             target: index,
             addr: &target.addr,
+            tls: self.tls[index].as_ref(),
             connect_timeout: self.connect_timeout,
             timeout: self.timeout,
             read_timeout: self.read_timeout,
@@ -146,6 +178,9 @@ impl Upstream {
             }
             ProxyError::Timeout(t) => {
                 tracing::warn!(fault, upstream, %target, timeout_ms = t.as_millis() as u64, "upstream timed out")
+            }
+            ProxyError::Handshake(_) => {
+                tracing::warn!(fault, upstream, %target, error = %error_chain(e), "upstream request failed: TLS handshake")
             }
             ProxyError::Connect(_) | ProxyError::ConnectTimeout(_) => {
                 tracing::warn!(fault, upstream, %target, error = %error_chain(e), "upstream request failed: cannot connect")

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use http::{Method, Request, Response};
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
+
+use super::stream::Stream;
+use super::tls::TlsTarget;
 use tokio::sync::Notify;
 
 use super::ProxyError;
@@ -49,6 +52,8 @@ struct Idle {
 pub struct SendOptions<'a> {
     pub target: usize,
     pub addr: &'a str,
+    /// Set for an `https://` target.
+    pub tls: Option<&'a TlsTarget>,
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub read_timeout: Duration,
@@ -141,7 +146,7 @@ impl WorkerPool {
                 Err(e) => return Err(e.into()),
             }
         }
-        let mut conn = connect(opts.addr, opts.connect_timeout).await?;
+        let mut conn = connect(opts.addr, opts.tls, opts.connect_timeout).await?;
         let head = conn
             .round_trip(
                 &parts.method,
@@ -192,12 +197,27 @@ fn idempotent(m: &Method) -> bool {
     )
 }
 
-async fn connect(addr: &str, timeout: Duration) -> Result<Conn, ProxyError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+/// A new connection to `addr`, with its TLS handshake for an `https://` target; `timeout`
+/// bounds both.
+async fn connect(
+    addr: &str,
+    tls: Option<&TlsTarget>,
+    timeout: Duration,
+) -> Result<Conn, ProxyError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
         Err(_) => return Err(ProxyError::ConnectTimeout(timeout)),
         Ok(Err(e)) => return Err(ProxyError::Connect(e)),
         Ok(Ok(s)) => s,
     };
     let _ = stream.set_nodelay(true);
-    Ok(Conn::new(stream))
+    let Some(tls) = tls else {
+        return Ok(Conn::new(Stream::Plain(stream)));
+    };
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    match tokio::time::timeout_at(deadline, connector.connect(tls.name.clone(), stream)).await {
+        Err(_) => Err(ProxyError::ConnectTimeout(timeout)),
+        Ok(Err(e)) => Err(ProxyError::Handshake(e)),
+        Ok(Ok(s)) => Ok(Conn::new(Stream::Tls(Box::new(s)))),
+    }
 }

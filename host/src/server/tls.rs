@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use rustls::server::{
     ClientHello, ProducesTickets, ResolvesServerCert, ServerSessionMemoryCache,
     StoresServerSessions, WebPkiClientVerifier,
@@ -21,6 +20,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig, ServerConnection};
 
 use crate::config::{ClientAuth, TlsConfig, TlsVersion};
+use crate::pem::{read_certs, read_key};
 
 /// Sessions remembered for resumption by id, across workers.
 const SESSION_CACHE_ENTRIES: usize = 20_000;
@@ -136,13 +136,7 @@ fn load_pair(
     let leaf = Leaf::parse(&chain[0]).map_err(|e| format!("cert: {}: {e}", cert.display()))?;
     leaf.check_validity(now)
         .map_err(|e| format!("cert: {}: {e}", cert.display()))?;
-    let der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-        format!(
-            "key: {}: {}",
-            key.display(),
-            pem_error(e, "private key (PKCS#8, PKCS#1 or SEC1)")
-        )
-    })?;
+    let der = read_key(key).map_err(|e| format!("key: {e}"))?;
     let signing = provider
         .key_provider
         .load_private_key(der)
@@ -173,25 +167,6 @@ fn load_pair(
         key: Arc::new(certified),
         names: leaf.dns_names,
     })
-}
-
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let chain = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{}: {}", path.display(), pem_error(e, "certificate")))?;
-    if chain.is_empty() {
-        return Err(format!("{}: holds no PEM certificate", path.display()));
-    }
-    Ok(chain)
-}
-
-fn pem_error(e: rustls::pki_types::pem::Error, what: &str) -> String {
-    use rustls::pki_types::pem::Error;
-    match e {
-        Error::Io(e) => format!("cannot read it: {e}"),
-        Error::NoItemsFound => format!("holds no PEM {what}"),
-        other => format!("is not a valid PEM {what}: {other:?}"),
-    }
 }
 
 /// What the gateway reads from a certificate itself.
