@@ -252,8 +252,13 @@ mod tests {
                 .unwrap_err()
                 .contains("scheme")
         );
+        let https = parse_target("https://x").unwrap();
+        assert!(https.tls);
+        assert_eq!(https.addr, "x:443");
+        assert!(!parse_target("http://x").unwrap().tls);
+        assert_eq!(parse_target("http://x").unwrap().addr, "x:80");
         assert!(
-            parse_target("https://x")
+            parse_target("ftp://x")
                 .unwrap_err()
                 .contains("not supported")
         );

@@ -195,6 +195,28 @@ struct Builders {
     auto: auto::Builder<TokioExecutor>,
 }
 
+impl Builders {
+    /// Serves HTTP/1.1 on `io` until the connection ends (or, once the listener drains, its
+    /// request in flight is done).
+    async fn serve_http1<I, S>(
+        &self,
+        io: I,
+        service: S,
+        draining: &mut watch::Receiver<bool>,
+    ) -> Result<(), hyper::Error>
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+        S: hyper::service::HttpService<Incoming, ResBody = ConnBody>,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let conn = self.http1.serve_connection(io, service);
+        drive(conn, draining, std::future::pending(), |c| {
+            c.graceful_shutdown()
+        })
+        .await
+    }
+}
+
 /// Serves `listener` until `shutdown` turns true, then stops accepting and waits up to the
 /// drain timeout for open requests to finish.
 #[allow(clippy::too_many_arguments)]
@@ -336,12 +358,9 @@ where
                     .await
                     .map_err(Into::into)
                 } else {
-                    let conn = b.http1.serve_connection(io, serving.service(down));
-                    drive(conn, &mut draining, std::future::pending(), |c| {
-                        c.graceful_shutdown()
-                    })
-                    .await
-                    .map_err(Into::into)
+                    b.serve_http1(io, serving.service(down), &mut draining)
+                        .await
+                        .map_err(Into::into)
                 }
             }
             None => {
@@ -354,12 +373,9 @@ where
                     })
                     .await
                 } else {
-                    let conn = b.http1.serve_connection(io, serving.service(down));
-                    drive(conn, &mut draining, std::future::pending(), |c| {
-                        c.graceful_shutdown()
-                    })
-                    .await
-                    .map_err(Into::into)
+                    b.serve_http1(io, serving.service(down), &mut draining)
+                        .await
+                        .map_err(Into::into)
                 }
             }
         };

@@ -176,19 +176,31 @@ impl Ctx<'_> {
                 .arg(format!("Authorization: Bearer {}", self.token));
         }
         c.arg(self.scenario_url(s, t));
+        self.measure(pids, &mut c, "wrk", wrk_result)
+    }
+
+    /// Runs a load tool, reads its numbers with `parse`, and adds the CPU and peak memory of
+    /// `pids` over the run.
+    fn measure(
+        &self,
+        pids: &[u32],
+        c: &mut Command,
+        tool: &str,
+        parse: fn(&str) -> Result<Run>,
+    ) -> Result<Run> {
         reset_peak_rss(pids);
         let before = cpu_ticks(pids);
-        let out = c.output().context("running wrk")?;
+        let out = c.output().with_context(|| format!("running {tool}"))?;
         let after = cpu_ticks(pids);
         let text = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {
             bail!(
-                "wrk failed ({}): {text}{}",
+                "{tool} failed ({}): {text}{}",
                 out.status,
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let mut run = wrk_result(&text)?;
+        let mut run = parse(&text)?;
         let requests = run.requests as f64;
         run.cpu_s_per_10k = (!pids.is_empty() && run.requests > 0)
             .then(|| (after - before) as f64 / self.tck / requests * 10_000.0);
@@ -207,24 +219,7 @@ impl Ctx<'_> {
             .arg(format!("-t{}", self.args.threads))
             .args(["-m10", "--warm-up-time=0"])
             .arg(self.scenario_url(s, t));
-        reset_peak_rss(pids);
-        let before = cpu_ticks(pids);
-        let out = c.output().context("running h2load")?;
-        let after = cpu_ticks(pids);
-        let text = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() {
-            bail!(
-                "h2load failed ({}): {text}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let mut run = h2load_result(&text)?;
-        let requests = run.requests as f64;
-        run.cpu_s_per_10k = (!pids.is_empty() && run.requests > 0)
-            .then(|| (after - before) as f64 / self.tck / requests * 10_000.0);
-        run.rss_kib = (!pids.is_empty()).then(|| peak_rss_kib(pids));
-        Ok(run)
+        self.measure(pids, &mut c, "h2load", h2load_result)
     }
 
     /// Checks that S8's looping route fails its request with a timeout (500, after its
