@@ -71,7 +71,16 @@ pub fn admit(parts: &mut request::Parts, escaped: EscapedSlashes) -> Result<(), 
     }
     let path = match normalise_path(parts.uri.path(), escaped).map_err(Refused::BadPath)? {
         Cow::Borrowed(_) if !absolute => return Ok(()),
-        Cow::Borrowed(p) => p.to_owned(),
+        // Every HTTP/2 request is absolute-form: its path and query, already normal, are kept
+        // as they are (shared bytes, no copy).
+        Cow::Borrowed(_) => {
+            parts.uri = parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .map_or_else(|| Uri::from_static("/"), Uri::from);
+            return Ok(());
+        }
         Cow::Owned(p) => p,
     };
     parts.uri = origin_form(&path, parts.uri.query());

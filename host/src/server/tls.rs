@@ -2,8 +2,8 @@
 //! when they are loaded, and rebuilt with every reload (so a rotated certificate goes live
 //! like any other change to the config's files).
 //!
-//! The session ticket key and the session cache outlive reloads ([`Sessions`], made once), so
-//! clients resume their sessions across a certificate rotation.
+//! The session ticket key and the session cache are made once ([`Sessions`]) and kept by every
+//! config a reload builds.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -28,8 +28,8 @@ const SESSION_CACHE_ENTRIES: usize = 20_000;
 /// A certificate this close to expiry is loaded with a warning.
 const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 
-/// What resumption needs to survive a reload: the ticket keys (rotated by rustls every six
-/// hours) and the cache of sessions resumed by id.
+/// What session resumption keeps across reloads: the ticket key (rustls's ticketer) and the
+/// cache of sessions resumed by id.
 pub struct Sessions {
     ticketer: Arc<dyn ProducesTickets>,
     cache: Arc<dyn StoresServerSessions>,
