@@ -1,8 +1,9 @@
 //! Header rules (`wasmgate:plugin/header-rules`, new in 0.1.3) through the real gateway: the
 //! `headers` plugin declares its whole config at init and the gateway makes the changes itself,
 //! on the upstream's answer and on its own errors; a rule's template is checked once and its
-//! rendering per request; rules are taken only at init; and a component built against 0.1.2,
-//! kept in `tests/fixtures/`, still loads and works beside the new one.
+//! rendering per request; rules are taken only at init; and components built against 0.1.2
+//! (the plugin's calls) and 0.1.3 (its header rules), kept in `tests/fixtures/`, still load
+//! and work beside the current build.
 
 mod support;
 
@@ -16,8 +17,9 @@ use support::{Client, Gateway, closed_port, plugin, workspace_root};
 /// The sample headers plugin's config the tests give both the old and the new build.
 const HEADERS: &str = r#"{ request_id = true, request = { set = { "x-client-ip" = "${client_ip}", "x-route" = "${route}", "x-echo" = "${header.x-in}/${method}" }, add = { "x-multi" = "two" }, remove = ["x-internal"] }, response = { set = { "x-served-by" = "wasmgate (route ${route})", "x-path" = "${path}" }, add = { "x-upstream" = "gw" }, remove = ["content-type"] } }"#;
 
-fn old_headers() -> PathBuf {
-    workspace_root().join("tests/fixtures/headers-0.1.2.wasm")
+/// The headers plugin as built against an earlier contract version.
+fn old_headers(version: &str) -> PathBuf {
+    workspace_root().join(format!("tests/fixtures/headers-{version}.wasm"))
 }
 
 /// Checks what the headers config above does to a request and its answer.
@@ -70,21 +72,25 @@ async fn check_headers_route(gw: &Gateway, prefix: &str, route: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_headers_plugin_is_made_of_rules_and_a_0_1_2_build_still_works_beside_it() {
+async fn the_headers_plugin_is_made_of_rules_and_0_1_2_and_0_1_3_builds_still_work_beside_it() {
     let up = Upstream::start("up", Behaviour::Echo).await;
     let gw = Gateway::start(
         &GatewayConfig::new()
             .plugin_with("headers", &plugin("headers"), &["capabilities = []"])
-            .plugin("old", &old_headers())
+            .plugin("old", &old_headers("0.1.2"))
+            .plugin_with("headers-v013", &old_headers("0.1.3"), &["capabilities = []"])
             .upstream("up", &up.url())
             .route("new", "/new", "up")
             .stage("headers", HEADERS)
             .route("old", "/old", "up")
             .stage("old", HEADERS)
+            .route("v013", "/v013", "up")
+            .stage("headers-v013", HEADERS)
             .to_string(),
     );
     check_headers_route(&gw, "/new", "new").await;
     check_headers_route(&gw, "/old", "old").await;
+    check_headers_route(&gw, "/v013", "v013").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

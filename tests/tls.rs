@@ -321,6 +321,18 @@ fn check_names_each_bad_certificate_and_key() {
         })
         .write(dir, "expired");
     let no_san = ca.leaf(&[], "bare", 4, |_| {}).write(dir, "bare");
+    let soon = ca
+        .leaf(&["soon.test"], "soon.test", 5, |p| {
+            let in_five_days = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64
+                + 5 * 86_400;
+            p.not_after = x509_parser::time::ASN1Time::from_timestamp(in_five_days)
+                .unwrap()
+                .to_datetime();
+        })
+        .write(dir, "soon");
     std::fs::write(dir.join("junk.pem"), "not a certificate\n").unwrap();
     let config = |tls: &str| {
         GatewayConfig::new()
@@ -333,6 +345,13 @@ fn check_names_each_bad_certificate_and_key() {
 
     let (ok, out) = check(&config(&format!("{{ certs = [{}] }}", cert_entry(&good))));
     assert!(ok, "{out}");
+    // One about to expire loads, with a warning.
+    let (ok, out) = check(&config(&format!("{{ certs = [{}] }}", cert_entry(&soon))));
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("a TLS certificate expires soon") && out.contains("days_left"),
+        "{out}"
+    );
     // A certificate without SANs is fine as the default, which SNI need not choose.
     let (ok, out) = check(&config(&format!("{{ certs = [{}] }}", cert_entry(&no_san))));
     assert!(ok, "{out}");
