@@ -78,7 +78,11 @@ async fn the_headers_plugin_is_made_of_rules_and_0_1_2_and_0_1_3_builds_still_wo
         &GatewayConfig::new()
             .plugin_with("headers", &plugin("headers"), &["capabilities = []"])
             .plugin("old", &old_headers("0.1.2"))
-            .plugin_with("headers-v013", &old_headers("0.1.3"), &["capabilities = []"])
+            .plugin_with(
+                "headers-v013",
+                &old_headers("0.1.3"),
+                &["capabilities = []"],
+            )
             .upstream("up", &up.url())
             .route("new", "/new", "up")
             .stage("headers", HEADERS)
