@@ -1,7 +1,8 @@
 //! The chunked body decoder, fed any bytes, split into reads of any sizes. Besides not
 //! panicking: however the bytes are split, the decoder yields the same data and comes to the
-//! same end (complete with the same bytes left over, an error, or waiting for more), never
-//! yields more data than it was given, and never consumes a byte past the body's end.
+//! same end (complete with the same bytes left over and the same trailers, an error, or
+//! waiting for more), never yields more data than it was given, and never consumes a byte
+//! past the body's end.
 
 #![no_main]
 
@@ -11,7 +12,10 @@ use wasmgate_h1::{Chunk, ChunkedDecoder, Invalid};
 
 #[derive(Debug, PartialEq)]
 enum End {
-    Complete { left: Vec<u8> },
+    Complete {
+        left: Vec<u8>,
+        trailers: Option<http::HeaderMap>,
+    },
     Error(Invalid),
     NeedsMore,
 }
@@ -33,7 +37,8 @@ fn decode(input: &[u8], sizes: &[u8]) -> (Vec<u8>, End) {
                 Ok(Some(Chunk::End)) => {
                     let mut left = buf.to_vec();
                     left.extend_from_slice(&input[fed..]);
-                    return (out, End::Complete { left });
+                    let trailers = dec.take_trailers();
+                    return (out, End::Complete { left, trailers });
                 }
                 Ok(None) => {
                     assert!(buf.is_empty(), "the decoder waits with bytes in hand");
@@ -63,7 +68,7 @@ fuzz_target!(|data: &[u8]| {
     assert!(whole.0.len() <= input.len());
     assert_eq!(whole, bytewise, "one read vs byte by byte");
     assert_eq!(whole, split, "one read vs reads of {sizes:?}");
-    if let End::Complete { left } = &whole.1 {
+    if let End::Complete { left, .. } = &whole.1 {
         assert!(
             input.ends_with(left),
             "bytes past the end are left as they were"

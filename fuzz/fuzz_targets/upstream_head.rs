@@ -7,7 +7,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use wasmgate_h1::{Framing, Invalid, Parsed, ends_head, parse_response_head};
+use wasmgate_h1::{Asked, Framing, Invalid, Parsed, ends_head, parse_response_head};
 
 /// What a parse came to, in a comparable form: (bytes consumed, status, framing, reuse,
 /// header count) for a final head.
@@ -19,9 +19,9 @@ enum Outcome {
     Final(usize, u16, &'static str, bool, usize),
 }
 
-fn parse(input: &[u8], head_request: bool) -> Outcome {
+fn parse(input: &[u8], asked: Asked) -> Outcome {
     let mut buf = BytesMut::from(input);
-    let result = parse_response_head(&mut buf, head_request);
+    let result = parse_response_head(&mut buf, asked);
     let used = input.len() - buf.len();
     match result {
         Ok(None) => {
@@ -37,12 +37,18 @@ fn parse(input: &[u8], head_request: bool) -> Outcome {
             );
             match parsed {
                 Parsed::Interim(status) => {
-                    assert!(status.is_informational() && status != 101);
+                    assert!(status.is_informational());
+                    assert!(status != 101, "a 101 is final or refused");
                     Outcome::Interim(used, status.as_u16())
                 }
                 Parsed::Final(head) => {
                     let framing = match head.framing {
-                        None => "none",
+                        None => {
+                            if head.status == 101 {
+                                assert!(asked == Asked::Upgrade && !head.reuse);
+                            }
+                            "none"
+                        }
                         Some(Framing::Length(_)) => "length",
                         Some(Framing::Chunked(_)) => "chunked",
                         Some(Framing::Close) => {
@@ -71,12 +77,16 @@ fuzz_target!(|data: &[u8]| {
     let Some((&flags, input)) = data.split_first() else {
         return;
     };
-    let head_request = flags & 1 == 1;
-    let whole = parse(input, head_request);
+    let asked = match flags & 3 {
+        1 => Asked::Head,
+        2 => Asked::Upgrade,
+        _ => Asked::Plain,
+    };
+    let whole = parse(input, asked);
     // Every prefix either needs more bytes or comes to the same outcome as the whole.
-    let step = usize::from(flags >> 1).max(1);
+    let step = usize::from(flags >> 2).max(1);
     for cut in (0..input.len()).step_by(step) {
-        let part = parse(&input[..cut], head_request);
+        let part = parse(&input[..cut], asked);
         if part != Outcome::Partial {
             assert_eq!(part, whole, "prefix of {cut} bytes");
         }

@@ -22,6 +22,8 @@ pub enum Body {
     Upstream(UpstreamBody),
     /// Bytes in memory, sent as one frame (`None` once sent, or when there are none).
     Full(Option<Bytes>),
+    /// Another body, compressed as it streams (`compress = true` on the route).
+    Compressed(Box<crate::compress::Compressed>),
 }
 
 /// Why a body stopped before its end, and so whose fault it was.
@@ -31,6 +33,8 @@ pub enum BodyError {
     Client(#[from] ClientBodyError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error("compression failed: {0}")]
+    Compression(std::io::Error),
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
@@ -57,6 +61,7 @@ impl http_body::Body for Body {
                     .filter(|b| !b.is_empty())
                     .map(|b| Ok(Frame::data(b))),
             ),
+            Body::Compressed(b) => b.poll_frame(cx),
         }
     }
 
@@ -65,6 +70,7 @@ impl http_body::Body for Body {
             Body::Client(b) => b.is_end_stream(),
             Body::Upstream(b) => b.is_end_stream(),
             Body::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
+            Body::Compressed(_) => false,
         }
     }
 
@@ -73,6 +79,7 @@ impl http_body::Body for Body {
             Body::Client(b) => b.size_hint(),
             Body::Upstream(b) => b.size_hint(),
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::Compressed(b) => b.size_hint(),
         }
     }
 }
@@ -93,6 +100,7 @@ impl BodyError {
         match self {
             Self::Client(_) => Fault::Client,
             Self::Upstream(_) => Fault::Upstream,
+            Self::Compression(_) => Fault::Gateway,
         }
     }
 }

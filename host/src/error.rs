@@ -1,5 +1,6 @@
-//! Every error a client can see, turned into a JSON response in exactly one place. Clients get
-//! a stable code and a short message; the detail goes to the log, never into the body.
+//! Every error a client can see, turned into a JSON response in exactly one place, or into a
+//! gRPC status when the client spoke gRPC. Clients get a stable code and a short message; the
+//! detail goes to the log, never into the body.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -63,6 +64,20 @@ impl GatewayError {
         }
     }
 
+    /// The gRPC status code for a gRPC client (the mapping Envoy and gRPC's own HTTP mapping
+    /// use: what cannot be reached is `UNAVAILABLE`, what took too long `DEADLINE_EXCEEDED`).
+    pub fn grpc_status(self) -> u8 {
+        match self {
+            Self::NotFound => 12,                                        // UNIMPLEMENTED
+            Self::BadRequest | Self::PluginFailed => 13,                 // INTERNAL
+            Self::RequestTimeout | Self::UpstreamTimeout => 4,           // DEADLINE_EXCEEDED
+            Self::PayloadTooLarge => 8,                                  // RESOURCE_EXHAUSTED
+            Self::UpstreamUnreachable | Self::UpstreamBadResponse => 14, // UNAVAILABLE
+        }
+    }
+
+    /// The JSON answer. It carries the error as an extension, so that [`for_grpc`] can give a
+    /// gRPC client its status instead.
     pub fn into_response(self) -> Response<Body> {
         let json = format!(
             r#"{{"error":"{}","message":"{}"}}"#,
@@ -75,7 +90,41 @@ impl GatewayError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        resp.extensions_mut().insert(self);
         resp
+    }
+
+    /// A gRPC "trailers-only" answer: HTTP 200 whose headers end the stream with the status.
+    fn into_grpc_response(self) -> Response<Body> {
+        let mut resp = Response::new(body::empty());
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert(
+            "grpc-status",
+            HeaderValue::from(u16::from(self.grpc_status())),
+        );
+        // The messages are plain ASCII: nothing to percent-encode.
+        h.insert("grpc-message", HeaderValue::from_static(self.message()));
+        resp
+    }
+}
+
+/// Whether a request speaks gRPC (`application/grpc`, with or without a `+format`).
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The answer as a gRPC client must get it: the gateway's own error becomes a gRPC status
+/// (what the upstream or a plugin said passes as it is).
+pub fn for_grpc(resp: Response<Body>) -> Response<Body> {
+    match resp.extensions().get::<GatewayError>() {
+        Some(e) => e.into_grpc_response(),
+        None => resp,
     }
 }
 
@@ -110,6 +159,8 @@ impl From<&CollectError> for GatewayError {
             CollectError::TimedOut(_) => Self::RequestTimeout,
             CollectError::Body(BodyError::Client(e)) => e.into(),
             CollectError::Body(BodyError::Upstream(_)) => Self::UpstreamBadResponse,
+            // Only a response on its way out is compressed, never one collected.
+            CollectError::Body(BodyError::Compression(_)) => Self::UpstreamBadResponse,
         }
     }
 }
@@ -139,5 +190,15 @@ mod tests {
             408
         );
         assert_eq!(GatewayError::from(&CollectError::TooLarge(1)).status(), 413);
+    }
+
+    #[test]
+    fn a_grpc_client_gets_a_status_not_json() {
+        let resp = for_grpc(GatewayError::UpstreamUnreachable.into_response());
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["grpc-status"], "14");
+        assert_eq!(resp.headers()["content-type"], "application/grpc");
+        let upstream = for_grpc(Response::new(body::empty()));
+        assert!(upstream.headers().get("grpc-status").is_none());
     }
 }

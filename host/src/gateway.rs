@@ -44,6 +44,10 @@ pub struct Route {
     pub body_limit: usize,
     /// `server.body_read_timeout_ms`: the client's body, streamed or buffered, is bounded by it.
     pub body_read_timeout: std::time::Duration,
+    /// `websocket_idle_timeout_ms`: how long a tunnel may carry nothing either way.
+    pub websocket_idle: std::time::Duration,
+    /// `compress = true`: the least length a response is compressed at.
+    pub compress: Option<u64>,
     pub metrics: RouteMetrics,
 }
 
@@ -230,6 +234,8 @@ impl Gateway {
                 body_read_timeout: std::time::Duration::from_millis(
                     config.server.body_read_timeout_ms,
                 ),
+                websocket_idle: std::time::Duration::from_millis(r.websocket_idle_timeout_ms),
+                compress: r.compress.then_some(r.compress_min_bytes),
                 metrics: shared.metrics.route(&r.name),
             };
             routes.push((matcher, Arc::new(route)));

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod body;
 pub mod capabilities;
 pub mod client_body;
+pub mod compress;
 pub use wasmgate_config as config;
 pub mod error;
 pub mod fault;

@@ -31,6 +31,9 @@ pub enum Behaviour {
     Sink,
     /// Answers with this body and content-type.
     Fixed(&'static str, &'static str),
+    /// Answers JSON of the request's version and trailers, with trailers of its own
+    /// (`x-up-trailer: yes`, and each request trailer as `x-echo-NAME`).
+    Trailers,
 }
 
 pub struct Upstream {
@@ -61,6 +64,35 @@ impl Upstream {
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
+                });
+            }
+        });
+        Upstream { addr, hits, task }
+    }
+
+    /// Starts a server that speaks HTTP/1.1 and HTTP/2 with prior knowledge (h2c).
+    pub async fn start_h2(name: &'static str, behaviour: Behaviour) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicU64::new(0));
+        let h = hits.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let behaviour = behaviour.clone();
+                let hits = h.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        hits.fetch_add(1, Ordering::SeqCst);
+                        respond(name, behaviour.clone(), req)
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
                 });
             }
         });
@@ -151,5 +183,36 @@ async fn respond(
             .header("content-type", ct)
             .body(full(body))
             .unwrap(),
+        Behaviour::Trailers => {
+            let version = format!("{:?}", req.version());
+            let collected = req.into_body().collect().await.unwrap();
+            let got = collected.trailers().cloned().unwrap_or_default();
+            let mut back = http::HeaderMap::new();
+            back.insert("x-up-trailer", http::HeaderValue::from_static("yes"));
+            let mut seen = serde_json::Map::new();
+            for (n, v) in &got {
+                let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                back.insert(
+                    http::HeaderName::try_from(format!("x-echo-{n}")).unwrap(),
+                    http::HeaderValue::try_from(v.as_str()).unwrap(),
+                );
+                seen.insert(n.to_string(), v.into());
+            }
+            let json = serde_json::json!({
+                "version": version,
+                "trailers": seen,
+                "body": String::from_utf8_lossy(&collected.to_bytes()),
+            });
+            let frames = stream::iter([
+                Ok::<_, Infallible>(Frame::data(Bytes::from(json.to_string()))),
+                Ok(Frame::trailers(back)),
+            ]);
+            Response::builder()
+                .header("content-type", "application/json")
+                // An HTTP/1.1 server sends only the trailers it announced.
+                .header("trailer", "x-up-trailer, x-echo-x-req-trailer")
+                .body(BodyExt::boxed(StreamBody::new(frames)))
+                .unwrap()
+        }
     })
 }

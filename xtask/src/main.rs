@@ -92,7 +92,7 @@ fn ensure_wasm_target() -> Result<()> {
     exec(Command::new("rustup").args(["target", "add", WASM_TARGET]))
 }
 
-/// The Python test peers (a SOAP service, a JWT issuer) in a local venv, `target/pyenv`,
+/// The Python test peers (a SOAP service, a JWT issuer, gRPC and WebSocket peers) in a local venv, `target/pyenv`,
 /// reinstalled only when `tests/requirements.txt` changes.
 fn ensure_python_env() -> Result<()> {
     let root = root();

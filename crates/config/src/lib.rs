@@ -420,6 +420,22 @@ pub struct UpstreamConfig {
     /// A client certificate for mutual TLS with the targets.
     #[serde(default)]
     pub client_cert: Option<CertConfig>,
+    /// What the targets are spoken to in.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+}
+
+/// An upstream's protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with a keep-alive pool per worker.
+    #[default]
+    #[serde(rename = "http1")]
+    Http1,
+    /// HTTP/2: ALPN `h2` on `https://` targets, prior knowledge (h2c) on `http://` ones. Each
+    /// worker multiplexes its requests to a target over one connection.
+    #[serde(rename = "h2")]
+    H2,
 }
 
 impl UpstreamConfig {
@@ -446,6 +462,16 @@ pub struct RouteConfig {
     pub strip_prefix: bool,
     #[serde(default)]
     pub max_body_bytes: Option<usize>,
+    /// A WebSocket tunnel through this route is closed when no byte has moved either way for
+    /// this long.
+    #[serde(default = "defaults::websocket_idle_timeout_ms")]
+    pub websocket_idle_timeout_ms: u64,
+    /// Compress textual responses with brotli or gzip, by the client's `Accept-Encoding`.
+    #[serde(default)]
+    pub compress: bool,
+    /// Responses known to be shorter than this are not compressed.
+    #[serde(default = "defaults::compress_min_bytes")]
+    pub compress_min_bytes: u64,
     #[serde(default)]
     pub pipeline: Vec<PipelineEntry>,
 }
@@ -495,6 +521,12 @@ mod defaults {
     }
     pub fn read_timeout_ms() -> u64 {
         60_000
+    }
+    pub fn websocket_idle_timeout_ms() -> u64 {
+        60_000
+    }
+    pub fn compress_min_bytes() -> u64 {
+        1024
     }
     pub fn admin_listen() -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], 9901))

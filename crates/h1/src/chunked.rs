@@ -32,11 +32,15 @@ enum State {
     End,
 }
 
-/// Decodes a chunked body. Chunk extensions and trailer fields are read and dropped; their
-/// sizes are bounded, so a hostile sender cannot make the decoder wait forever on one line.
+/// Decodes a chunked body. Chunk extensions are read and dropped; trailer fields are kept for
+/// [`ChunkedDecoder::take_trailers`]. Both are bounded, so a hostile sender cannot make the
+/// decoder wait forever on one line, nor hold more than [`MAX_TRAILERS`] bytes.
 #[derive(Debug)]
 pub struct ChunkedDecoder {
     state: State,
+    /// The trailer section's lines, each ending in CRLF (nothing when there are none, so a body
+    /// without trailers allocates nothing).
+    trailers: Vec<u8>,
 }
 
 impl Default for ChunkedDecoder {
@@ -46,6 +50,7 @@ impl Default for ChunkedDecoder {
                 value: 0,
                 digits: 0,
             },
+            trailers: Vec::new(),
         }
     }
 }
@@ -75,10 +80,41 @@ impl ChunkedDecoder {
                         return Ok(None);
                     };
                     buf.advance(1);
+                    let before = self.state;
                     self.state = step(self.state, b).map_err(Invalid)?;
+                    match (before, self.state) {
+                        (State::Trailer { .. }, State::Trailer { .. }) => self.trailers.push(b),
+                        (State::TrailerLf { line, .. }, State::Trailer { .. }) if line > 0 => {
+                            self.trailers.extend_from_slice(b"\r\n");
+                        }
+                        _ => {}
+                    }
                 }
             }
         }
+    }
+
+    /// The trailer fields, once [`Chunk::End`] has been returned: `None` when there were none,
+    /// or when they do not parse as header fields (they are then dropped; the body is whole).
+    pub fn take_trailers(&mut self) -> Option<http::HeaderMap> {
+        if self.trailers.is_empty() {
+            return None;
+        }
+        let mut raw = std::mem::take(&mut self.trailers);
+        raw.extend_from_slice(b"\r\n");
+        let mut fields = [httparse::EMPTY_HEADER; 64];
+        let httparse::Status::Complete((_, parsed)) =
+            httparse::parse_headers(&raw, &mut fields).ok()?
+        else {
+            return None;
+        };
+        let mut map = http::HeaderMap::with_capacity(parsed.len());
+        for f in parsed {
+            let name = http::HeaderName::from_bytes(f.name.as_bytes()).ok()?;
+            let value = http::HeaderValue::from_bytes(f.value).ok()?;
+            map.append(name, value);
+        }
+        Some(map)
     }
 }
 
@@ -171,6 +207,39 @@ mod tests {
             );
         }
         assert_eq!(decode_all(b"0\r\n\r\n", 1).unwrap(), b"");
+    }
+
+    #[test]
+    fn trailers_are_kept_however_the_bytes_arrive() {
+        let body = b"2\r\nok\r\n0\r\ngrpc-status: 0\r\nGrpc-Message: fine\r\n\r\n";
+        for step in 1..body.len() {
+            let mut dec = ChunkedDecoder::default();
+            let mut buf = BytesMut::new();
+            let mut ended = false;
+            for piece in body.chunks(step) {
+                buf.extend_from_slice(piece);
+                while let Some(c) = dec.decode(&mut buf).unwrap() {
+                    if c == Chunk::End {
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+            assert!(ended, "step {step}");
+            let t = dec.take_trailers().expect("trailers");
+            assert_eq!(t["grpc-status"], "0");
+            assert_eq!(t["grpc-message"], "fine");
+            assert_eq!(t.len(), 2);
+        }
+        let mut dec = ChunkedDecoder::default();
+        let mut buf = BytesMut::from(&b"0\r\n\r\n"[..]);
+        assert_eq!(dec.decode(&mut buf), Ok(Some(Chunk::End)));
+        assert_eq!(dec.take_trailers(), None);
+        assert_eq!(dec.trailers.capacity(), 0, "no trailers, no allocation");
+        let mut dec = ChunkedDecoder::default();
+        let mut buf = BytesMut::from(&b"0\r\nno colon here\r\n\r\n"[..]);
+        assert_eq!(dec.decode(&mut buf), Ok(Some(Chunk::End)));
+        assert_eq!(dec.take_trailers(), None);
     }
 
     #[test]

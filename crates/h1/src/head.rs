@@ -65,13 +65,21 @@ pub fn ends_head(bytes: &[u8]) -> bool {
         .any(|(i, w)| w == b"\n\n" || (w == b"\n\r" && bytes.get(i + 2) == Some(&b'\n')))
 }
 
+/// What the request was, as far as its response's framing goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// Any request but these two.
+    Plain,
+    /// A HEAD: the response has no body whatever its fields say.
+    Head,
+    /// A request to switch protocols (`Upgrade: websocket`): a 101 is its final answer, with
+    /// no body, and the connection belongs to the new protocol from the next byte.
+    Upgrade,
+}
+
 /// Parses the head at the front of `buf` and removes it from `buf`; `Ok(None)` (and `buf`
-/// untouched) if it is not all there yet. `head_request`: the request was HEAD, so the
-/// response has no body whatever its fields say.
-pub fn parse_response_head(
-    buf: &mut BytesMut,
-    head_request: bool,
-) -> Result<Option<Parsed>, Invalid> {
+/// untouched) if it is not all there yet.
+pub fn parse_response_head(buf: &mut BytesMut, asked: Asked) -> Result<Option<Parsed>, Invalid> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default()
@@ -85,7 +93,8 @@ pub fn parse_response_head(
     let code = resp.code.unwrap_or_default();
     let http10 = resp.version == Some(0);
     let status = StatusCode::from_u16(code).map_err(|_| Invalid("bad status code"))?;
-    if status.is_informational() {
+    let switched = code == 101 && asked == Asked::Upgrade;
+    if status.is_informational() && !switched {
         if code == 101 {
             return Err(Invalid("protocol switch not asked for"));
         }
@@ -140,7 +149,11 @@ pub fn parse_response_head(
 
     let mut reuse = !http10 && !facts.close || http10 && facts.keep_alive;
     let bodiless_status = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
-    let framing = if head_request || bodiless_status {
+    let framing = if switched {
+        // What follows is the new protocol's, never a body, and never another response.
+        reuse = false;
+        None
+    } else if asked == Asked::Head || bodiless_status {
         // A 204 or 304 that announces a body may send one, and its bytes would be read as the
         // next response: such a sender is not trusted with another request.
         if bodiless_status
@@ -201,7 +214,12 @@ mod tests {
     use super::*;
 
     fn head(raw: &[u8], head_request: bool) -> Result<Option<Parsed>, Invalid> {
-        parse_response_head(&mut BytesMut::from(raw), head_request)
+        let asked = if head_request {
+            Asked::Head
+        } else {
+            Asked::Plain
+        };
+        parse_response_head(&mut BytesMut::from(raw), asked)
     }
 
     fn final_head(raw: &[u8]) -> ResponseHead {
@@ -307,6 +325,34 @@ mod tests {
         ]
         .concat();
         assert_eq!(head(&many, false).unwrap_err(), Invalid("too many headers"));
+    }
+
+    #[test]
+    fn a_101_ends_the_response_only_when_an_upgrade_was_asked_for() {
+        let raw = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x02hi";
+        let mut buf = BytesMut::from(&raw[..]);
+        match parse_response_head(&mut buf, Asked::Upgrade) {
+            Ok(Some(Parsed::Final(h))) => {
+                assert_eq!(h.status, StatusCode::SWITCHING_PROTOCOLS);
+                assert!(h.framing.is_none() && !h.reuse);
+                assert_eq!(h.headers["upgrade"], "websocket");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The new protocol's first bytes are left where they were.
+        assert_eq!(&buf[..], b"\x81\x02hi");
+        // A refusal is an ordinary response with its body.
+        let mut buf = BytesMut::from(&b"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno"[..]);
+        match parse_response_head(&mut buf, Asked::Upgrade) {
+            Ok(Some(Parsed::Final(h))) => assert!(matches!(h.framing, Some(Framing::Length(2)))),
+            other => panic!("{other:?}"),
+        }
+        // Interim responses before the switch are skipped as usual.
+        let mut buf = BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\n"[..]);
+        assert!(matches!(
+            parse_response_head(&mut buf, Asked::Upgrade),
+            Ok(Some(Parsed::Interim(StatusCode::CONTINUE)))
+        ));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! What the gateway reads from an upstream, parsed without I/O: a response head and how its
-//! body is framed ([`parse_response_head`]), and a chunked body ([`ChunkedDecoder`]).
+//! body is framed ([`parse_response_head`]), and a chunked body ([`ChunkedDecoder`]); and,
+//! from a client, the coding its `Accept-Encoding` prefers ([`preferred_coding`]).
 //!
 //! Both take bytes from the front of a buffer however the reads happened to split them, and
 //! either consume what they recognised or say they need more. Framing follows RFC 9112 §6:
@@ -11,11 +12,13 @@
 #![forbid(unsafe_code)]
 
 mod chunked;
+mod coding;
 mod head;
 
 pub use chunked::{Chunk, ChunkedDecoder, MAX_CHUNK_EXT, MAX_TRAILERS};
+pub use coding::{Coding, preferred_coding};
 pub use head::{
-    Framing, MAX_HEAD, MAX_HEADERS, Parsed, ResponseHead, ends_head, parse_response_head,
+    Asked, Framing, MAX_HEAD, MAX_HEADERS, Parsed, ResponseHead, ends_head, parse_response_head,
 };
 
 /// Why bytes from an upstream are not a valid response. The text names the rule broken;

@@ -17,7 +17,7 @@ use http::{HeaderMap, Method, Response, Version, header};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use wasmgate_h1::{Chunk, Framing, Invalid, MAX_HEAD, Parsed, ResponseHead};
+use wasmgate_h1::{Asked, Chunk, Framing, Invalid, MAX_HEAD, Parsed, ResponseHead};
 
 use super::pool::WorkerPool;
 use super::stream::Stream;
@@ -54,6 +54,9 @@ pub enum UpstreamError {
     /// The client's body failed while it was being sent: not the upstream's doing.
     #[error(transparent)]
     RequestBody(#[from] ClientBodyError),
+    /// An HTTP/2 upstream's connection or stream failed.
+    #[error("HTTP/2: {0}")]
+    H2(#[source] hyper::Error),
 }
 
 type Error = UpstreamError;
@@ -118,7 +121,11 @@ impl Conn {
         body: &mut Outgoing,
         timeout: Duration,
     ) -> Result<ResponseHead, Error> {
-        let head_request = method == Method::HEAD;
+        let asked = if method == Method::HEAD {
+            Asked::Head
+        } else {
+            Asked::Plain
+        };
         match body {
             Outgoing::Bytes(bytes) => {
                 encode_head(
@@ -140,7 +147,7 @@ impl Conn {
                 let sent = tokio::time::timeout(timeout, write)
                     .await
                     .map_err(|_| Error::TimedOut(timeout))?;
-                let read = read_head(&mut self.io, &mut self.rbuf, head_request);
+                let read = read_head(&mut self.io, &mut self.rbuf, asked);
                 let read = async {
                     tokio::time::timeout(timeout, read)
                         .await
@@ -165,7 +172,7 @@ impl Conn {
                     write_within(&mut wr, wbuf, timeout).await?;
                     write_stream(&mut wr, stream, length.is_none(), wbuf, timeout).await
                 };
-                let read = read_head(&mut rd, &mut self.rbuf, head_request);
+                let read = read_head(&mut rd, &mut self.rbuf, asked);
                 // Armed once the request is all written.
                 let deadline = tokio::time::sleep(Duration::MAX);
                 tokio::pin!(write, read, deadline);
@@ -198,6 +205,33 @@ impl Conn {
                 }
             }
         }
+    }
+}
+
+impl Conn {
+    /// Sends a request to switch protocols (it has no body) and reads the answer, all within
+    /// `timeout`. After a 101 the connection is the new protocol's: see [`Conn::into_tunnel`].
+    pub async fn upgrade(
+        &mut self,
+        method: &Method,
+        target: &str,
+        headers: &HeaderMap,
+        timeout: Duration,
+    ) -> Result<ResponseHead, Error> {
+        encode_head(&mut self.wbuf, method, target, headers, Some(0));
+        let Self { io, rbuf, wbuf, .. } = self;
+        let exchange = async {
+            io.write_all(wbuf).await?;
+            read_head(io, rbuf, Asked::Upgrade).await
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| Error::TimedOut(timeout))?
+    }
+
+    /// The socket, and the bytes of the new protocol that came with the 101.
+    pub fn into_tunnel(self) -> (Stream, BytesMut) {
+        (self.io, self.rbuf)
     }
 }
 
@@ -284,8 +318,24 @@ async fn write_stream<W: AsyncWrite + Unpin>(
     timeout: Duration,
 ) -> Result<(), Error> {
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else {
-            continue; // trailers are not forwarded
+        let data = match frame?.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                // Trailers end the body; a body of known length has nowhere to put them.
+                if let (true, Ok(trailers)) = (chunked, frame.into_trailers()) {
+                    scratch.clear();
+                    scratch.extend_from_slice(b"0\r\n");
+                    for (name, value) in &trailers {
+                        scratch.extend_from_slice(name.as_str().as_bytes());
+                        scratch.extend_from_slice(b": ");
+                        scratch.extend_from_slice(value.as_bytes());
+                        scratch.extend_from_slice(b"\r\n");
+                    }
+                    scratch.extend_from_slice(b"\r\n");
+                    return write_within(w, scratch, timeout).await;
+                }
+                continue;
+            }
         };
         if data.is_empty() {
             continue;
@@ -329,7 +379,7 @@ fn poll_fill<R: AsyncRead + Unpin>(
 async fn read_head<R: AsyncRead + Unpin>(
     io: &mut R,
     buf: &mut BytesMut,
-    head_request: bool,
+    asked: Asked,
 ) -> Result<ResponseHead, Error> {
     let mut started = !buf.is_empty();
     let mut interim = 0usize;
@@ -340,7 +390,7 @@ async fn read_head<R: AsyncRead + Unpin>(
         if !buf.is_empty() {
             started = true;
             if scanned == 0 || wasmgate_h1::ends_head(&buf[scanned.saturating_sub(3)..]) {
-                match wasmgate_h1::parse_response_head(buf, head_request)? {
+                match wasmgate_h1::parse_response_head(buf, asked)? {
                     Some(Parsed::Interim(_)) => {
                         interim += 1;
                         if interim > MAX_INTERIM {
@@ -385,15 +435,15 @@ pub fn into_response(
     home: &Arc<WorkerPool>,
     target: usize,
     read_timeout: Duration,
-) -> Response<UpstreamBody> {
+) -> Response<H1Body> {
     let body = match head.framing {
         None | Some(Framing::Length(0)) => {
             if head.reuse && conn.rbuf.is_empty() {
                 home.put(target, conn);
             }
-            UpstreamBody::empty()
+            H1Body::empty()
         }
-        Some(framing) => UpstreamBody {
+        Some(framing) => H1Body {
             conn: Some(conn),
             framing,
             reuse: head.reuse,
@@ -408,8 +458,8 @@ pub fn into_response(
     resp
 }
 
-/// A response body read straight from the upstream connection.
-pub struct UpstreamBody {
+/// A response body read straight from an HTTP/1.1 upstream connection.
+pub struct H1Body {
     conn: Option<Conn>,
     framing: Framing,
     reuse: bool,
@@ -418,7 +468,7 @@ pub struct UpstreamBody {
     stall: Silence,
 }
 
-impl UpstreamBody {
+impl H1Body {
     /// A response without a body (its connection, if any, already went back to its pool).
     fn empty() -> Self {
         Self {
@@ -448,15 +498,15 @@ impl UpstreamBody {
     }
 }
 
-impl std::fmt::Debug for UpstreamBody {
+impl std::fmt::Debug for H1Body {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamBody")
+        f.debug_struct("H1Body")
             .field("framing", &self.framing)
             .finish()
     }
 }
 
-impl http_body::Body for UpstreamBody {
+impl http_body::Body for H1Body {
     type Data = Bytes;
     type Error = Error;
 
@@ -493,8 +543,9 @@ impl http_body::Body for UpstreamBody {
                 Framing::Chunked(dec) => match dec.decode(&mut conn.rbuf) {
                     Ok(Some(Chunk::Data(data))) => return Poll::Ready(Some(Ok(Frame::data(data)))),
                     Ok(Some(Chunk::End)) => {
+                        let trailers = dec.take_trailers();
                         this.finish();
-                        return Poll::Ready(None);
+                        return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
                     }
                     Ok(None) => READ_LARGE,
                     Err(e) => return this.fail(Error::Invalid(e)),
@@ -579,12 +630,16 @@ mod tests {
         let mut raw = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(MAX_INTERIM);
         raw.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
         let mut buf = BytesMut::new();
-        let head = read_head(&mut &raw[..], &mut buf, false).await.unwrap();
+        let head = read_head(&mut &raw[..], &mut buf, Asked::Plain)
+            .await
+            .unwrap();
         assert_eq!(head.status, 200);
 
         let raw = b"HTTP/1.1 103 Early Hints\r\n\r\n".repeat(MAX_INTERIM + 1);
         let mut buf = BytesMut::new();
-        let err = read_head(&mut &raw[..], &mut buf, false).await.unwrap_err();
+        let err = read_head(&mut &raw[..], &mut buf, Asked::Plain)
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("too many interim"), "{err}");
     }
 }

@@ -1,13 +1,16 @@
 //! Upstreams: where requests go once the pipeline lets them through. Each upstream picks its
-//! targets round robin, owns its timeouts, and keeps a keep-alive connection pool per worker
-//! thread (`pool`). Nothing here imports `body` or `error`: requests come in as an
-//! [`Outgoing`] body, responses leave as an [`UpstreamBody`], and failures as a
-//! [`ProxyError`] that says whose fault it was.
+//! targets round robin, owns its timeouts, and speaks HTTP/1.1 (`h1`, a keep-alive pool per
+//! worker thread in `pool`) or HTTP/2 (`h2`, one multiplexed connection per target per
+//! worker). Nothing here imports `body` or `error`: requests come in as an [`Outgoing`] body,
+//! responses leave as an [`UpstreamBody`], and failures as a [`ProxyError`] that says whose
+//! fault it was.
 
 mod h1;
+mod h2;
 mod pool;
 mod stream;
 mod tls;
+mod tunnel;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,10 +18,11 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, header};
 
-pub use self::h1::{MAX_INTERIM, Outgoing, UpstreamBody, UpstreamError};
+pub use self::h1::{MAX_INTERIM, Outgoing, UpstreamError};
 use self::pool::{Lifetimes, SendOptions, WorkerPool};
+pub use self::tunnel::{TunnelEnd, UpstreamSide, run as tunnel};
 use crate::client_body::ClientBodyError;
-use crate::config::UpstreamConfig;
+use crate::config::{UpstreamConfig, UpstreamProtocol};
 use crate::fault::Fault;
 use crate::wire::{Peer, Target, parse_target};
 
@@ -76,7 +80,57 @@ pub struct Upstream {
     timeout: Duration,
     connect_timeout: Duration,
     read_timeout: Duration,
-    pools: Vec<Arc<WorkerPool>>,
+    transport: Transport,
+}
+
+/// How an upstream's requests travel, with one set of connections per worker thread.
+enum Transport {
+    Http1(Vec<Arc<WorkerPool>>),
+    H2(Vec<h2::WorkerConns>),
+}
+
+/// What an upstream said to a request to switch protocols.
+pub enum Switch {
+    /// 101: the response to pass on, and the connection, which now speaks the new protocol.
+    Switched(Response<()>, UpstreamSide),
+    /// Any other answer, passed on as it is.
+    Refused(Response<UpstreamBody>),
+}
+
+/// An upstream's response body, as whichever protocol reads it.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    H1(h1::H1Body),
+    H2(h2::H2Body),
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = bytes::Bytes;
+    type Error = UpstreamError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, UpstreamError>>> {
+        match self.get_mut() {
+            Self::H1(b) => std::pin::Pin::new(b).poll_frame(cx),
+            Self::H2(b) => std::pin::Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::H1(b) => b.is_end_stream(),
+            Self::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Self::H1(b) => b.size_hint(),
+            Self::H2(b) => b.size_hint(),
+        }
+    }
 }
 
 impl Upstream {
@@ -114,15 +168,24 @@ impl Upstream {
         };
         Ok(Self {
             name: name.into(),
-            targets,
             tls,
             next: AtomicUsize::new(0),
             timeout: Duration::from_millis(cfg.timeout_ms),
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
             read_timeout: Duration::from_millis(cfg.read_timeout_ms),
-            pools: (0..workers.max(1))
-                .map(|_| Arc::new(WorkerPool::new(lifetimes)))
-                .collect(),
+            transport: match cfg.protocol {
+                UpstreamProtocol::Http1 => Transport::Http1(
+                    (0..workers.max(1))
+                        .map(|_| Arc::new(WorkerPool::new(lifetimes)))
+                        .collect(),
+                ),
+                UpstreamProtocol::H2 => Transport::H2(
+                    (0..workers.max(1))
+                        .map(|_| h2::WorkerConns::new(targets.len(), lifetimes))
+                        .collect(),
+                ),
+            },
+            targets,
         })
     }
 
@@ -133,25 +196,29 @@ impl Upstream {
         &self,
         mut req: Request<Outgoing>,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len();
-        let target = &self.targets[index];
-        if req.uri().scheme().is_some() {
-            // An absolute-form request: keep only what the upstream needs.
-            let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-            *req.uri_mut() = pq.parse().unwrap_or_else(|_| Uri::from_static("/"));
-        }
-        *req.version_mut() = http::Version::HTTP_11;
-        req.headers_mut().insert(header::HOST, target.host.clone());
-        let pool = &self.pools[crate::wire::worker_index() % self.pools.len()];
-        let opts = SendOptions {
-            target: index,
-            addr: &target.addr,
-            tls: self.tls[index].as_ref(),
-            connect_timeout: self.connect_timeout,
-            timeout: self.timeout,
-            read_timeout: self.read_timeout,
+        let (target, opts) = self.pick(req.uri_mut());
+        let worker = crate::wire::worker_index();
+        let sent = match &self.transport {
+            Transport::Http1(pools) => {
+                *req.version_mut() = http::Version::HTTP_11;
+                req.headers_mut().insert(header::HOST, target.host.clone());
+                let pool = &pools[worker % pools.len()];
+                pool.send(opts, req).await.map(|r| r.map(UpstreamBody::H1))
+            }
+            Transport::H2(conns) => {
+                let scheme = if target.tls {
+                    http::uri::Scheme::HTTPS
+                } else {
+                    http::uri::Scheme::HTTP
+                };
+                let conns = &conns[worker % conns.len()];
+                conns
+                    .send(opts, &scheme, &target.authority, req)
+                    .await
+                    .map(|r| r.map(UpstreamBody::H2))
+            }
         };
-        match pool.send(opts, req).await {
+        match sent {
             Ok(mut resp) => {
                 strip_hop_by_hop(resp.headers_mut());
                 Ok(resp)
@@ -161,6 +228,91 @@ impl Upstream {
                 Err(e)
             }
         }
+    }
+
+    /// The next target, round robin, and how to send to it. An absolute-form request URI
+    /// keeps only what the upstream needs.
+    fn pick(&self, uri: &mut Uri) -> (&Target, SendOptions<'_>) {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len();
+        let target = &self.targets[index];
+        if uri.scheme().is_some() {
+            let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+            *uri = pq.parse().unwrap_or_else(|_| Uri::from_static("/"));
+        }
+        let opts = SendOptions {
+            target: index,
+            addr: &target.addr,
+            tls: self.tls[index].as_ref(),
+            connect_timeout: self.connect_timeout,
+            timeout: self.timeout,
+            read_timeout: self.read_timeout,
+        };
+        (target, opts)
+    }
+
+    /// Whether requests to switch protocols can be passed on: HTTP/1.1 upstreams only (an
+    /// HTTP/2 upstream is sent such a request as an ordinary one).
+    pub fn can_upgrade(&self) -> bool {
+        matches!(self.transport, Transport::Http1(_))
+    }
+
+    /// Sends a request to switch protocols (`Upgrade: websocket`, no body) on a connection of
+    /// its own, and reads the answer within the upstream's timeout. The `Connection` and
+    /// `Upgrade` headers are set here, on the request and on a 101.
+    pub async fn upgrade(
+        &self,
+        mut req: Request<()>,
+        protocol: HeaderValue,
+    ) -> Result<Switch, ProxyError> {
+        let Transport::Http1(pools) = &self.transport else {
+            unreachable!("checked by can_upgrade");
+        };
+        let (target, opts) = self.pick(req.uri_mut());
+        let headers = req.headers_mut();
+        headers.insert(header::HOST, target.host.clone());
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+        let answered = async {
+            let stream = pool::connect(opts.addr, opts.tls, opts.connect_timeout).await?;
+            let mut conn = h1::Conn::new(stream);
+            let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            let head = conn
+                .upgrade(req.method(), pq, req.headers(), opts.timeout)
+                .await?;
+            Ok::<_, ProxyError>((conn, head))
+        };
+        let (conn, mut head) = match answered.await {
+            Ok(answered) => answered,
+            Err(e) => {
+                self.log_failure(target, &e);
+                return Err(e);
+            }
+        };
+        let switched = head.status == http::StatusCode::SWITCHING_PROTOCOLS;
+        let upgrade = head.headers.get(header::UPGRADE).cloned();
+        strip_hop_by_hop(&mut head.headers);
+        if !switched {
+            // A refusal, passed on; its connection is not kept.
+            head.reuse = false;
+            let pool = &pools[crate::wire::worker_index() % pools.len()];
+            let resp = h1::into_response(conn, head, pool, opts.target, opts.read_timeout);
+            return Ok(Switch::Refused(resp.map(UpstreamBody::H1)));
+        }
+        let Some(upgrade) = upgrade else {
+            let e = ProxyError::Upstream(UpstreamError::Invalid(wasmgate_h1::Invalid(
+                "a 101 without Upgrade",
+            )));
+            self.log_failure(target, &e);
+            return Err(e);
+        };
+        let mut resp = Response::new(());
+        *resp.status_mut() = head.status;
+        *resp.headers_mut() = head.headers;
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        resp.headers_mut().insert(header::UPGRADE, upgrade);
+        let (io, early) = conn.into_tunnel();
+        Ok(Switch::Switched(resp, UpstreamSide { io, early }))
     }
 
     fn log_failure(&self, target: &Target, e: &ProxyError) {
@@ -208,11 +360,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Headers that describe one connection and must not be forwarded (RFC 9110 §7.6.1), with
-/// the unregistered `Proxy-Connection` some clients still send.
-static HOP_BY_HOP: [HeaderName; 8] = [
+/// the unregistered `Proxy-Connection` some clients still send. `Trailer` is not among them:
+/// it announces the trailer fields, which pass through.
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
@@ -259,9 +411,20 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Prepares a client's request headers for the upstream: drops hop-by-hop headers and the
-/// client's Host (the client sets the target's), and sets the X-Forwarded-* headers.
+/// client's Host (the client sets the target's), and sets the X-Forwarded-* headers. A
+/// client that accepts trailers (`TE: trailers`, which gRPC requires) is still said to: the
+/// gateway passes them on.
 pub fn forwarded_headers(headers: &mut HeaderMap, client: &Peer, https: bool) {
+    let trailers = headers.get_all(header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
     strip_hop_by_hop(headers);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     let forwarded_for = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::to_str) {
         Some(Ok(prev)) => {
             let appended = format!("{prev}, {}", client.ip_str());
@@ -345,6 +508,20 @@ mod tests {
         h.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
         forwarded_headers(&mut h, &Peer::new("127.0.0.1:5000".parse().unwrap()), false);
         assert!(h.get("x-forwarded-host").is_none());
+    }
+
+    #[test]
+    fn te_trailers_alone_passes() {
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("gzip, Trailers"));
+        h.insert(header::TRAILER, HeaderValue::from_static("grpc-status"));
+        forwarded_headers(&mut h, &Peer::new("127.0.0.1:5000".parse().unwrap()), false);
+        assert_eq!(h[header::TE], "trailers");
+        assert_eq!(h[header::TRAILER], "grpc-status");
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
+        forwarded_headers(&mut h, &Peer::new("127.0.0.1:5000".parse().unwrap()), false);
+        assert!(h.get(header::TE).is_none());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use super::tls::TlsTarget;
 use tokio::sync::Notify;
 
 use super::ProxyError;
-use super::h1::{self, Conn, Outgoing, UpstreamBody, UpstreamError};
+use super::h1::{self, Conn, H1Body, Outgoing, UpstreamError};
 
 /// Most idle connections a worker keeps per upstream; past this, finished connections close.
 const MAX_IDLE: usize = 256;
@@ -119,7 +119,7 @@ impl WorkerPool {
         self: &Arc<Self>,
         opts: SendOptions<'_>,
         req: Request<Outgoing>,
-    ) -> Result<Response<UpstreamBody>, ProxyError> {
+    ) -> Result<Response<H1Body>, ProxyError> {
         let (parts, mut body) = req.into_parts();
         let uri_target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         if let Some(mut conn) = self.checkout(opts.target) {
@@ -146,7 +146,7 @@ impl WorkerPool {
                 Err(e) => return Err(e.into()),
             }
         }
-        let mut conn = connect(opts.addr, opts.tls, opts.connect_timeout).await?;
+        let mut conn = Conn::new(connect(opts.addr, opts.tls, opts.connect_timeout).await?);
         let head = conn
             .round_trip(
                 &parts.method,
@@ -199,11 +199,11 @@ fn idempotent(m: &Method) -> bool {
 
 /// A new connection to `addr`, with its TLS handshake for an `https://` target; `timeout`
 /// bounds both.
-async fn connect(
+pub(super) async fn connect(
     addr: &str,
     tls: Option<&TlsTarget>,
     timeout: Duration,
-) -> Result<Conn, ProxyError> {
+) -> Result<Stream, ProxyError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
         Err(_) => return Err(ProxyError::ConnectTimeout(timeout)),
@@ -212,12 +212,12 @@ async fn connect(
     };
     let _ = stream.set_nodelay(true);
     let Some(tls) = tls else {
-        return Ok(Conn::new(Stream::Plain(stream)));
+        return Ok(Stream::Plain(stream));
     };
     let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
     match tokio::time::timeout_at(deadline, connector.connect(tls.name.clone(), stream)).await {
         Err(_) => Err(ProxyError::ConnectTimeout(timeout)),
         Ok(Err(e)) => Err(ProxyError::Handshake(e)),
-        Ok(Ok(s)) => Ok(Conn::new(Stream::Tls(Box::new(s)))),
+        Ok(Ok(s)) => Ok(Stream::Tls(Box::new(s))),
     }
 }

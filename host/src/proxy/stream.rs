@@ -43,6 +43,14 @@ impl Stream {
         }
     }
 
+    /// Whether the TLS handshake settled on HTTP/2 by ALPN.
+    pub fn negotiated_h2(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(tls) => tls.get_ref().1.alpn_protocol() == Some(b"h2"),
+        }
+    }
+
     /// Halves to read and write at once (a streamed request body is written while the
     /// response is awaited).
     pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {

@@ -10,7 +10,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::config::UpstreamConfig;
+use crate::config::{UpstreamConfig, UpstreamProtocol};
 use crate::pem::{read_certs, read_key};
 
 /// What connecting to one `https://` target needs.
@@ -73,7 +73,10 @@ pub fn client_config(
                 .map_err(|e| format!("client_cert: {e}"))?
         }
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = match cfg.protocol {
+        UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
+        UpstreamProtocol::H2 => vec![b"h2".to_vec()],
+    };
     Ok(Arc::new(config))
 }
 

@@ -8,6 +8,9 @@
 //! updates: busy from the moment a head is parsed until its response body is dropped, idle
 //! from then until the next byte arrives, reading a head from that byte on.
 //!
+//! A connection that switched protocols (a 101, for a WebSocket) is a tunnel from then on:
+//! its reads have no deadline here, the tunnel keeps its own idle timeout.
+//!
 //! An HTTP/2 connection has many requests at once, so it has no such phases: once it is
 //! [`Cycle::multiplex`]ed, reads have no deadline (the TLS handshake before it had the head
 //! deadline), and [`Cycle::until_done`] tells when the connection has been idle past the
@@ -49,6 +52,8 @@ pub struct Cycle {
 const HEAD: u64 = 0;
 const BUSY: u64 = 1;
 const IDLE: u64 = 2;
+/// Switched to another protocol (a WebSocket tunnel), which keeps its own idle deadline.
+const TUNNEL: u64 = 3;
 
 impl Cycle {
     /// Moves to `phase`; returns the new state.
@@ -61,6 +66,9 @@ impl Cycle {
 
     /// The response is done: the connection is idle until the next request's first byte.
     fn idle(&self) {
+        if self.state.load(Ordering::Relaxed) & 3 == TUNNEL {
+            return;
+        }
         if self.multiplexed.load(Ordering::Relaxed) {
             if self.active.fetch_sub(1, Ordering::Relaxed) == 1 {
                 self.set(IDLE);
@@ -89,6 +97,12 @@ impl Cycle {
             self.changed.notify_one();
         }
         (served, Finished(self.clone()))
+    }
+
+    /// The connection is switching protocols (its response is a 101): from here on its reads
+    /// have no deadline, and what it carries is no longer HTTP.
+    fn tunnel(&self) {
+        self.set(TUNNEL);
     }
 
     /// The connection speaks HTTP/2: its reads have no deadline from here on.
@@ -203,6 +217,9 @@ impl AsyncRead for ClientIo {
             this.begin(state);
         }
         let phase = state & 3;
+        if phase == TUNNEL {
+            return Pin::new(&mut this.io).poll_read(cx, buf);
+        }
         let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(r) => {
@@ -300,6 +317,13 @@ impl AsyncWrite for ClientIo {
 /// One request in its connection's [`Cycle`]: dropped when its response is done, or when
 /// the request is abandoned before it had one (an HTTP/2 stream reset by the client).
 pub struct Finished(Arc<Cycle>);
+
+impl Finished {
+    /// The request's response is a 101: see [`Cycle::tunnel`].
+    pub fn tunnel(&self) {
+        self.0.tunnel();
+    }
+}
 
 impl Drop for Finished {
     fn drop(&mut self) {

@@ -20,6 +20,18 @@ use crate::server::admit::{admit, host_of};
 use crate::wire::Peer;
 
 pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, down: Downstream) -> Response<Body> {
+    if crate::error::is_grpc(req.headers()) {
+        crate::error::for_grpc(route_and_serve(gw, req, down).await)
+    } else {
+        route_and_serve(gw, req, down).await
+    }
+}
+
+async fn route_and_serve(
+    gw: Arc<Gateway>,
+    req: Request<Incoming>,
+    down: Downstream,
+) -> Response<Body> {
     let started = Instant::now();
     let (mut parts, incoming) = req.into_parts();
     let (route, escaped) = {
@@ -47,10 +59,28 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, down: Downstream) 
         gw.shared.metrics.unmatched();
         return GatewayError::NotFound.into_response();
     };
-    let req = Request::from_parts(parts, incoming);
-    let resp = match &route.pipeline {
-        None => forward(&route, req, down).await,
-        Some(p) => with_pipeline(&gw, &route, p, req, down, escaped).await,
+    let compress = route.compress.map(|min| {
+        (
+            crate::compress::Wanted::of(&parts.method, &parts.headers),
+            min,
+        )
+    });
+    let resp = match websocket_upgrade(&mut parts, &route) {
+        Some(on_upgrade) => {
+            let req = Request::from_parts(parts, incoming);
+            upgrade(&gw, &route, req, down, escaped, on_upgrade).await
+        }
+        None => {
+            let req = Request::from_parts(parts, incoming);
+            match &route.pipeline {
+                None => forward(&route, req, down).await,
+                Some(p) => with_pipeline(&gw, &route, p, req, down, escaped).await,
+            }
+        }
+    };
+    let resp = match compress {
+        Some((wanted, min)) => crate::compress::apply(resp, wanted, min),
+        None => resp,
     };
     route.metrics.record(resp.status(), started.elapsed());
     resp
@@ -77,6 +107,10 @@ fn prepare_upstream_request(
 ) {
     if let Some(prefix) = &route.strip {
         strip_prefix(uri, prefix);
+    }
+    if route.compress.is_some() {
+        // The gateway compresses, after the response phase: the upstream sends identity.
+        headers.remove(header::ACCEPT_ENCODING);
     }
     proxy::forwarded_headers(headers, client, https);
 }
@@ -114,17 +148,7 @@ async fn with_pipeline(
 ) -> Response<Body> {
     let metrics = &gw.shared.metrics;
     let (parts, incoming) = req.into_parts();
-    let mut ex = Box::new(Exchange::new(
-        parts,
-        down.peer,
-        route.name.clone(),
-        route.body_limit,
-    ));
-    ex.escaped_slashes = escaped;
-    ex.tls = down.tls;
-    if ex.peer.trusted() {
-        ex.client = gw.shared.trusted.client(&ex.peer, &ex.request.headers);
-    }
+    let mut ex = exchange(gw, route, parts, down, escaped);
 
     let mut streaming = Some(incoming);
     if pipeline.needs_request_body() {
@@ -192,6 +216,129 @@ async fn with_pipeline(
         (None, None) => body::empty(),
     };
     Response::from_parts(state.parts, body)
+}
+
+/// What the pipeline's plugins see of a request.
+fn exchange(
+    gw: &Gateway,
+    route: &Route,
+    parts: http::request::Parts,
+    down: Downstream,
+    escaped: EscapedSlashes,
+) -> Box<Exchange> {
+    let mut ex = Box::new(Exchange::new(
+        parts,
+        down.peer,
+        route.name.clone(),
+        route.body_limit,
+    ));
+    ex.escaped_slashes = escaped;
+    ex.tls = down.tls;
+    if ex.peer.trusted() {
+        ex.client = gw.shared.trusted.client(&ex.peer, &ex.request.headers);
+    }
+    ex
+}
+
+/// For an HTTP/1.1 request to switch to WebSocket (`Connection: upgrade`, `Upgrade:
+/// websocket`) on a route whose upstream can take it: the future that yields the client's
+/// connection once the 101 is sent. Any other request to switch protocols is passed on as
+/// an ordinary request, without its `Upgrade`.
+fn websocket_upgrade(
+    parts: &mut http::request::Parts,
+    route: &Route,
+) -> Option<hyper::upgrade::OnUpgrade> {
+    let wants = parts.version == http::Version::HTTP_11
+        && has_token(&parts.headers, header::CONNECTION, "upgrade")
+        && has_token(&parts.headers, header::UPGRADE, "websocket")
+        && route.upstream.can_upgrade();
+    if !wants {
+        return None;
+    }
+    parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+}
+
+/// Whether a comma-separated header holds `token` (case-insensitively).
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// A WebSocket upgrade: the request phase runs as for any request (a plugin may refuse it,
+/// or change its headers); the upstream is then asked to switch on a connection of its own.
+/// Its 101 goes back to the client, and the two connections become one tunnel. The response
+/// phase does not run: after a 101 there is no HTTP response left to see.
+async fn upgrade(
+    gw: &Gateway,
+    route: &Route,
+    req: Request<Incoming>,
+    down: Downstream,
+    escaped: EscapedSlashes,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+) -> Response<Body> {
+    let (parts, incoming) = req.into_parts();
+    if !hyper::body::Body::is_end_stream(&incoming) {
+        // The bytes after the head belong to the new protocol, not to a body.
+        return GatewayError::BadRequest.into_response();
+    }
+    let protocol = parts
+        .headers
+        .get(header::UPGRADE)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("websocket"));
+    let slot = down.slot.clone();
+    let peer = down.peer.clone();
+    let mut ex = exchange(gw, route, parts, down, escaped);
+    if let Some(pipeline) = &route.pipeline {
+        if pipeline.needs_request_body() {
+            ex.request_body = Some(Bytes::new());
+        }
+        let (back, _, outcome) = pipeline.on_request(ex, &gw.shared.metrics).await;
+        ex = back;
+        match outcome {
+            RequestOutcome::Failed => return GatewayError::PluginFailed.into_response(),
+            RequestOutcome::Reply(parts, bytes) => {
+                return Response::from_parts(parts, body::full(bytes));
+            }
+            RequestOutcome::Forward => {}
+        }
+    }
+    let (parts, _) = upstream_request(route, &mut ex, None, false).into_parts();
+    let switch = route
+        .upstream
+        .upgrade(Request::from_parts(parts, ()), protocol)
+        .await;
+    let (resp, upstream) = match switch {
+        Ok(proxy::Switch::Switched(resp, upstream)) => (resp, upstream),
+        Ok(proxy::Switch::Refused(resp)) => return resp.map(Body::Upstream),
+        Err(e) => return GatewayError::from(&e).into_response(),
+    };
+    let (route_name, idle) = (route.name.clone(), route.websocket_idle);
+    let request_id = ex.id;
+    tokio::spawn(async move {
+        let client = match on_upgrade.await {
+            Ok(c) => hyper_util::rt::TokioIo::new(c),
+            Err(e) => {
+                tracing::debug!(route = %route_name, request_id = %request_id, error = %e, "client left before the tunnel opened");
+                return;
+            }
+        };
+        let end = proxy::tunnel(client, upstream, idle).await;
+        let client = peer.ip_str();
+        match end {
+            proxy::TunnelEnd::Closed { .. } => {
+                tracing::debug!(route = %route_name, request_id = %request_id, client, end = %end, "websocket tunnel closed");
+            }
+            // Cut by the gateway, or failed: worth an operator's look.
+            _ => {
+                tracing::info!(route = %route_name, request_id = %request_id, client, end = %end, "websocket tunnel closed");
+            }
+        }
+        drop(slot);
+    });
+    resp.map(|()| body::empty())
 }
 
 /// The request to send upstream, built from the exchange. When a response phase will run, the

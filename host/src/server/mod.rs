@@ -32,7 +32,7 @@ use tokio::sync::watch;
 use bytes::Bytes;
 
 pub use self::conn::Connections;
-use self::conn::{ClientIo, ConnBody, Cycle};
+use self::conn::{ClientIo, ConnBody, Cycle, Slot};
 use self::tls::TlsInfo;
 use crate::body::Body;
 use crate::config::Http2Config;
@@ -47,6 +47,9 @@ pub struct Downstream {
     pub peer: Peer,
     /// Set on a TLS listener.
     pub tls: Option<Arc<TlsInfo>>,
+    /// The connection's place among the listener's open connections: a tunnel, which
+    /// outlives hyper's part of the connection, holds it until it closes.
+    pub slot: Arc<Slot>,
 }
 
 /// The current TLS config of a listener, looked up for each new connection (a reload may
@@ -205,11 +208,12 @@ impl Builders {
         draining: &mut watch::Receiver<bool>,
     ) -> Result<(), hyper::Error>
     where
-        I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
         S: hyper::service::HttpService<Incoming, ResBody = ConnBody>,
         S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let conn = self.http1.serve_connection(io, service);
+        // With upgrades: a 101 hands the socket to the handler's tunnel.
+        let conn = self.http1.serve_connection(io, service).with_upgrades();
         drive(conn, draining, std::future::pending(), |c| {
             c.graceful_shutdown()
         })
@@ -257,6 +261,7 @@ pub async fn serve<F, Fut>(
                 let _ = stream.set_nodelay(true);
                 let conn = Connection {
                     name,
+                    slot: Arc::new(slot),
                     stream,
                     addr: peer,
                     limits,
@@ -269,7 +274,6 @@ pub async fn serve<F, Fut>(
                 let builders = builders.clone();
                 tokio::spawn(async move {
                     conn.serve(&builders, draining).await;
-                    drop(slot);
                 });
             }
         }
@@ -288,6 +292,7 @@ pub async fn serve<F, Fut>(
 /// One accepted connection, on its way to hyper.
 struct Connection<F> {
     name: &'static str,
+    slot: Arc<Slot>,
     stream: tokio::net::TcpStream,
     addr: SocketAddr,
     limits: ConnLimits,
@@ -347,6 +352,7 @@ where
                 let down = Downstream {
                     peer,
                     tls: Some(Arc::new(TlsInfo::of(session))),
+                    slot: self.slot,
                 };
                 let io = TokioIo::new(stream);
                 if h2 {
@@ -364,10 +370,16 @@ where
                 }
             }
             None => {
-                let down = Downstream { peer, tls: None };
+                let down = Downstream {
+                    peer,
+                    tls: None,
+                    slot: self.slot,
+                };
                 let io = TokioIo::new(io);
                 if self.h2c {
-                    let conn = b.auto.serve_connection(io, serving.service(down));
+                    let conn = b
+                        .auto
+                        .serve_connection_with_upgrades(io, serving.service(down));
                     drive(conn, &mut draining, cycle.until_done(&self.limits), |c| {
                         c.graceful_shutdown()
                     })
@@ -419,8 +431,12 @@ where
             let fut = handle(req, down.clone());
             async move {
                 let (mut parts, body) = fut.await.into_parts();
+                let switching = parts.status == http::StatusCode::SWITCHING_PROTOCOLS && !h2;
+                if switching {
+                    finished.tunnel();
+                }
                 // HTTP/2 has no `Connection` header: `Cycle::until_done` sends GOAWAY instead.
-                if served >= max_requests && !h2 {
+                if served >= max_requests && !h2 && !switching {
                     parts
                         .headers
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
