@@ -9,7 +9,7 @@ use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 use wasmgate_config::net::{TrustedProxies, parse_target};
-use wasmgate_config::{Config, ConfigError};
+use wasmgate_config::{Balance, Config, ConfigError, MAX_WEIGHT};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -60,8 +60,13 @@ fuzz_target!(|data: &[u8]| {
     for u in config.upstreams.values() {
         assert!(!u.targets.is_empty());
         for t in &u.targets {
-            parse_target(t).expect("an accepted target parses");
+            parse_target(&t.url).expect("an accepted target parses");
+            assert!(
+                (1..=MAX_WEIGHT).contains(&t.weight),
+                "an accepted weight is in range"
+            );
         }
+        assert!(u.hash_on.is_none() || u.balance == Balance::Hash);
     }
     TrustedProxies::parse(&config.server.trusted_proxies).expect("accepted networks parse");
     let _ = config.server.fixed_settings();

@@ -1,8 +1,8 @@
 //! Microbenchmarks of the plugin machinery and routing, through the library's own types: a
 //! phase call on a pooled and on a fresh instance (Rust, Python and JavaScript plugins; the
 //! Rust one both directly and on fibers), the
-//! same header work done by the host as header rules, pipelines of N plugins, and route
-//! matching among 1,000 routes. Run with `cargo xtask bench`
+//! same header work done by the host as header rules, pipelines of N plugins, route
+//! matching among 1,000 routes, and each balancer's pick among 2, 16 and 256 targets. Run with `cargo xtask bench`
 //! (it builds the plugins first).
 
 use std::hint::black_box;
@@ -377,8 +377,42 @@ fn sandbox_overhead(c: &mut Criterion) {
     group.finish();
 }
 
+fn balancers(c: &mut Criterion) {
+    use wasmgate::config::Balance;
+    use wasmgate::upstream::balance::Balancer;
+    let mut group = c.benchmark_group("balance");
+    for n in [2usize, 16, 256] {
+        let urls: Vec<String> = (0..n)
+            .map(|i| format!("http://10.0.{}.{}:80", i / 256, i % 256))
+            .collect();
+        // Weights 1..=3, so weighted code paths are the ones measured.
+        let targets: Vec<(&str, u32)> = urls
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.as_str(), 1 + (i % 3) as u32))
+            .collect();
+        for (label, kind) in [
+            ("round_robin", Balance::RoundRobin),
+            ("least_connections", Balance::LeastConnections),
+            ("random", Balance::Random),
+            ("hash", Balance::Hash),
+        ] {
+            let b = Balancer::new(kind, &targets);
+            let key = Balancer::key(b"203.0.113.7");
+            group.bench_function(format!("{label}/{n}"), |bench| {
+                bench.iter(|| {
+                    let t = b.pick(black_box(Some(key)), |_| true).unwrap();
+                    black_box(b.start(t))
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    balancers,
     plugin_calls,
     header_rules,
     other_languages,

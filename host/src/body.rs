@@ -1,6 +1,6 @@
 //! The body type that flows through the gateway: the client's request body, an upstream's
-//! response body as `proxy` reads it, or bytes held in memory. An enum keeps the common path
-//! free of boxing. This module sits above both `client_body` and `proxy`; neither imports it.
+//! response body as `upstream` reads it, or bytes held in memory. An enum keeps the common path
+//! free of boxing. This module sits above both `client_body` and `upstream`; neither imports it.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Limited};
 
 use crate::client_body::{ClientBody, ClientBodyError};
 use crate::fault::Fault;
-use crate::proxy::{UpstreamBody, UpstreamError};
+use crate::upstream::{UpstreamBody, UpstreamError};
 
 #[derive(Debug)]
 pub enum Body {

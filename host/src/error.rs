@@ -7,7 +7,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::{self, Body, BodyError, CollectError};
 use crate::client_body::ClientBodyError;
-use crate::proxy::ProxyError;
+use crate::upstream::ProxyError;
 
 /// What went wrong, from the client's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,7 +180,7 @@ mod tests {
         );
         assert_eq!(
             GatewayError::from(&ProxyError::Upstream(
-                crate::proxy::UpstreamError::Truncated
+                crate::upstream::UpstreamError::Truncated
             ))
             .status(),
             502

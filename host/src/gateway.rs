@@ -14,8 +14,8 @@ use crate::pipeline::{Pipeline, Stage};
 use crate::plugins::pool::Instances;
 use crate::plugins::state::StageContext;
 use crate::plugins::{LoadedPlugin, Runtime, Sandbox};
-use crate::proxy::Upstream;
 use crate::router::{Matcher, Router};
+use crate::upstream::Upstream;
 use crate::wire::TrustedProxies;
 
 /// State that outlives any one config.

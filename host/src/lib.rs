@@ -3,7 +3,7 @@
 //!
 //! The modules follow a request's journey: [`config`] is read into a [`gateway::Table`];
 //! [`server`] accepts connections; [`router`] picks a route; [`pipeline`] runs the route's
-//! plugins (instances from [`plugins`], host functions from [`capabilities`]); [`proxy`]
+//! plugins (instances from [`plugins`], host functions from [`capabilities`]); [`upstream`]
 //! forwards to the upstream; [`error`] turns every failure into a JSON answer; [`admin`]
 //! serves health, metrics and the route table.
 
@@ -20,11 +20,11 @@ pub mod metrics;
 pub mod pem;
 pub mod pipeline;
 pub mod plugins;
-pub mod proxy;
 pub mod reload;
 pub mod router;
 pub mod run;
 pub mod scaffold;
 pub mod server;
 pub mod silence;
+pub mod upstream;
 pub mod wire;

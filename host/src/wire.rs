@@ -1,7 +1,7 @@
 //! Wire-level facts that every layer reads: which worker thread serves a connection, and (from
 //! the config crate, which names them) who is at the other end, which peers are trusted to say
 //! who the client really is, and what an upstream target is. A leaf module, so `server`,
-//! `pipeline` and `proxy` depend on it and not on one another.
+//! `pipeline` and `upstream` depend on it and not on one another.
 
 pub use wasmgate_config::net::{Peer, Target, TrustedProxies, parse_target};
 

@@ -91,7 +91,25 @@ impl GatewayConfig {
     pub fn upstream_with(mut self, name: &str, urls: &[&str], lines: &[&str]) -> Self {
         self.upstreams.push((
             name.to_owned(),
-            urls.iter().map(|u| u.to_string()).collect(),
+            urls.iter().map(|u| quoted(u)).collect(),
+            lines.iter().map(|l| l.to_string()).collect(),
+        ));
+        self
+    }
+
+    /// An upstream whose targets have weights (`{ url = "...", weight = 3 }`).
+    pub fn upstream_weighted(
+        mut self,
+        name: &str,
+        targets: &[(&str, u32)],
+        lines: &[&str],
+    ) -> Self {
+        self.upstreams.push((
+            name.to_owned(),
+            targets
+                .iter()
+                .map(|(u, w)| format!("{{ url = {}, weight = {w} }}", quoted(u)))
+                .collect(),
             lines.iter().map(|l| l.to_string()).collect(),
         ));
         self
@@ -157,7 +175,6 @@ impl fmt::Display for GatewayConfig {
             }
         }
         for (name, urls, lines) in &self.upstreams {
-            let urls: Vec<String> = urls.iter().map(|u| quoted(u)).collect();
             writeln!(f, "[upstreams.{name}]\ntargets = [{}]", urls.join(", "))?;
             for l in lines {
                 writeln!(f, "{l}")?;

@@ -9,6 +9,9 @@ use serde::Deserialize;
 pub use wasmgate_uri::EscapedSlashes;
 
 pub mod net;
+mod targets;
+
+pub use targets::{Balance, HashOn, MAX_WEIGHT, TargetConfig};
 
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -391,8 +394,14 @@ pub enum OnError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// `http://host:port` base URLs, used round robin.
-    pub targets: Vec<String>,
+    /// `http://host:port` or `https://host:port` base URLs, each with a weight.
+    pub targets: Vec<TargetConfig>,
+    /// How each request's target is chosen.
+    #[serde(default)]
+    pub balance: Balance,
+    /// What `balance = "hash"` hashes (the client's address when unset).
+    #[serde(default)]
+    pub hash_on: Option<HashOn>,
     #[serde(default = "defaults::connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     /// Time allowed from sending the request to receiving the response headers.
@@ -712,10 +721,21 @@ impl Config {
             }
             let mut tls_targets = 0;
             for (i, t) in up.targets.iter().enumerate() {
-                match crate::net::parse_target(t) {
+                match crate::net::parse_target(&t.url) {
                     Ok(t) => tls_targets += usize::from(t.tls),
                     Err(e) => out.push(format!("upstreams.{name}.targets[{i}]: {e}")),
                 }
+                if !(1..=MAX_WEIGHT).contains(&t.weight) {
+                    out.push(format!(
+                        "upstreams.{name}.targets[{i}].weight: {} is not 1 to {MAX_WEIGHT}",
+                        t.weight
+                    ));
+                }
+            }
+            if up.hash_on.is_some() && up.balance != Balance::Hash {
+                out.push(format!(
+                    "upstreams.{name}.hash_on: it is for balance = \"hash\", and this upstream balances otherwise"
+                ));
             }
             if tls_targets == 0 && up.has_tls_settings() {
                 out.push(format!(

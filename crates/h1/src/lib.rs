@@ -5,7 +5,7 @@
 //! Both take bytes from the front of a buffer however the reads happened to split them, and
 //! either consume what they recognised or say they need more. Framing follows RFC 9112 §6:
 //! whenever it is in doubt where a response ends, the head says the connection must not be
-//! reused, so one response's bytes are never read as the next one's. The host's `proxy::h1`
+//! reused, so one response's bytes are never read as the next one's. The host's `upstream::h1`
 //! is the I/O side. This crate depends on nothing of the gateway's, so its fuzz targets
 //! build in seconds.
 

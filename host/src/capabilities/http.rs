@@ -641,7 +641,7 @@ mod tests {
             // `Trailer` (which announces the trailers it passes on).
             if name != "content-length" && name != "trailer" {
                 let parsed = HeaderName::from_static(name);
-                assert!(crate::proxy::is_hop_by_hop(&parsed), "{name}");
+                assert!(crate::upstream::is_hop_by_hop(&parsed), "{name}");
             }
         }
         assert!(parse_header("x-proxy-authorization", "1").is_ok());

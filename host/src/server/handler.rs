@@ -10,13 +10,13 @@ use hyper::body::Incoming;
 
 use crate::body::{self, Body};
 use crate::client_body::ClientBody;
-use crate::config::EscapedSlashes;
+use crate::config::{EscapedSlashes, HashOn};
 use crate::error::GatewayError;
 use crate::gateway::{Gateway, Route};
 use crate::pipeline::{Exchange, Pipeline, RequestOutcome, ResponseState};
-use crate::proxy::{self, Outgoing};
 use crate::server::Downstream;
 use crate::server::admit::{admit, host_of};
+use crate::upstream::{self, Outgoing};
 use crate::wire::Peer;
 
 pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, down: Downstream) -> Response<Body> {
@@ -73,7 +73,7 @@ async fn route_and_serve(
         None => {
             let req = Request::from_parts(parts, incoming);
             match &route.pipeline {
-                None => forward(&route, req, down).await,
+                None => forward(&gw, &route, req, down).await,
                 Some(p) => with_pipeline(&gw, &route, p, req, down, escaped).await,
             }
         }
@@ -87,14 +87,49 @@ async fn route_and_serve(
 }
 
 /// The plain proxy path: no buffering, no copies.
-async fn forward(route: &Route, req: Request<Incoming>, down: Downstream) -> Response<Body> {
+async fn forward(
+    gw: &Gateway,
+    route: &Route,
+    req: Request<Incoming>,
+    down: Downstream,
+) -> Response<Body> {
     let (mut parts, incoming) = req.into_parts();
     let https = down.tls.is_some();
+    let key = affinity(route, &parts.headers, parts.uri.path(), &[], || {
+        if down.peer.trusted() {
+            gw.shared.trusted.client(&down.peer, &parts.headers)
+        } else {
+            down.peer.clone()
+        }
+    });
     prepare_upstream_request(route, &mut parts.uri, &mut parts.headers, &down.peer, https);
     let body = Outgoing::stream(ClientBody::new(incoming, route.body_read_timeout));
-    match route.upstream.send(Request::from_parts(parts, body)).await {
+    match route
+        .upstream
+        .send(Request::from_parts(parts, body), key)
+        .await
+    {
         Ok(r) => r.map(Body::Upstream),
         Err(e) => GatewayError::from(&e).into_response(),
+    }
+}
+
+/// A request's hash key, when its route's upstream balances by `hash_on`: the request as
+/// the client sent it or the request phase left it (header, path), a var a plugin set, or the
+/// client's address (`client`, asked for only then).
+fn affinity(
+    route: &Route,
+    headers: &HeaderMap,
+    path: &str,
+    vars: &[(String, String)],
+    client: impl FnOnce() -> Peer,
+) -> Option<u64> {
+    let key = |bytes: &[u8]| Some(upstream::balance::Balancer::key(bytes));
+    match route.upstream.hash_on()? {
+        HashOn::ClientIp => key(client().ip_str().as_bytes()),
+        HashOn::Header(name) => key(headers.get(name)?.as_bytes()),
+        HashOn::Var(name) => key(vars.iter().find(|(k, _)| k == name)?.1.as_bytes()),
+        HashOn::Path => key(path.as_bytes()),
     }
 }
 
@@ -112,7 +147,7 @@ fn prepare_upstream_request(
         // The gateway compresses, after the response phase: the upstream sends identity.
         headers.remove(header::ACCEPT_ENCODING);
     }
-    proxy::forwarded_headers(headers, client, https);
+    upstream::forwarded_headers(headers, client, https);
 }
 
 /// `/api/users/7` less `/api/users` is `/7`; the prefix itself becomes `/`.
@@ -172,8 +207,9 @@ async fn with_pipeline(
         RequestOutcome::Failed => return GatewayError::PluginFailed.into_response(),
         RequestOutcome::Reply(parts, bytes) => (parts, body::full(bytes)),
         RequestOutcome::Forward => {
+            let key = exchange_affinity(route, &ex);
             let upstream_req = upstream_request(route, &mut ex, streaming.take(), response_phase);
-            match route.upstream.send(upstream_req).await {
+            match route.upstream.send(upstream_req, key).await {
                 Ok(r) => r.map(Body::Upstream).into_parts(),
                 Err(e) => GatewayError::from(&e).into_response().into_parts(),
             }
@@ -305,14 +341,15 @@ async fn upgrade(
             RequestOutcome::Forward => {}
         }
     }
+    let key = exchange_affinity(route, &ex);
     let (parts, _) = upstream_request(route, &mut ex, None, false).into_parts();
     let switch = route
         .upstream
-        .upgrade(Request::from_parts(parts, ()), protocol)
+        .upgrade(Request::from_parts(parts, ()), protocol, key)
         .await;
-    let (resp, upstream) = match switch {
-        Ok(proxy::Switch::Switched(resp, upstream)) => (resp, upstream),
-        Ok(proxy::Switch::Refused(resp)) => return resp.map(Body::Upstream),
+    let (resp, far) = match switch {
+        Ok(upstream::Switch::Switched(resp, far)) => (resp, far),
+        Ok(upstream::Switch::Refused(resp)) => return resp.map(Body::Upstream),
         Err(e) => return GatewayError::from(&e).into_response(),
     };
     let (route_name, idle) = (route.name.clone(), route.websocket_idle);
@@ -325,10 +362,10 @@ async fn upgrade(
                 return;
             }
         };
-        let end = proxy::tunnel(client, upstream, idle).await;
+        let end = upstream::tunnel(client, far, idle).await;
         let client = peer.ip_str();
         match end {
-            proxy::TunnelEnd::Closed { .. } => {
+            upstream::TunnelEnd::Closed { .. } => {
                 tracing::debug!(route = %route_name, request_id = %request_id, client, end = %end, "websocket tunnel closed");
             }
             // Cut by the gateway, or failed: worth an operator's look.
@@ -339,6 +376,14 @@ async fn upgrade(
         drop(slot);
     });
     resp.map(|()| body::empty())
+}
+
+/// [`affinity`] for a request the pipeline has seen.
+fn exchange_affinity(route: &Route, ex: &Exchange) -> Option<u64> {
+    let r = &ex.request;
+    affinity(route, &r.headers, r.uri.path(), &ex.vars, || {
+        ex.client.clone()
+    })
 }
 
 /// The request to send upstream, built from the exchange. When a response phase will run, the

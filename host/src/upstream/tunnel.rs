@@ -20,6 +20,8 @@ use super::stream::Stream;
 pub struct UpstreamSide {
     pub(super) io: Stream,
     pub(super) early: BytesMut,
+    /// A tunnel counts as a request in flight to its target until it closes.
+    pub(super) _in_flight: Option<super::balance::InFlight>,
 }
 
 /// How a tunnel ended.
@@ -38,7 +40,11 @@ pub async fn run<C>(mut client: C, upstream: UpstreamSide, idle: Duration) -> Tu
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    let UpstreamSide { io, early } = upstream;
+    let UpstreamSide {
+        io,
+        early,
+        _in_flight,
+    } = upstream;
     if !early.is_empty()
         && let Err(e) = client.write_all(&early).await
     {
@@ -149,6 +155,7 @@ mod tests {
         let upstream = UpstreamSide {
             io: Stream::Plain(up_near),
             early: BytesMut::from(&b"early"[..]),
+            _in_flight: None,
         };
         let tunnel = tokio::spawn(run(client_near, upstream, Duration::from_millis(300)));
         let mut client_far = client_far;

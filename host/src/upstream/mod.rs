@@ -1,10 +1,11 @@
 //! Upstreams: where requests go once the pipeline lets them through. Each upstream picks its
-//! targets round robin, owns its timeouts, and speaks HTTP/1.1 (`h1`, a keep-alive pool per
+//! targets by its balancer (`balance`), owns its timeouts, and speaks HTTP/1.1 (`h1`, a keep-alive pool per
 //! worker thread in `pool`) or HTTP/2 (`h2`, one multiplexed connection per target per
 //! worker). Nothing here imports `body` or `error`: requests come in as an [`Outgoing`] body,
 //! responses leave as an [`UpstreamBody`], and failures as a [`ProxyError`] that says whose
 //! fault it was.
 
+pub mod balance;
 mod h1;
 mod h2;
 mod pool;
@@ -13,16 +14,16 @@ mod tls;
 mod tunnel;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, header};
 
+use self::balance::{Balancer, InFlight};
 pub use self::h1::{MAX_INTERIM, Outgoing, UpstreamError};
 use self::pool::{Lifetimes, SendOptions, WorkerPool};
 pub use self::tunnel::{TunnelEnd, UpstreamSide, run as tunnel};
 use crate::client_body::ClientBodyError;
-use crate::config::{UpstreamConfig, UpstreamProtocol};
+use crate::config::{HashOn, UpstreamConfig, UpstreamProtocol};
 use crate::fault::Fault;
 use crate::wire::{Peer, Target, parse_target};
 
@@ -76,7 +77,9 @@ pub struct Upstream {
     targets: Vec<Target>,
     /// For each target, what its TLS needs when it is `https://`.
     tls: Vec<Option<tls::TlsTarget>>,
-    next: AtomicUsize,
+    balancer: Balancer,
+    /// What `balance = "hash"` hashes.
+    hash_on: Option<HashOn>,
     timeout: Duration,
     connect_timeout: Duration,
     read_timeout: Duration,
@@ -97,9 +100,16 @@ pub enum Switch {
     Refused(Response<UpstreamBody>),
 }
 
-/// An upstream's response body, as whichever protocol reads it.
+/// An upstream's response body, as whichever protocol reads it. The request counts as in
+/// flight to its target until the body is done with.
 #[derive(Debug)]
-pub enum UpstreamBody {
+pub struct UpstreamBody {
+    wire: Wire,
+    _in_flight: Option<InFlight>,
+}
+
+#[derive(Debug)]
+enum Wire {
     H1(h1::H1Body),
     H2(h2::H2Body),
 }
@@ -112,23 +122,23 @@ impl http_body::Body for UpstreamBody {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, UpstreamError>>> {
-        match self.get_mut() {
-            Self::H1(b) => std::pin::Pin::new(b).poll_frame(cx),
-            Self::H2(b) => std::pin::Pin::new(b).poll_frame(cx),
+        match &mut self.get_mut().wire {
+            Wire::H1(b) => std::pin::Pin::new(b).poll_frame(cx),
+            Wire::H2(b) => std::pin::Pin::new(b).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            Self::H1(b) => b.is_end_stream(),
-            Self::H2(b) => b.is_end_stream(),
+        match &self.wire {
+            Wire::H1(b) => b.is_end_stream(),
+            Wire::H2(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        match self {
-            Self::H1(b) => b.size_hint(),
-            Self::H2(b) => b.size_hint(),
+        match &self.wire {
+            Wire::H1(b) => b.size_hint(),
+            Wire::H2(b) => b.size_hint(),
         }
     }
 }
@@ -145,8 +155,14 @@ impl Upstream {
         let targets = cfg
             .targets
             .iter()
-            .map(|t| parse_target(t))
+            .map(|t| parse_target(&t.url))
             .collect::<Result<Vec<_>, _>>()?;
+        let weighted: Vec<(&str, u32)> = cfg
+            .targets
+            .iter()
+            .map(|t| (t.url.as_str(), t.weight))
+            .collect();
+        let balancer = Balancer::new(cfg.balance, &weighted);
         let config = if targets.iter().any(|t| t.tls) {
             Some(tls::client_config(name, cfg, base)?)
         } else {
@@ -169,7 +185,13 @@ impl Upstream {
         Ok(Self {
             name: name.into(),
             tls,
-            next: AtomicUsize::new(0),
+            balancer,
+            hash_on: match cfg.balance {
+                crate::config::Balance::Hash => {
+                    Some(cfg.hash_on.clone().unwrap_or(HashOn::ClientIp))
+                }
+                _ => None,
+            },
             timeout: Duration::from_millis(cfg.timeout_ms),
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
             read_timeout: Duration::from_millis(cfg.read_timeout_ms),
@@ -189,21 +211,28 @@ impl Upstream {
         })
     }
 
-    /// Sends a request (whose URI holds only path and query) to the next target and waits for
-    /// the response headers. The body streams in both directions. A failure is logged here,
-    /// with its fault; `error.rs` turns it into the client's answer.
+    /// What `balance = "hash"` hashes, if the upstream balances so.
+    pub fn hash_on(&self) -> Option<&HashOn> {
+        self.hash_on.as_ref()
+    }
+
+    /// Sends a request (whose URI holds only path and query) to the target the balancer picks
+    /// (by `key` under `balance = "hash"`, see [`Balancer::key`]) and waits for the response
+    /// headers. The body streams in both directions. A failure is logged here, with its
+    /// fault; `error.rs` turns it into the client's answer.
     pub async fn send(
         &self,
         mut req: Request<Outgoing>,
+        key: Option<u64>,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
-        let (target, opts) = self.pick(req.uri_mut());
+        let (target, opts, in_flight) = self.pick(req.uri_mut(), key);
         let worker = crate::wire::worker_index();
         let sent = match &self.transport {
             Transport::Http1(pools) => {
                 *req.version_mut() = http::Version::HTTP_11;
                 req.headers_mut().insert(header::HOST, target.host.clone());
                 let pool = &pools[worker % pools.len()];
-                pool.send(opts, req).await.map(|r| r.map(UpstreamBody::H1))
+                pool.send(opts, req).await.map(|r| r.map(Wire::H1))
             }
             Transport::H2(conns) => {
                 let scheme = if target.tls {
@@ -215,13 +244,16 @@ impl Upstream {
                 conns
                     .send(opts, &scheme, &target.authority, req)
                     .await
-                    .map(|r| r.map(UpstreamBody::H2))
+                    .map(|r| r.map(Wire::H2))
             }
         };
         match sent {
             Ok(mut resp) => {
                 strip_hop_by_hop(resp.headers_mut());
-                Ok(resp)
+                Ok(resp.map(|wire| UpstreamBody {
+                    wire,
+                    _in_flight: in_flight,
+                }))
             }
             Err(e) => {
                 self.log_failure(target, &e);
@@ -230,10 +262,18 @@ impl Upstream {
         }
     }
 
-    /// The next target, round robin, and how to send to it. An absolute-form request URI
-    /// keeps only what the upstream needs.
-    fn pick(&self, uri: &mut Uri) -> (&Target, SendOptions<'_>) {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len();
+    /// The target the balancer picks, how to send to it, and the request's place in its load.
+    /// An absolute-form request URI keeps only what the upstream needs.
+    fn pick(
+        &self,
+        uri: &mut Uri,
+        key: Option<u64>,
+    ) -> (&Target, SendOptions<'_>, Option<InFlight>) {
+        let index = self
+            .balancer
+            .pick(key, |_| true)
+            .expect("every target is usable");
+        let in_flight = self.balancer.start(index);
         let target = &self.targets[index];
         if uri.scheme().is_some() {
             let pq = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -247,7 +287,7 @@ impl Upstream {
             timeout: self.timeout,
             read_timeout: self.read_timeout,
         };
-        (target, opts)
+        (target, opts, in_flight)
     }
 
     /// Whether requests to switch protocols can be passed on: HTTP/1.1 upstreams only (an
@@ -263,11 +303,12 @@ impl Upstream {
         &self,
         mut req: Request<()>,
         protocol: HeaderValue,
+        key: Option<u64>,
     ) -> Result<Switch, ProxyError> {
         let Transport::Http1(pools) = &self.transport else {
             unreachable!("checked by can_upgrade");
         };
-        let (target, opts) = self.pick(req.uri_mut());
+        let (target, opts, in_flight) = self.pick(req.uri_mut(), key);
         let headers = req.headers_mut();
         headers.insert(header::HOST, target.host.clone());
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -296,7 +337,10 @@ impl Upstream {
             head.reuse = false;
             let pool = &pools[crate::wire::worker_index() % pools.len()];
             let resp = h1::into_response(conn, head, pool, opts.target, opts.read_timeout);
-            return Ok(Switch::Refused(resp.map(UpstreamBody::H1)));
+            return Ok(Switch::Refused(resp.map(|b| UpstreamBody {
+                wire: Wire::H1(b),
+                _in_flight: in_flight,
+            })));
         }
         let Some(upgrade) = upgrade else {
             let e = ProxyError::Upstream(UpstreamError::Invalid(wasmgate_h1::Invalid(
@@ -312,7 +356,14 @@ impl Upstream {
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         resp.headers_mut().insert(header::UPGRADE, upgrade);
         let (io, early) = conn.into_tunnel();
-        Ok(Switch::Switched(resp, UpstreamSide { io, early }))
+        Ok(Switch::Switched(
+            resp,
+            UpstreamSide {
+                io,
+                early,
+                _in_flight: in_flight,
+            },
+        ))
     }
 
     fn log_failure(&self, target: &Target, e: &ProxyError) {
