@@ -159,3 +159,78 @@ async fn a_consistent_hash_moves_only_about_a_quarter_of_keys_to_a_fourth_target
     let keyless = counts(&spread(&four, "/", 400, 8, |_| None).await).len();
     assert_eq!(keyless, 4);
 }
+
+/// Statuses of `n` GETs of `path`, one after another.
+async fn statuses(gw: &Gateway, n: usize) -> Vec<u16> {
+    let client = Client::new();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(client.get(&gw.url("/")).await.status.as_u16());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_target_is_ejected_and_out_longer_when_it_fails_again() {
+    let good = Upstream::start("good", Behaviour::Echo).await;
+    let dead = format!("http://127.0.0.1:{}", support::closed_port());
+    let cfg = GatewayConfig::new()
+        .upstream_with(
+            "app",
+            &[&good.url(), &dead],
+            &[
+                "[upstreams.app.passive]",
+                "max_failures = 3",
+                "eject_ms = 1500",
+            ],
+        )
+        .route("all", "/", "app");
+    let gw = Gateway::start(&cfg.to_string());
+    // Round robin: every other request meets the dead target until it has failed 3 times.
+    let first = statuses(&gw, 60).await;
+    assert_eq!(first.iter().filter(|s| **s == 502).count(), 3, "{first:?}");
+    assert!(first[6..].iter().all(|s| *s == 200), "{first:?}");
+    // Back after its time, it fails 3 more times and is out twice as long.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let second = statuses(&gw, 40).await;
+    assert_eq!(
+        second.iter().filter(|s| **s == 502).count(),
+        3,
+        "{second:?}"
+    );
+    let logs = gw.logs_containing(&["\"eject_ms\":3000"]);
+    let ejections: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("target ejected"))
+        .collect();
+    assert_eq!(ejections.len(), 2, "each ejection logged once: {logs}");
+    assert!(
+        ejections[0].contains("\"eject_ms\":1500"),
+        "{}",
+        ejections[0]
+    );
+    assert!(logs.contains("target returned from ejection"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn when_every_target_is_out_the_client_gets_503() {
+    let dead: Vec<String> = (0..2)
+        .map(|_| format!("http://127.0.0.1:{}", support::closed_port()))
+        .collect();
+    let cfg = GatewayConfig::new()
+        .upstream_with(
+            "app",
+            &[&dead[0], &dead[1]],
+            &[
+                "[upstreams.app.passive]",
+                "max_failures = 1",
+                "max_ejected_percent = 100",
+            ],
+        )
+        .route("all", "/", "app");
+    let gw = Gateway::start(&cfg.to_string());
+    assert_eq!(statuses(&gw, 2).await, [502, 502]);
+    let resp = Client::new().get(&gw.url("/")).await;
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.json()["error"], "upstream_unavailable");
+}

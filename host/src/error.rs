@@ -21,6 +21,8 @@ pub enum GatewayError {
     UpstreamUnreachable,
     UpstreamTimeout,
     UpstreamBadResponse,
+    /// Every target of the upstream is out of balancing.
+    UpstreamUnavailable,
 }
 
 impl GatewayError {
@@ -33,6 +35,7 @@ impl GatewayError {
             Self::PluginFailed => StatusCode::INTERNAL_SERVER_ERROR,
             Self::UpstreamUnreachable | Self::UpstreamBadResponse => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -47,6 +50,7 @@ impl GatewayError {
             Self::UpstreamUnreachable => "upstream_unreachable",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::UpstreamBadResponse => "bad_gateway",
+            Self::UpstreamUnavailable => "upstream_unavailable",
         }
     }
 
@@ -61,6 +65,7 @@ impl GatewayError {
             Self::UpstreamUnreachable => "the upstream service could not be reached",
             Self::UpstreamTimeout => "the upstream service did not answer in time",
             Self::UpstreamBadResponse => "the upstream service sent an invalid response",
+            Self::UpstreamUnavailable => "no instance of the upstream service is available",
         }
     }
 
@@ -68,11 +73,11 @@ impl GatewayError {
     /// use: what cannot be reached is `UNAVAILABLE`, what took too long `DEADLINE_EXCEEDED`).
     pub fn grpc_status(self) -> u8 {
         match self {
-            Self::NotFound => 12,                                        // UNIMPLEMENTED
-            Self::BadRequest | Self::PluginFailed => 13,                 // INTERNAL
-            Self::RequestTimeout | Self::UpstreamTimeout => 4,           // DEADLINE_EXCEEDED
-            Self::PayloadTooLarge => 8,                                  // RESOURCE_EXHAUSTED
-            Self::UpstreamUnreachable | Self::UpstreamBadResponse => 14, // UNAVAILABLE
+            Self::NotFound => 12,                              // UNIMPLEMENTED
+            Self::BadRequest | Self::PluginFailed => 13,       // INTERNAL
+            Self::RequestTimeout | Self::UpstreamTimeout => 4, // DEADLINE_EXCEEDED
+            Self::PayloadTooLarge => 8,                        // RESOURCE_EXHAUSTED
+            Self::UpstreamUnreachable | Self::UpstreamBadResponse | Self::UpstreamUnavailable => 14, // UNAVAILABLE
         }
     }
 
@@ -147,6 +152,7 @@ impl From<&ProxyError> for GatewayError {
             }
             ProxyError::Timeout(_) => Self::UpstreamTimeout,
             ProxyError::Upstream(_) => Self::UpstreamBadResponse,
+            ProxyError::NoTarget => Self::UpstreamUnavailable,
         }
     }
 }

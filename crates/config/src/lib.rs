@@ -11,7 +11,7 @@ pub use wasmgate_uri::EscapedSlashes;
 pub mod net;
 mod targets;
 
-pub use targets::{Balance, HashOn, MAX_WEIGHT, TargetConfig};
+pub use targets::{Balance, HashOn, MAX_WEIGHT, PassiveConfig, TargetConfig};
 
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -402,6 +402,9 @@ pub struct UpstreamConfig {
     /// What `balance = "hash"` hashes (the client's address when unset).
     #[serde(default)]
     pub hash_on: Option<HashOn>,
+    /// Outlier ejection from real traffic; off when absent.
+    #[serde(default)]
+    pub passive: Option<PassiveConfig>,
     #[serde(default = "defaults::connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     /// Time allowed from sending the request to receiving the response headers.
@@ -732,6 +735,20 @@ impl Config {
                     ));
                 }
             }
+            if let Some(p) = &up.passive {
+                if p.max_failures == 0 {
+                    out.push(format!("upstreams.{name}.passive.max_failures: at least 1"));
+                }
+                if p.max_ejected_percent > 100 {
+                    out.push(format!(
+                        "upstreams.{name}.passive.max_ejected_percent: {} is over 100",
+                        p.max_ejected_percent
+                    ));
+                }
+                for (key, ms) in [("eject_ms", p.eject_ms), ("max_eject_ms", p.max_eject_ms)] {
+                    check_timeout(&mut out, &format!("upstreams.{name}.passive.{key}"), ms);
+                }
+            }
             if up.hash_on.is_some() && up.balance != Balance::Hash {
                 out.push(format!(
                     "upstreams.{name}.hash_on: it is for balance = \"hash\", and this upstream balances otherwise"
@@ -1052,6 +1069,54 @@ mod timeout_tests {
             Ok(_) => String::new(),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn balancing_and_ejection_settings_are_checked() {
+        assert_eq!(
+            problems(
+                "",
+                "balance = \"hash\"\nhash_on = \"path\"\n[upstreams.u.passive]\nmax_failures = 2"
+            ),
+            ""
+        );
+        for (upstream, says) in [
+            (
+                "hash_on = \"path\"",
+                "upstreams.u.hash_on: it is for balance = \"hash\"",
+            ),
+            ("balance = \"fastest\"", "unknown variant `fastest`"),
+            (
+                "[upstreams.u.passive]\nmax_failures = 0",
+                "passive.max_failures: at least 1",
+            ),
+            (
+                "[upstreams.u.passive]\nmax_ejected_percent = 101",
+                "max_ejected_percent: 101 is over 100",
+            ),
+            (
+                "[upstreams.u.passive]\neject_ms = 0",
+                "upstreams.u.passive.eject_ms",
+            ),
+            (
+                "[upstreams.u.passive]\nejected_ms = 5",
+                "unknown field `ejected_ms`",
+            ),
+        ] {
+            let p = problems("", upstream);
+            assert!(p.contains(says), "{upstream}: {p}");
+        }
+        let weighted = Config::parse(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.u]\ntargets = [{ url = \"http://127.0.0.1:1\", weight = 0 }, { url = \"http://127.0.0.1:2\", weight = 1001 }]\n",
+            Path::new("gw.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            weighted.contains("targets[0].weight: 0 is not 1 to 1000"),
+            "{weighted}"
+        );
+        assert!(weighted.contains("targets[1].weight: 1001"), "{weighted}");
     }
 
     #[test]

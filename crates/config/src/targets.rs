@@ -1,5 +1,6 @@
 //! An upstream's targets and how requests are spread over them: `targets` entries (a URL, or
-//! a table with a weight), `balance` and `hash_on`.
+//! a table with a weight), `balance` and `hash_on`, and which targets are left out
+//! (`[upstreams.NAME.passive]`).
 
 use std::fmt;
 
@@ -113,6 +114,37 @@ impl TryFrom<String> for HashOn {
             "`{s}` is not one of \"client_ip\", \"header:NAME\", \"var:NAME\" and \"path\""
         ))
     }
+}
+
+/// `[upstreams.NAME.passive]`: outlier ejection from real traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveConfig {
+    /// Consecutive failures (connect errors, resets, timeouts, 5xx) that eject a target.
+    #[serde(default = "five")]
+    pub max_failures: u32,
+    /// How long a target is out the first time.
+    #[serde(default = "thirty_seconds")]
+    pub eject_ms: u64,
+    /// The longest it is out, however often it fails again.
+    #[serde(default = "five_minutes")]
+    pub max_eject_ms: u64,
+    /// The largest share of the targets out at once (one may always be, of two or more).
+    #[serde(default = "fifty")]
+    pub max_ejected_percent: u32,
+}
+
+fn five() -> u32 {
+    5
+}
+fn thirty_seconds() -> u64 {
+    30_000
+}
+fn five_minutes() -> u64 {
+    300_000
+}
+fn fifty() -> u32 {
+    50
 }
 
 #[cfg(test)]

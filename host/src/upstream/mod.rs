@@ -8,6 +8,7 @@
 pub mod balance;
 mod h1;
 mod h2;
+pub mod outlier;
 mod pool;
 mod stream;
 mod tls;
@@ -43,6 +44,9 @@ pub enum ProxyError {
     Timeout(Duration),
     #[error(transparent)]
     Upstream(UpstreamError),
+    /// Every target is out (ejected): nothing was sent.
+    #[error("no target is available")]
+    NoTarget,
 }
 
 impl From<UpstreamError> for ProxyError {
@@ -65,7 +69,8 @@ impl ProxyError {
             | Self::Handshake(_)
             | Self::ConnectTimeout(_)
             | Self::Timeout(_)
-            | Self::Upstream(_) => Fault::Upstream,
+            | Self::Upstream(_)
+            | Self::NoTarget => Fault::Upstream,
         }
     }
 }
@@ -80,6 +85,8 @@ pub struct Upstream {
     balancer: Balancer,
     /// What `balance = "hash"` hashes.
     hash_on: Option<HashOn>,
+    /// `[passive]`: targets left out for failing.
+    outliers: Option<outlier::Outliers>,
     timeout: Duration,
     connect_timeout: Duration,
     read_timeout: Duration,
@@ -186,6 +193,10 @@ impl Upstream {
             name: name.into(),
             tls,
             balancer,
+            outliers: cfg
+                .passive
+                .as_ref()
+                .map(|p| outlier::Outliers::new(p, targets.len(), outlier::RealClock::default())),
             hash_on: match cfg.balance {
                 crate::config::Balance::Hash => {
                     Some(cfg.hash_on.clone().unwrap_or(HashOn::ClientIp))
@@ -225,7 +236,7 @@ impl Upstream {
         mut req: Request<Outgoing>,
         key: Option<u64>,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
-        let (target, opts, in_flight) = self.pick(req.uri_mut(), key);
+        let (index, target, opts, in_flight) = self.pick(req.uri_mut(), key)?;
         let worker = crate::wire::worker_index();
         let sent = match &self.transport {
             Transport::Http1(pools) => {
@@ -247,6 +258,12 @@ impl Upstream {
                     .map(|r| r.map(Wire::H2))
             }
         };
+        match &sent {
+            Ok(resp) if resp.status().is_server_error() => self.failed(index),
+            Ok(_) => self.succeeded(index),
+            Err(e) if e.fault() == Fault::Upstream => self.failed(index),
+            Err(_) => {}
+        }
         match sent {
             Ok(mut resp) => {
                 strip_hop_by_hop(resp.headers_mut());
@@ -262,17 +279,28 @@ impl Upstream {
         }
     }
 
-    /// The target the balancer picks, how to send to it, and the request's place in its load.
-    /// An absolute-form request URI keeps only what the upstream needs.
+    /// The target the balancer picks among those not ejected, how to send to it, and the
+    /// request's place in its load. An absolute-form request URI keeps only what the
+    /// upstream needs.
     fn pick(
         &self,
         uri: &mut Uri,
         key: Option<u64>,
-    ) -> (&Target, SendOptions<'_>, Option<InFlight>) {
-        let index = self
-            .balancer
-            .pick(key, |_| true)
-            .expect("every target is usable");
+    ) -> Result<(usize, &Target, SendOptions<'_>, Option<InFlight>), ProxyError> {
+        let usable = |t: usize| {
+            self.outliers.as_ref().is_none_or(|o| {
+                o.usable(t, || {
+                    tracing::info!(upstream = &*self.name, target = %self.targets[t].authority, "target returned from ejection");
+                })
+            })
+        };
+        let Some(index) = self.balancer.pick(key, usable) else {
+            tracing::debug!(
+                upstream = &*self.name,
+                "no target available: every target is ejected"
+            );
+            return Err(ProxyError::NoTarget);
+        };
         let in_flight = self.balancer.start(index);
         let target = &self.targets[index];
         if uri.scheme().is_some() {
@@ -287,7 +315,26 @@ impl Upstream {
             timeout: self.timeout,
             read_timeout: self.read_timeout,
         };
-        (target, opts, in_flight)
+        Ok((index, target, opts, in_flight))
+    }
+
+    fn succeeded(&self, target: usize) {
+        if let Some(o) = &self.outliers {
+            o.success(target);
+        }
+    }
+
+    fn failed(&self, target: usize) {
+        let Some(o) = &self.outliers else { return };
+        if let Some(outlier::Change::Ejected { failures, for_ms }) = o.failure(target) {
+            tracing::warn!(
+                upstream = &*self.name,
+                target = %self.targets[target].authority,
+                consecutive_failures = failures,
+                eject_ms = for_ms,
+                "target ejected"
+            );
+        }
     }
 
     /// Whether requests to switch protocols can be passed on: HTTP/1.1 upstreams only (an
@@ -308,7 +355,7 @@ impl Upstream {
         let Transport::Http1(pools) = &self.transport else {
             unreachable!("checked by can_upgrade");
         };
-        let (target, opts, in_flight) = self.pick(req.uri_mut(), key);
+        let (index, target, opts, in_flight) = self.pick(req.uri_mut(), key)?;
         let headers = req.headers_mut();
         headers.insert(header::HOST, target.host.clone());
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -325,10 +372,18 @@ impl Upstream {
         let (conn, mut head) = match answered.await {
             Ok(answered) => answered,
             Err(e) => {
+                if e.fault() == Fault::Upstream {
+                    self.failed(index);
+                }
                 self.log_failure(target, &e);
                 return Err(e);
             }
         };
+        if head.status.is_server_error() {
+            self.failed(index);
+        } else {
+            self.succeeded(index);
+        }
         let switched = head.status == http::StatusCode::SWITCHING_PROTOCOLS;
         let upgrade = head.headers.get(header::UPGRADE).cloned();
         strip_hop_by_hop(&mut head.headers);
@@ -387,6 +442,9 @@ impl Upstream {
             }
             ProxyError::Connect(_) | ProxyError::ConnectTimeout(_) => {
                 tracing::warn!(fault, upstream, %target, error = %error_chain(e), "upstream request failed: cannot connect")
+            }
+            ProxyError::NoTarget => {
+                tracing::debug!(fault, upstream, "no target available")
             }
             ProxyError::Upstream(_) => {
                 tracing::warn!(fault, upstream, %target, error = %error_chain(e), "upstream request failed")
