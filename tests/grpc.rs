@@ -4,8 +4,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,72 +15,20 @@ use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 use support::config::GatewayConfig;
+use support::peers::{self, PeerServer};
 use support::pki::{Ca, cert_entry};
 use support::upstream::{Behaviour, Upstream};
-use support::{Gateway, closed_port, python, workspace_root};
+use support::{Gateway, closed_port};
 use tokio::net::TcpStream;
 
-fn peer_script() -> std::path::PathBuf {
-    workspace_root().join("tests/peers/grpc_peer.py")
-}
-
-/// The grpcio service, on its own port, until dropped.
-struct GrpcService {
-    child: Child,
-    port: u16,
-}
-
-impl GrpcService {
-    fn start() -> GrpcService {
-        let mut child = Command::new(python())
-            .arg(peer_script())
-            .arg("serve")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("the gRPC service printed its port, not {line:?}"));
-        GrpcService { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for GrpcService {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs the grpcio client with these arguments; returns the JSON it printed.
+/// The grpcio client with these arguments: the JSON it printed.
 fn client(args: &[&str]) -> Value {
-    let out = Command::new(python())
-        .arg(peer_script())
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the gRPC client failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    peers::run("grpc_peer.py", args, "")
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_streaming_shape_passes_with_its_status_and_trailers_over_h2c_and_tls() {
-    let service = GrpcService::start();
+    let service = PeerServer::start("grpc_peer.py");
     let certs = tempfile::tempdir().unwrap();
     let ca = Ca::new("wasmgate test CA");
     let ca_pem = ca.write(certs.path(), "ca");

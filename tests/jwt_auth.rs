@@ -4,14 +4,12 @@ mod support;
 // issuer (PyJWT, `tests/peers/jwt_issuer.py`): claims reach the upstream as headers and later
 // plugins as vars, spoofed claim headers are dropped, bad tokens get 401 and missing roles 403.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::StatusCode;
 use serde_json::{Value, json};
 use support::upstream::{Behaviour, Upstream};
-use support::{Client, Gateway, Resp, plugin, python, workspace_root};
+use support::{Client, Gateway, Resp, plugin};
 
 const SECRET: &str = "an-e2e-secret-that-is-long-enough-for-hs256";
 
@@ -24,27 +22,7 @@ fn now() -> u64 {
 
 /// Runs the issuer once: `keys` to make and `tokens` to sign (see the script's docstring).
 fn issue(request: Value) -> Value {
-    let script = workspace_root().join("tests/peers/jwt_issuer.py");
-    let mut child = Command::new(python())
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(request.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "issuer failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    support::peers::run("jwt_issuer.py", &[], &request.to_string())
 }
 
 fn tokens(issued: &Value) -> Vec<String> {

@@ -5,73 +5,19 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use support::config::GatewayConfig;
+use support::peers::{self, PeerServer};
 use support::upstream::{Behaviour, Upstream};
-use support::{Client, Gateway, plugin, python, workspace_root};
+use support::{Client, Gateway, plugin};
 
 const SECRET: &str = "a-websocket-secret-long-enough-for-hs256";
 
-fn peer_script() -> std::path::PathBuf {
-    workspace_root().join("tests/peers/ws_peer.py")
-}
-
-/// The `websockets` echo server, until dropped.
-struct WsServer {
-    child: Child,
-    port: u16,
-}
-
-impl WsServer {
-    fn start() -> WsServer {
-        let mut child = Command::new(python())
-            .arg(peer_script())
-            .arg("serve")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("the WebSocket server printed its port, not {line:?}"));
-        WsServer { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for WsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs the WebSocket client; returns the JSON it printed.
+/// The WebSocket client with these arguments: the JSON it printed.
 fn client(args: &[&str]) -> Value {
-    let out = Command::new(python())
-        .arg(peer_script())
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the WebSocket client failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    peers::run("ws_peer.py", args, "")
 }
 
 /// An HS256 token for `sub`, signed by PyJWT (`tests/peers/jwt_issuer.py`).
@@ -85,26 +31,13 @@ fn token(sub: &str) -> String {
         "keys": { "h": { "type": "oct", "secret": SECRET } },
         "tokens": [{ "key": "h", "alg": "HS256", "claims": { "sub": sub, "exp": exp } }],
     });
-    let mut child = Command::new(python())
-        .arg(workspace_root().join("tests/peers/jwt_issuer.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(request.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let issued: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let issued = peers::run("jwt_issuer.py", &[], &request.to_string());
     issued["tokens"][0].as_str().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_authenticates_the_upgrade_and_frames_pass_both_ways() {
-    let server = WsServer::start();
+    let server = PeerServer::start("ws_peer.py");
     let cfg = GatewayConfig::new()
         .plugin("jwt", &plugin("jwt_auth"))
         .upstream("ws", &server.url())
@@ -152,7 +85,7 @@ async fn a_plugin_authenticates_the_upgrade_and_frames_pass_both_ways() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_quiet_tunnel_is_closed_after_its_idle_timeout_and_a_busy_one_is_not() {
-    let server = WsServer::start();
+    let server = PeerServer::start("ws_peer.py");
     let cfg = GatewayConfig::new()
         // HTTP's own deadlines are far shorter than the tunnel's: they no longer apply.
         .server("keepalive_timeout_ms = 200")
@@ -202,7 +135,7 @@ async fn an_upstream_that_does_not_switch_is_answered_as_it_answered() {
     assert_eq!(echoed["headers"]["connection"], "upgrade");
 
     // A client refused by the WebSocket library itself gets the server's refusal.
-    let server = WsServer::start();
+    let server = PeerServer::start("ws_peer.py");
     let cfg = GatewayConfig::new()
         .upstream("ws", &server.url())
         .route("ws", "/", "ws");

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod h2raw;
+pub mod peers;
 pub mod pki;
 pub mod raw;
 pub mod upstream;

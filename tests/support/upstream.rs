@@ -43,35 +43,17 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Starts a server; must be called inside a Tokio runtime.
+    /// Starts an HTTP/1.1 server; must be called inside a Tokio runtime.
     pub async fn start(name: &'static str, behaviour: Behaviour) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let hits = Arc::new(AtomicU64::new(0));
-        let h = hits.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let behaviour = behaviour.clone();
-                let hits = h.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        hits.fetch_add(1, Ordering::SeqCst);
-                        respond(name, behaviour.clone(), req)
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        Upstream { addr, hits, task }
+        Self::serve(name, behaviour, false).await
     }
 
     /// Starts a server that speaks HTTP/1.1 and HTTP/2 with prior knowledge (h2c).
     pub async fn start_h2(name: &'static str, behaviour: Behaviour) -> Upstream {
+        Self::serve(name, behaviour, true).await
+    }
+
+    async fn serve(name: &'static str, behaviour: Behaviour, h2: bool) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicU64::new(0));
@@ -88,11 +70,19 @@ impl Upstream {
                         hits.fetch_add(1, Ordering::SeqCst);
                         respond(name, behaviour.clone(), req)
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(
-                        hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                    let io = TokioIo::new(stream);
+                    let _ = if h2 {
+                        hyper_util::server::conn::auto::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection(io, svc)
+                        .await
+                    } else {
+                        http1::Builder::new()
+                            .serve_connection(io, svc)
+                            .await
+                            .map_err(Into::into)
+                    };
                 });
             }
         });
