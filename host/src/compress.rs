@@ -121,24 +121,27 @@ fn compressible(content_type: &[u8]) -> bool {
         .split(|b| *b == b';')
         .next()
         .unwrap_or_default()
-        .trim_ascii()
-        .to_ascii_lowercase();
-    let essence = essence.as_slice();
-    if essence == b"text/event-stream" {
+        .trim_ascii();
+    let is = |t: &[u8]| essence.eq_ignore_ascii_case(t);
+    let ends = |t: &[u8]| {
+        essence.len() >= t.len() && essence[essence.len() - t.len()..].eq_ignore_ascii_case(t)
+    };
+    if is(b"text/event-stream") {
         return false;
     }
-    essence.starts_with(b"text/")
-        || matches!(
-            essence,
-            b"application/json"
-                | b"application/javascript"
-                | b"application/xml"
-                | b"application/x-javascript"
-                | b"application/wasm"
-                | b"image/svg+xml"
-        )
-        || essence.ends_with(b"+json")
-        || essence.ends_with(b"+xml")
+    (essence.len() > 5 && essence[..5].eq_ignore_ascii_case(b"text/"))
+        || [
+            &b"application/json"[..],
+            b"application/javascript",
+            b"application/xml",
+            b"application/x-javascript",
+            b"application/wasm",
+            b"image/svg+xml",
+        ]
+        .iter()
+        .any(|t| is(t))
+        || ends(b"+json")
+        || ends(b"+xml")
 }
 
 fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
@@ -298,6 +301,28 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(plain, text.as_bytes());
+    }
+
+    #[test]
+    fn textual_types_are_told_apart_case_insensitively() {
+        for yes in [
+            "Text/HTML",
+            "application/JSON; charset=utf-8",
+            "application/problem+json",
+            "image/svg+xml",
+        ] {
+            assert!(compressible(yes.as_bytes()), "{yes}");
+        }
+        for no in [
+            "text/event-stream",
+            "TEXT/EVENT-STREAM; x=1",
+            "image/png",
+            "text/",
+            "application/jsonx",
+            "",
+        ] {
+            assert!(!compressible(no.as_bytes()), "{no}");
+        }
     }
 
     #[test]
