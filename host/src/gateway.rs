@@ -62,6 +62,8 @@ pub struct Table {
     pub escaped_slashes: EscapedSlashes,
     /// `[server.tls]`, loaded: its certificates are read again with every reload.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Every upstream, by name.
+    pub upstreams: HashMap<Arc<str>, Arc<Upstream>>,
 }
 
 /// The running gateway: shared state and the current table.
@@ -126,11 +128,21 @@ impl Gateway {
             },
         };
 
-        let mut upstreams: HashMap<&str, Arc<Upstream>> = HashMap::new();
+        // An upstream whose settings (and TLS files) are as before is the same upstream: it
+        // keeps its connections, target health, ejections and circuit.
+        let mut upstreams: HashMap<Arc<str>, Arc<Upstream>> = HashMap::new();
         for (name, u) in &config.upstreams {
-            match Upstream::new(name, u, shared.workers, &config.base_dir) {
+            let fingerprint = crate::upstream::fingerprint(u, &config.base_dir);
+            if let Some(old) = previous
+                .and_then(|t| t.upstreams.get(name.as_str()))
+                .filter(|old| old.fingerprint() == fingerprint)
+            {
+                upstreams.insert(old.name.clone(), old.clone());
+                continue;
+            }
+            match Upstream::new(name, u, fingerprint, shared.workers, &config.base_dir) {
                 Ok(u) => {
-                    upstreams.insert(name, Arc::new(u));
+                    upstreams.insert(u.name.clone(), Arc::new(u));
                 }
                 Err(e) => problems.push(format!("upstreams.{name}: {e}")),
             }
@@ -254,6 +266,7 @@ impl Gateway {
             stages: built,
             escaped_slashes: config.server.escaped_slashes,
             tls,
+            upstreams,
         })
     }
 

@@ -8,10 +8,18 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 pub use wasmgate_uri::EscapedSlashes;
 
+mod failure;
 pub mod net;
 mod targets;
 
-pub use targets::{Balance, HashOn, MAX_WEIGHT, PassiveConfig, TargetConfig};
+pub use failure::{
+    CheckKind, CircuitBreakerConfig, Fallback, HealthCheckConfig, RetryConfig, RetryOn,
+    StatusRanges,
+};
+pub use targets::{
+    Balance, DiscoveryConfig, DnsConfig, HashOn, HostHeader, MAX_WEIGHT, PassiveConfig,
+    TargetConfig,
+};
 
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -30,6 +38,9 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     #[serde(default)]
     pub reload: ReloadConfig,
+    /// The resolver for `[upstreams.NAME.discovery]`.
+    #[serde(default)]
+    pub dns: Option<DnsConfig>,
     /// Directory the config was read from; plugin paths are relative to it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -405,6 +416,25 @@ pub struct UpstreamConfig {
     /// Outlier ejection from real traffic; off when absent.
     #[serde(default)]
     pub passive: Option<PassiveConfig>,
+    /// Active health checks; off when absent.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    /// Off when absent.
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
+    /// No retries when absent.
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
+    /// Targets found by DNS or from a file; `targets` as written when absent.
+    #[serde(default)]
+    pub discovery: Option<DiscoveryConfig>,
+    /// When fewer than this share of the targets are usable (healthy and not ejected), every
+    /// target is used, as Envoy's panic mode does; 0, the default, never.
+    #[serde(default)]
+    pub panic_below_percent: u32,
+    /// The `Host` the targets are sent (a route may say otherwise).
+    #[serde(default)]
+    pub host_header: HostHeader,
     #[serde(default = "defaults::connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     /// Time allowed from sending the request to receiving the response headers.
@@ -472,6 +502,13 @@ pub struct RouteConfig {
     pub upstream: String,
     #[serde(default)]
     pub strip_prefix: bool,
+    /// Overrides the upstream's `host_header` for this route.
+    #[serde(default)]
+    pub host_header: Option<HostHeader>,
+    /// The longest the route waits for a response head, every attempt and backoff included;
+    /// each attempt has its upstream's `timeout_ms` when unset.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
     #[serde(default)]
     pub max_body_bytes: Option<usize>,
     /// A WebSocket tunnel through this route is closed when no byte has moved either way for
@@ -713,13 +750,126 @@ impl Config {
         self.base_dir.join(&plugin.path)
     }
 
+    /// What is wrong with an upstream's health check, circuit breaker, retries and discovery.
+    fn failure_problems(name: &str, up: &UpstreamConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        let at = |key: &str| format!("upstreams.{name}.{key}");
+        if let Some(h) = &up.health_check {
+            if !h.path.starts_with('/') || h.path.parse::<http::uri::PathAndQuery>().is_err() {
+                out.push(format!(
+                    "{}: `{}` is not a path such as /health",
+                    at("health_check.path"),
+                    h.path
+                ));
+            }
+            for (key, n) in [
+                ("healthy_after", h.healthy_after),
+                ("unhealthy_after", h.unhealthy_after),
+            ] {
+                if n == 0 {
+                    out.push(format!(
+                        "{}: at least 1",
+                        at(&format!("health_check.{key}"))
+                    ));
+                }
+            }
+            for (key, ms) in [("interval_ms", h.interval_ms), ("timeout_ms", h.timeout_ms)] {
+                check_timeout(&mut out, &at(&format!("health_check.{key}")), ms);
+            }
+            if h.timeout_ms > h.interval_ms {
+                out.push(format!(
+                    "{}: {} ms is longer than interval_ms ({} ms)",
+                    at("health_check.timeout_ms"),
+                    h.timeout_ms,
+                    h.interval_ms
+                ));
+            }
+        }
+        if let Some(c) = &up.circuit_breaker {
+            if !(c.failure_ratio > 0.0 && c.failure_ratio <= 1.0) {
+                out.push(format!(
+                    "{}: {} is not above 0 and at most 1",
+                    at("circuit_breaker.failure_ratio"),
+                    c.failure_ratio
+                ));
+            }
+            for (key, n) in [
+                ("min_requests", c.min_requests),
+                ("half_open_requests", c.half_open_requests),
+            ] {
+                if n == 0 {
+                    out.push(format!(
+                        "{}: at least 1",
+                        at(&format!("circuit_breaker.{key}"))
+                    ));
+                }
+            }
+            for (key, ms) in [("window_ms", c.window_ms), ("open_ms", c.open_ms)] {
+                check_timeout(&mut out, &at(&format!("circuit_breaker.{key}")), ms);
+            }
+            if let Some(Err(e)) = c.fallback.as_ref().map(Fallback::parts) {
+                out.push(format!("{}: {e}", at("circuit_breaker.fallback")));
+            }
+        }
+        if let Some(r) = &up.retry {
+            if r.attempts > 10 {
+                out.push(format!(
+                    "{}: {} is more than 10",
+                    at("retry.attempts"),
+                    r.attempts
+                ));
+            }
+            if r.budget_percent > 100 {
+                out.push(format!(
+                    "{}: {} is over 100",
+                    at("retry.budget_percent"),
+                    r.budget_percent
+                ));
+            }
+            if let Err(e) = r.parsed_methods() {
+                out.push(format!("{}: {e}", at("retry.methods")));
+            }
+            if r.backoff_ms > MAX_TIMEOUT_MS {
+                check_timeout(&mut out, &at("retry.backoff_ms"), r.backoff_ms);
+            }
+        }
+        if let Some(d) = &up.discovery {
+            if d.dns_refresh_ms.is_none() && d.file.is_none() {
+                out.push(format!("{}: set dns_refresh_ms or file", at("discovery")));
+            }
+            if d.dns_refresh_ms.is_some() && d.file.is_some() {
+                out.push(format!(
+                    "{}: dns_refresh_ms and file cannot both be set",
+                    at("discovery")
+                ));
+            }
+            if let Some(ms) = d.dns_refresh_ms {
+                check_timeout(&mut out, &at("discovery.dns_refresh_ms"), ms);
+            }
+        }
+        if up.panic_below_percent > 100 {
+            out.push(format!(
+                "{}: {} is over 100",
+                at("panic_below_percent"),
+                up.panic_below_percent
+            ));
+        }
+        out
+    }
+
     /// Every semantic problem, each naming its key path.
     fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
         for (name, up) in &self.upstreams {
-            if up.targets.is_empty() {
+            let from_file = up.discovery.as_ref().is_some_and(|d| d.file.is_some());
+            if up.targets.is_empty() && !from_file {
                 out.push(format!(
                     "upstreams.{name}.targets: at least one target is required"
+                ));
+            }
+            if !up.targets.is_empty() && from_file {
+                out.push(format!(
+                    "upstreams.{name}.targets: the targets come from discovery.file, so this list must be empty"
                 ));
             }
             let mut tls_targets = 0;
@@ -749,6 +899,7 @@ impl Config {
                     check_timeout(&mut out, &format!("upstreams.{name}.passive.{key}"), ms);
                 }
             }
+            out.extend(Self::failure_problems(name, up));
             if up.hash_on.is_some() && up.balance != Balance::Hash {
                 out.push(format!(
                     "upstreams.{name}.hash_on: it is for balance = \"hash\", and this upstream balances otherwise"
@@ -870,6 +1021,9 @@ impl Config {
                 && let Err(e) = check_route_host(h)
             {
                 out.push(format!("{at}.host: `{h}` {e}"));
+            }
+            if let Some(ms) = r.timeout_ms {
+                check_timeout(&mut out, &format!("{at}.timeout_ms"), ms);
             }
             if r.methods.as_ref().is_some_and(Vec::is_empty) {
                 out.push(format!(

@@ -1,10 +1,14 @@
 //! An upstream's targets and how requests are spread over them: `targets` entries (a URL, or
 //! a table with a weight), `balance` and `hash_on`, and which targets are left out
-//! (`[upstreams.NAME.passive]`).
+//! (`[upstreams.NAME.passive]`), where targets are found (`[upstreams.NAME.discovery]`,
+//! `[dns]`), and the `Host` they are sent (`host_header`).
 
 use std::fmt;
 
-use http::HeaderName;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde::de::{self, MapAccess, Visitor};
 
@@ -134,6 +138,65 @@ pub struct PassiveConfig {
     pub max_ejected_percent: u32,
 }
 
+/// `[upstreams.NAME.discovery]`: targets that change without a reload.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    /// Host names in `targets` are resolved again this often, and every address they resolve
+    /// to is a target (with its entry's weight). Off when unset.
+    #[serde(default)]
+    pub dns_refresh_ms: Option<u64>,
+    /// A JSON list of targets (each as in `targets`), watched: a change takes effect with no
+    /// reload. It replaces `targets`, which must then be empty.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+/// `[dns]`: the resolver discovery uses; the system's when absent.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// Name servers, as `address:port`.
+    pub servers: Vec<SocketAddr>,
+    /// Longest wait for an answer.
+    #[serde(default = "two_seconds")]
+    pub timeout_ms: u64,
+}
+
+/// The `Host` an upstream is sent: `"target"` (the target's own host and port), `"preserve"`
+/// (the client's, as nginx's `proxy_set_header Host $host` and Kong's `preserve_host`), or a
+/// fixed value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum HostHeader {
+    #[default]
+    Target,
+    Preserve,
+    Value(HeaderValue),
+}
+
+impl TryFrom<String> for HostHeader {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "target" => Ok(Self::Target),
+            "preserve" => Ok(Self::Preserve),
+            _ if s.is_empty() || s.bytes().any(|b| b <= b' ' || b == b'/' || b >= 0x7f) => {
+                Err(format!(
+                    "`{s}` is neither \"target\", \"preserve\" nor a host name such as api.example.com"
+                ))
+            }
+            _ => HeaderValue::from_str(&s)
+                .map(Self::Value)
+                .map_err(|_| format!("`{s}` is not a header value")),
+        }
+    }
+}
+
+fn two_seconds() -> u64 {
+    2_000
+}
 fn five() -> u32 {
     5
 }

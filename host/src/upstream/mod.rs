@@ -79,6 +79,8 @@ impl ProxyError {
 /// per worker thread.
 pub struct Upstream {
     pub name: Arc<str>,
+    /// What it was built from (see [`fingerprint`]).
+    fingerprint: String,
     targets: Vec<Target>,
     /// For each target, what its TLS needs when it is `https://`.
     tls: Vec<Option<tls::TlsTarget>>,
@@ -156,6 +158,7 @@ impl Upstream {
     pub fn new(
         name: &str,
         cfg: &UpstreamConfig,
+        fingerprint: String,
         workers: usize,
         base: &std::path::Path,
     ) -> Result<Self, String> {
@@ -191,6 +194,7 @@ impl Upstream {
         };
         Ok(Self {
             name: name.into(),
+            fingerprint,
             tls,
             balancer,
             outliers: cfg
@@ -222,6 +226,11 @@ impl Upstream {
         })
     }
 
+    /// What it was built from: an upstream built from the same is the same upstream.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
     /// What `balance = "hash"` hashes, if the upstream balances so.
     pub fn hash_on(&self) -> Option<&HashOn> {
         self.hash_on.as_ref()
@@ -241,7 +250,9 @@ impl Upstream {
         let sent = match &self.transport {
             Transport::Http1(pools) => {
                 *req.version_mut() = http::Version::HTTP_11;
-                req.headers_mut().insert(header::HOST, target.host.clone());
+                req.headers_mut()
+                    .entry(header::HOST)
+                    .or_insert_with(|| target.host.clone());
                 let pool = &pools[worker % pools.len()];
                 pool.send(opts, req).await.map(|r| r.map(Wire::H1))
             }
@@ -357,7 +368,9 @@ impl Upstream {
         };
         let (index, target, opts, in_flight) = self.pick(req.uri_mut(), key)?;
         let headers = req.headers_mut();
-        headers.insert(header::HOST, target.host.clone());
+        headers
+            .entry(header::HOST)
+            .or_insert_with(|| target.host.clone());
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol);
         let answered = async {
@@ -451,6 +464,21 @@ impl Upstream {
             }
         }
     }
+}
+
+/// What an upstream is built from: its settings and the bytes of the TLS files they name. Two
+/// configs whose upstream has the same fingerprint describe the same upstream.
+pub fn fingerprint(cfg: &UpstreamConfig, base: &std::path::Path) -> String {
+    let mut material = format!("{cfg:?}").into_bytes();
+    let files = cfg
+        .ca_file
+        .iter()
+        .chain(cfg.client_cert.iter().flat_map(|c| [&c.cert, &c.key]));
+    for f in files {
+        material.push(0);
+        material.extend(std::fs::read(base.join(f)).unwrap_or_default());
+    }
+    crate::plugins::content_hash(&material)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
