@@ -399,10 +399,18 @@ fn balancers(c: &mut Criterion) {
         ] {
             let b = Balancer::new(kind, &targets);
             let key = Balancer::key(b"203.0.113.7");
+            // Requests in flight, read and counted as the gateway does.
+            let load: Vec<std::sync::atomic::AtomicUsize> =
+                (0..n).map(|_| Default::default()).collect();
+            let relaxed = std::sync::atomic::Ordering::Relaxed;
             group.bench_function(format!("{label}/{n}"), |bench| {
                 bench.iter(|| {
-                    let t = b.pick(black_box(Some(key)), |_| true).unwrap();
-                    black_box(b.start(t))
+                    let t = b
+                        .pick(black_box(Some(key)), |_| true, |t| load[t].load(relaxed))
+                        .unwrap();
+                    load[t].fetch_add(1, relaxed);
+                    load[t].fetch_sub(1, relaxed);
+                    black_box(t)
                 })
             });
         }

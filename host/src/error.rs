@@ -152,7 +152,7 @@ impl From<&ProxyError> for GatewayError {
             }
             ProxyError::Timeout(_) => Self::UpstreamTimeout,
             ProxyError::Upstream(_) => Self::UpstreamBadResponse,
-            ProxyError::NoTarget => Self::UpstreamUnavailable,
+            ProxyError::NoTarget | ProxyError::CircuitOpen => Self::UpstreamUnavailable,
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct Route {
     pub body_limit: usize,
     /// `server.body_read_timeout_ms`: the client's body, streamed or buffered, is bounded by it.
     pub body_read_timeout: std::time::Duration,
+    /// `timeout_ms`: the longest all attempts at a response head may take together.
+    pub timeout: Option<std::time::Duration>,
     /// `websocket_idle_timeout_ms`: how long a tunnel may carry nothing either way.
     pub websocket_idle: std::time::Duration,
     /// `compress = true`: the least length a response is compressed at.
@@ -70,9 +72,19 @@ pub struct Table {
 pub struct Gateway {
     pub shared: Shared,
     pub table: ArcSwap<Table>,
+    /// Where the upstreams' health checks and discovery run.
+    pub background: tokio::runtime::Handle,
 }
 
 impl Gateway {
+    /// Starts what the current table's upstreams run in the background (health checks,
+    /// discovery), for those that do not run it yet.
+    pub fn start_upstreams(&self) {
+        for u in self.table.load().upstreams.values() {
+            u.start(&self.background);
+        }
+    }
+
     /// Builds everything a config describes. Blocking (compiles plugins, runs their `init`):
     /// call it off the async runtime. All problems are returned, each naming where it is.
     pub fn build_table(shared: &Shared, config: &Config) -> Result<Table, Vec<String>> {
@@ -132,7 +144,8 @@ impl Gateway {
         // keeps its connections, target health, ejections and circuit.
         let mut upstreams: HashMap<Arc<str>, Arc<Upstream>> = HashMap::new();
         for (name, u) in &config.upstreams {
-            let fingerprint = crate::upstream::fingerprint(u, &config.base_dir);
+            let fingerprint =
+                crate::upstream::fingerprint(u, config.dns.as_ref(), &config.base_dir);
             if let Some(old) = previous
                 .and_then(|t| t.upstreams.get(name.as_str()))
                 .filter(|old| old.fingerprint() == fingerprint)
@@ -140,7 +153,15 @@ impl Gateway {
                 upstreams.insert(old.name.clone(), old.clone());
                 continue;
             }
-            match Upstream::new(name, u, fingerprint, shared.workers, &config.base_dir) {
+            match Upstream::new(
+                name,
+                u,
+                fingerprint,
+                config.dns.as_ref(),
+                shared.metrics.upstream(name),
+                shared.workers,
+                &config.base_dir,
+            ) {
                 Ok(u) => {
                     upstreams.insert(u.name.clone(), Arc::new(u));
                 }
@@ -246,6 +267,7 @@ impl Gateway {
                 body_read_timeout: std::time::Duration::from_millis(
                     config.server.body_read_timeout_ms,
                 ),
+                timeout: r.timeout_ms.map(std::time::Duration::from_millis),
                 websocket_idle: std::time::Duration::from_millis(r.websocket_idle_timeout_ms),
                 compress: r.compress.then_some(r.compress_min_bytes),
                 metrics: shared.metrics.route(&r.name),

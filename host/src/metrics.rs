@@ -52,6 +52,12 @@ pub struct Metrics {
     plugin_log_dropped: Family<PluginLabel, Counter>,
     unmatched: Counter,
     reloads: Family<ReloadOutcome, Counter>,
+    upstream_latency: Family<UpstreamLabel, Histogram, fn() -> Histogram>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabel {
+    upstream: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -118,8 +124,18 @@ impl Metrics {
             "Config reloads, by outcome (ok, failed)",
             reloads.clone(),
         );
+        let upstream_latency =
+            Family::<UpstreamLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "upstream_response_duration_seconds",
+            "Time from sending a request upstream to its response head, retries included, by upstream",
+            upstream_latency.clone(),
+        );
         Arc::new(Self {
             registry,
+            upstream_latency,
             requests,
             latency,
             plugin_errors,
@@ -140,6 +156,13 @@ impl Metrics {
             route: route.to_owned(),
         });
         RouteMetrics { by_class, latency }
+    }
+
+    /// The latency histogram of the upstream `name`.
+    pub fn upstream(&self, name: &str) -> Histogram {
+        self.upstream_latency.get_or_create_owned(&UpstreamLabel {
+            upstream: name.to_owned(),
+        })
     }
 
     pub fn unmatched(&self) {
@@ -168,10 +191,15 @@ impl Metrics {
         self.reloads.get_or_create(&ReloadOutcome { outcome }).inc();
     }
 
-    /// The Prometheus text exposition.
-    pub fn encode(&self) -> String {
+    /// The Prometheus text exposition, with the metrics of `live` (made as they stand when
+    /// asked) after the process's own.
+    pub fn encode(&self, live: &Registry) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+        let encoded = encode_registry(&mut out, &self.registry)
+            .and_then(|()| encode_registry(&mut out, live))
+            .and_then(|()| encode_eof(&mut out));
+        if encoded.is_err() {
             out.clear();
         }
         out

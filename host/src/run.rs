@@ -67,7 +67,9 @@ pub fn serve(path: &Path, config: Config, shared: Shared, table: Table) -> anyho
     let gw = Arc::new(Gateway {
         shared,
         table: ArcSwap::from_pointee(table),
+        background: main_rt.handle().clone(),
     });
+    gw.start_upstreams();
     let limits = ConnLimits::from_config(&config.server);
     raise_open_file_limit(config.server.max_connections);
     let admin_token = config

@@ -58,7 +58,8 @@ pub async fn handle(
     match req.uri().path() {
         "/health" => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
         "/metrics" => {
-            let mut resp = Response::new(body::full(gw.shared.metrics.encode()));
+            let live = crate::upstream::status::registry(&gw.table.load().upstreams);
+            let mut resp = Response::new(body::full(gw.shared.metrics.encode(&live)));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -66,6 +67,10 @@ pub async fn handle(
             resp
         }
         "/admin/routes" => json(StatusCode::OK, gw.routes_json().to_string()),
+        "/admin/upstreams" => json(
+            StatusCode::OK,
+            crate::upstream::status::json(&gw.table.load().upstreams).to_string(),
+        ),
         "/admin/status" => json(StatusCode::OK, reload.status_json().to_string()),
         _ => json(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#.into()),
     }

@@ -240,10 +240,10 @@ mod tests {
         assert!(b.admit(), "the larger burst applies at once");
         assert!(
             metrics
-                .encode()
+                .encode(&Default::default())
                 .contains("wasmgate_plugin_log_dropped_total{plugin=\"p\"} 1"),
             "{}",
-            metrics.encode()
+            metrics.encode(&Default::default())
         );
     }
 }

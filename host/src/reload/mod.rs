@@ -278,6 +278,7 @@ impl Reloader {
                     self.gw.table.store(table.clone());
                     status.succeeded(&outcome, &table);
                 }
+                self.gw.start_upstreams();
                 drop(old);
                 // Forget compiled versions no live table uses any more.
                 self.gw

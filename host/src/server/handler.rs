@@ -106,7 +106,7 @@ async fn forward(
     let body = Outgoing::stream(ClientBody::new(incoming, route.body_read_timeout));
     match route
         .upstream
-        .send(Request::from_parts(parts, body), key)
+        .send(Request::from_parts(parts, body), key, route.timeout)
         .await
     {
         Ok(r) => r.map(Body::Upstream),
@@ -209,7 +209,7 @@ async fn with_pipeline(
         RequestOutcome::Forward => {
             let key = exchange_affinity(route, &ex);
             let upstream_req = upstream_request(route, &mut ex, streaming.take(), response_phase);
-            match route.upstream.send(upstream_req, key).await {
+            match route.upstream.send(upstream_req, key, route.timeout).await {
                 Ok(r) => r.map(Body::Upstream).into_parts(),
                 Err(e) => GatewayError::from(&e).into_response().into_parts(),
             }

@@ -12,7 +12,6 @@
 //!   target's URL, so every gateway process places them alike and a target added or removed
 //!   moves only its own share of keys. A request without a key is sent round robin.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rand::Rng as _;
@@ -25,29 +24,6 @@ const MAX_RING: usize = 1 << 18;
 /// The longest round-robin schedule; heavier weight sums are scaled down to fit.
 const MAX_SCHEDULE: u64 = 1 << 16;
 
-/// Requests in flight to each target, across every worker.
-#[derive(Debug)]
-pub struct Load(Box<[AtomicUsize]>);
-
-impl Load {
-    pub fn of(&self, target: usize) -> usize {
-        self.0[target].load(Ordering::Relaxed)
-    }
-}
-
-/// One request's place in its target's [`Load`], given back on drop.
-#[derive(Debug)]
-pub struct InFlight {
-    load: Arc<Load>,
-    target: usize,
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.load.0[self.target].fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 #[derive(Debug)]
 pub struct Balancer {
     kind: Balance,
@@ -59,7 +35,6 @@ pub struct Balancer {
     cumulative: Box<[u64]>,
     /// `hash`: (point, target), sorted by point.
     ring: Box<[(u64, u32)]>,
-    load: Arc<Load>,
 }
 
 impl Balancer {
@@ -85,7 +60,6 @@ impl Balancer {
         };
         Self {
             kind,
-            load: Arc::new(Load(weights.iter().map(|_| AtomicUsize::new(0)).collect())),
             weights,
             schedule,
             next: AtomicUsize::new(0),
@@ -100,31 +74,20 @@ impl Balancer {
     }
 
     /// A target for the next request: one for which `usable` holds, or `None` if there is
-    /// none. `key` is the request's hash key under `balance = "hash"`.
-    pub fn pick(&self, key: Option<u64>, usable: impl Fn(usize) -> bool) -> Option<usize> {
+    /// none. `key` is the request's hash key under `balance = "hash"`; `load` is a target's
+    /// requests in flight, read by `least_connections` and `random`.
+    pub fn pick(
+        &self,
+        key: Option<u64>,
+        usable: impl Fn(usize) -> bool,
+        load: impl Fn(usize) -> usize,
+    ) -> Option<usize> {
         match (self.kind, key) {
             (Balance::RoundRobin, _) | (Balance::Hash, None) => self.round_robin(&usable),
             (Balance::Hash, Some(key)) => self.on_ring(key, &usable),
-            (Balance::LeastConnections, _) => self.least_loaded(&usable),
-            (Balance::Random, _) => self.two_choices(&usable),
+            (Balance::LeastConnections, _) => self.least_loaded(&usable, &load),
+            (Balance::Random, _) => self.two_choices(&usable, &load),
         }
-    }
-
-    /// Counts a request to `target` as in flight until the guard drops, when the balancer
-    /// weighs load (`least_connections`, `random`); `None` otherwise, at no cost.
-    pub fn start(&self, target: usize) -> Option<InFlight> {
-        if !matches!(self.kind, Balance::LeastConnections | Balance::Random) {
-            return None;
-        }
-        self.load.0[target].fetch_add(1, Ordering::Relaxed);
-        Some(InFlight {
-            load: self.load.clone(),
-            target,
-        })
-    }
-
-    pub fn load(&self) -> &Load {
-        &self.load
     }
 
     fn round_robin(&self, usable: &impl Fn(usize) -> bool) -> Option<usize> {
@@ -144,26 +107,34 @@ impl Balancer {
     }
 
     /// Whether `a` carries less load than `b` for their weights.
-    fn lighter(&self, a: usize, b: usize) -> bool {
-        let (la, lb) = (self.load.of(a) as u64, self.load.of(b) as u64);
+    fn lighter(&self, a: usize, b: usize, load: &impl Fn(usize) -> usize) -> bool {
+        let (la, lb) = (load(a) as u64, load(b) as u64);
         la * u64::from(self.weights[b]) < lb * u64::from(self.weights[a])
     }
 
-    fn least_loaded(&self, usable: &impl Fn(usize) -> bool) -> Option<usize> {
+    fn least_loaded(
+        &self,
+        usable: &impl Fn(usize) -> bool,
+        load: &impl Fn(usize) -> usize,
+    ) -> Option<usize> {
         let n = self.weights.len();
         // Scanning from a turning start takes tied targets in turn.
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut best = None;
         for i in 0..n {
             let t = start.wrapping_add(i) % n;
-            if usable(t) && best.is_none_or(|b| self.lighter(t, b)) {
+            if usable(t) && best.is_none_or(|b| self.lighter(t, b, load)) {
                 best = Some(t);
             }
         }
         best
     }
 
-    fn two_choices(&self, usable: &impl Fn(usize) -> bool) -> Option<usize> {
+    fn two_choices(
+        &self,
+        usable: &impl Fn(usize) -> bool,
+        load: &impl Fn(usize) -> usize,
+    ) -> Option<usize> {
         let total = *self.cumulative.last()?;
         let mut rng = rand::rng();
         let mut draw = || {
@@ -172,11 +143,11 @@ impl Balancer {
         };
         let (a, b) = (draw(), draw());
         match (usable(a), usable(b)) {
-            (true, true) => Some(if self.lighter(b, a) { b } else { a }),
+            (true, true) => Some(if self.lighter(b, a, load) { b } else { a }),
             (true, false) => Some(a),
             (false, true) => Some(b),
             // Both drawn are out: the least loaded of those left.
-            (false, false) => self.least_loaded(usable),
+            (false, false) => self.least_loaded(usable, load),
         }
     }
 }
@@ -244,6 +215,10 @@ mod tests {
             .collect()
     }
 
+    fn idle(_: usize) -> usize {
+        0
+    }
+
     fn balancer(kind: Balance, weights: &[u32]) -> Balancer {
         let t = targets(weights);
         let refs: Vec<(&str, u32)> = t.iter().map(|(u, w)| (u.as_str(), *w)).collect();
@@ -253,15 +228,19 @@ mod tests {
     #[test]
     fn round_robin_is_smooth_and_by_weight() {
         let b = balancer(Balance::RoundRobin, &[5, 1, 1]);
-        let order: Vec<usize> = (0..7).map(|_| b.pick(None, |_| true).unwrap()).collect();
+        let order: Vec<usize> = (0..7)
+            .map(|_| b.pick(None, |_| true, idle).unwrap())
+            .collect();
         assert_eq!(order, [0, 0, 1, 0, 2, 0, 0]);
         // Weights with a common divisor make the same short cycle.
         assert_eq!(balancer(Balance::RoundRobin, &[300, 100]).schedule.len(), 4);
         // Targets that are out are skipped; none usable is none.
         let b = balancer(Balance::RoundRobin, &[1, 1, 1]);
-        let picks: Vec<usize> = (0..4).map(|_| b.pick(None, |t| t != 1).unwrap()).collect();
+        let picks: Vec<usize> = (0..4)
+            .map(|_| b.pick(None, |t| t != 1, idle).unwrap())
+            .collect();
         assert!(picks.iter().all(|t| *t != 1), "{picks:?}");
-        assert_eq!(b.pick(None, |_| false), None);
+        assert_eq!(b.pick(None, |_| false, idle), None);
         // Heavy weights are scaled into a bounded schedule, still in proportion.
         let b = balancer(Balance::RoundRobin, &[1000; 256]);
         assert_eq!(b.schedule.len(), 256);
@@ -272,18 +251,11 @@ mod tests {
     #[test]
     fn least_connections_weighs_load_by_weight() {
         let b = balancer(Balance::LeastConnections, &[1, 1, 2]);
-        let _a = b.start(0).unwrap();
-        let _c = b.start(2).unwrap();
         // Loads 1, 0, 1 (2 has twice the weight): 1 is lightest.
-        assert_eq!(b.pick(None, |_| true), Some(1));
-        let _b = b.start(1).unwrap();
+        assert_eq!(b.pick(None, |_| true, |t| [1, 0, 1][t]), Some(1));
         // 1/1, 1/1, 1/2: the heavy target now.
-        assert_eq!(b.pick(None, |_| true), Some(2));
-        drop(_a);
-        assert_eq!(b.load().of(0), 0);
-        assert_eq!(b.pick(None, |t| t != 0), Some(2));
-        // Round robin counts nothing.
-        assert!(balancer(Balance::RoundRobin, &[1]).start(0).is_none());
+        assert_eq!(b.pick(None, |_| true, |t| [1, 1, 1][t]), Some(2));
+        assert_eq!(b.pick(None, |t| t != 2, |t| [0, 1, 0][t]), Some(0));
     }
 
     #[test]
@@ -291,19 +263,19 @@ mod tests {
         let b = balancer(Balance::Random, &[3, 1]);
         let mut counts = [0usize; 2];
         for _ in 0..8000 {
-            counts[b.pick(None, |_| true).unwrap()] += 1;
+            counts[b.pick(None, |_| true, idle).unwrap()] += 1;
         }
         // Two draws by weight 3:1, the lighter kept; with no load, the first: 3:1.
         let share = counts[0] as f64 / 8000.0;
         assert!((0.70..0.80).contains(&share), "{counts:?}");
-        let _busy: Vec<_> = (0..5).map(|_| b.start(0).unwrap()).collect();
+        let busy = |t: usize| [5, 0][t];
         let to_idle = (0..1000)
-            .filter(|_| b.pick(None, |_| true) == Some(1))
+            .filter(|_| b.pick(None, |_| true, busy) == Some(1))
             .count();
         // Target 1 wins whenever it is drawn at all: 1 - (3/4)^2 of the time.
         assert!((380..500).contains(&to_idle), "{to_idle}");
-        assert_eq!(b.pick(None, |t| t == 1), Some(1));
-        assert_eq!(b.pick(None, |_| false), None);
+        assert_eq!(b.pick(None, |t| t == 1, idle), Some(1));
+        assert_eq!(b.pick(None, |_| false, idle), None);
     }
 
     #[test]
@@ -316,8 +288,8 @@ mod tests {
         let mut moved = 0;
         for k in &keys {
             let (before, after) = (
-                three.pick(Some(*k), |_| true).unwrap(),
-                four.pick(Some(*k), |_| true).unwrap(),
+                three.pick(Some(*k), |_| true, idle).unwrap(),
+                four.pick(Some(*k), |_| true, idle).unwrap(),
             );
             if before != after {
                 assert_eq!(after, 3, "a key only ever moves to the new target");
@@ -327,13 +299,13 @@ mod tests {
         assert!((2000..3000).contains(&moved), "{moved} of 10000 moved");
         // The same key, the same target; one that is out sends its keys to the next point.
         let k = keys[0];
-        let home = three.pick(Some(k), |_| true).unwrap();
-        assert_eq!(three.pick(Some(k), |_| true), Some(home));
-        let other = three.pick(Some(k), |t| t != home).unwrap();
+        let home = three.pick(Some(k), |_| true, idle).unwrap();
+        assert_eq!(three.pick(Some(k), |_| true, idle), Some(home));
+        let other = three.pick(Some(k), |t| t != home, idle).unwrap();
         assert_ne!(other, home);
         // No key: round robin.
         let spread: std::collections::HashSet<usize> = (0..3)
-            .map(|_| three.pick(None, |_| true).unwrap())
+            .map(|_| three.pick(None, |_| true, idle).unwrap())
             .collect();
         assert_eq!(spread.len(), 3);
     }

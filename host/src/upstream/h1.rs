@@ -433,7 +433,7 @@ pub fn into_response(
     conn: Conn,
     head: ResponseHead,
     home: &Arc<WorkerPool>,
-    target: usize,
+    target: u64,
     read_timeout: Duration,
 ) -> Response<H1Body> {
     let body = match head.framing {
@@ -463,7 +463,7 @@ pub struct H1Body {
     conn: Option<Conn>,
     framing: Framing,
     reuse: bool,
-    home: Option<(Arc<WorkerPool>, usize)>,
+    home: Option<(Arc<WorkerPool>, u64)>,
     /// The longest the upstream may send nothing while the body is read.
     stall: Silence,
 }

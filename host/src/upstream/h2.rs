@@ -26,11 +26,26 @@ use super::{Outgoing, ProxyError, UpstreamError};
 use crate::client_body::ClientBodyError;
 use crate::silence::Silence;
 
-/// One worker's connections, one slot per target.
-pub struct WorkerConns {
-    slots: Vec<tokio::sync::Mutex<Option<Open>>>,
+/// How an upstream opens and keeps its HTTP/2 connections.
+pub struct Client {
     lifetimes: Lifetimes,
     builder: hyper::client::conn::http2::Builder<TokioExecutor>,
+}
+
+/// One target's connections: a slot per worker (and one for health checks), each holding at
+/// most one connection.
+pub struct Slots(Box<[tokio::sync::Mutex<Option<Open>>]>);
+
+impl Slots {
+    pub fn new(n: usize) -> Self {
+        Self((0..n).map(|_| tokio::sync::Mutex::new(None)).collect())
+    }
+}
+
+impl std::fmt::Debug for Slots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Slots({})", self.0.len())
+    }
 }
 
 /// A live connection: its request handle and its age.
@@ -40,8 +55,8 @@ struct Open {
     last_used: Instant,
 }
 
-impl WorkerConns {
-    pub fn new(targets: usize, lifetimes: Lifetimes) -> Self {
+impl Client {
+    pub fn new(lifetimes: Lifetimes) -> Self {
         let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())
@@ -50,21 +65,19 @@ impl WorkerConns {
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(false)
             .adaptive_window(true);
-        Self {
-            slots: (0..targets)
-                .map(|_| tokio::sync::Mutex::new(None))
-                .collect(),
-            lifetimes,
-            builder,
-        }
+        Self { lifetimes, builder }
     }
 
-    /// A request handle for `opts.target`: the live connection's, or a new connection's. Requests
-    /// that find no connection wait for the one being opened (all within the connect timeout)
-    /// rather than each opening their own.
-    async fn handle(&self, opts: &SendOptions<'_>) -> Result<SendRequest<RequestBody>, ProxyError> {
+    /// A request handle for the target: the live connection's in `opts.slot` of its slots, or
+    /// a new connection's. Requests that find no connection wait for the one being opened (all
+    /// within the connect timeout) rather than each opening their own.
+    pub async fn handle(
+        &self,
+        slots: &Slots,
+        opts: &SendOptions<'_>,
+    ) -> Result<SendRequest<RequestBody>, ProxyError> {
         let acquire = async {
-            let mut slot = self.slots[opts.target].lock().await;
+            let mut slot = slots.0[opts.slot % slots.0.len()].lock().await;
             let now = Instant::now();
             if let Some(open) = slot.as_mut()
                 && !open.send.is_closed()
@@ -104,17 +117,16 @@ impl WorkerConns {
         }
     }
 
-    /// Sends `req` (origin-form URI) to `opts.target` at `authority`, and returns once the
-    /// response head is in. `opts.timeout` runs from the end of the request body: a streaming
-    /// call's response may wait for its client to finish.
+    /// Sends `req` (origin-form URI) on `send` (see [`Client::handle`]) to `authority`, and
+    /// returns once the response head is in. `opts.timeout` runs from the end of the request
+    /// body: a streaming call's response may wait for its client to finish.
     pub async fn send(
-        &self,
-        opts: SendOptions<'_>,
+        mut send: SendRequest<RequestBody>,
+        opts: &SendOptions<'_>,
         scheme: &http::uri::Scheme,
         authority: &http::uri::Authority,
         req: Request<Outgoing>,
     ) -> Result<Response<H2Body>, ProxyError> {
-        let mut send = self.handle(&opts).await?;
         let (mut parts, body) = req.into_parts();
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(scheme.clone());

@@ -1,32 +1,56 @@
-//! Upstreams: where requests go once the pipeline lets them through. Each upstream picks its
-//! targets by its balancer (`balance`), owns its timeouts, and speaks HTTP/1.1 (`h1`, a keep-alive pool per
-//! worker thread in `pool`) or HTTP/2 (`h2`, one multiplexed connection per target per
-//! worker). Nothing here imports `body` or `error`: requests come in as an [`Outgoing`] body,
+//! Upstreams: where requests go once the pipeline lets them through. [`Upstream::send`] is
+//! the one way in; what it does, in order, lives one policy a module:
+//!
+//! - `breaker`: an open circuit answers with the fallback (or a 503) at once;
+//! - `balance` picks a target of the current `endpoint::Set` (which `discovery` may replace),
+//!   skipping those `health` checks found down and those `outlier` ejected, unless so few
+//!   are left that `panic_below_percent` sends to all;
+//! - the request goes out over HTTP/1.1 (`h1`, a keep-alive pool per worker thread in
+//!   `pool`) or HTTP/2 (`h2`, one multiplexed connection per target per worker);
+//! - its outcome is counted by the target's ejection, the breaker and the counts
+//!   `/admin/upstreams` and `/metrics` show, and `retry` decides whether to try again,
+//!   elsewhere.
+//!
+//! Nothing here imports `body` or `error`: requests come in as an [`Outgoing`] body,
 //! responses leave as an [`UpstreamBody`], and failures as a [`ProxyError`] that says whose
 //! fault it was.
 
 pub mod balance;
+pub mod breaker;
+pub mod discovery;
+pub mod endpoint;
 mod h1;
 mod h2;
+pub mod health;
 pub mod outlier;
 mod pool;
+pub mod retry;
+pub mod status;
 mod stream;
 mod tls;
 mod tunnel;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, header};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header};
 
-use self::balance::{Balancer, InFlight};
+use self::endpoint::{Endpoint, InFlight, Set};
 pub use self::h1::{MAX_INTERIM, Outgoing, UpstreamError};
 use self::pool::{Lifetimes, SendOptions, WorkerPool};
+use self::retry::Failure;
 pub use self::tunnel::{TunnelEnd, UpstreamSide, run as tunnel};
 use crate::client_body::ClientBodyError;
-use crate::config::{HashOn, UpstreamConfig, UpstreamProtocol};
+use crate::config::{Balance, HashOn, HealthCheckConfig, UpstreamConfig, UpstreamProtocol};
 use crate::fault::Fault;
 use crate::wire::{Peer, Target, parse_target};
+
+/// Tells the upstream which attempt a retried request is (2 for the first retry); never
+/// passed on to clients.
+pub static X_WASMGATE_ATTEMPTS: HeaderName = HeaderName::from_static("x-wasmgate-attempts");
 
 /// Why a request forwarded upstream got no response, by whose fault.
 #[derive(Debug, thiserror::Error)]
@@ -44,9 +68,12 @@ pub enum ProxyError {
     Timeout(Duration),
     #[error(transparent)]
     Upstream(UpstreamError),
-    /// Every target is out (ejected): nothing was sent.
+    /// Every target is out (down or ejected): nothing was sent.
     #[error("no target is available")]
     NoTarget,
+    /// The circuit is open: nothing was sent.
+    #[error("the circuit is open")]
+    CircuitOpen,
 }
 
 impl From<UpstreamError> for ProxyError {
@@ -70,35 +97,70 @@ impl ProxyError {
             | Self::ConnectTimeout(_)
             | Self::Timeout(_)
             | Self::Upstream(_)
-            | Self::NoTarget => Fault::Upstream,
+            | Self::NoTarget
+            | Self::CircuitOpen => Fault::Upstream,
+        }
+    }
+
+    /// What a failed attempt was, for retrying it: `None` when it was not the upstream's
+    /// doing.
+    fn failure(&self) -> Option<Failure> {
+        match self {
+            Self::ClientBody(_) | Self::NoTarget | Self::CircuitOpen => None,
+            Self::Connect(_) if self.fault() == Fault::Gateway => None,
+            Self::Connect(_) | Self::Handshake(_) | Self::ConnectTimeout(_) => {
+                Some(Failure::Connect)
+            }
+            Self::Timeout(_) => Some(Failure::Timeout),
+            Self::Upstream(_) => Some(Failure::Reset),
         }
     }
 }
 
-/// A named upstream: its targets, the next one to use, its timeouts, and one connection pool
-/// per worker thread.
+/// A named upstream: its targets and what it knows of them, its policies for failure, its
+/// timeouts, and its connections.
 pub struct Upstream {
     pub name: Arc<str>,
     /// What it was built from (see [`fingerprint`]).
     fingerprint: String,
-    targets: Vec<Target>,
-    /// For each target, what its TLS needs when it is `https://`.
-    tls: Vec<Option<tls::TlsTarget>>,
-    balancer: Balancer,
+    cfg: UpstreamConfig,
+    /// `[dns]`, for discovery.
+    dns: Option<crate::config::DnsConfig>,
+    base: std::path::PathBuf,
+    /// The targets balanced over now.
+    set: ArcSwap<Set>,
+    /// For `https://` targets: the client config every target's TLS shares.
+    tls: Option<Arc<rustls::ClientConfig>>,
     /// What `balance = "hash"` hashes.
     hash_on: Option<HashOn>,
     /// `[passive]`: targets left out for failing.
     outliers: Option<outlier::Outliers>,
+    health: Option<Arc<HealthCheckConfig>>,
+    /// Targets the health checker has down now.
+    down: AtomicUsize,
+    breaker: Option<breaker::Breaker>,
+    /// The circuit breaker's fallback: status, headers, body.
+    fallback: Option<(StatusCode, HeaderMap, Bytes)>,
+    retry: Option<retry::Policy>,
+    pub retries: AtomicU64,
+    /// Time to the response head, retries included.
+    latency: prometheus_client::metrics::histogram::Histogram,
     timeout: Duration,
     connect_timeout: Duration,
     read_timeout: Duration,
     transport: Transport,
+    /// Connection sets: one per worker, and the health checker's.
+    slots: usize,
+    /// Whether its health checks and discovery run.
+    started: AtomicBool,
 }
 
-/// How an upstream's requests travel, with one set of connections per worker thread.
+/// How an upstream's requests travel.
 enum Transport {
+    /// One pool per connection set.
     Http1(Vec<Arc<WorkerPool>>),
-    H2(Vec<h2::WorkerConns>),
+    /// The connections are the endpoints' own (`Endpoint::h2`).
+    H2(h2::Client),
 }
 
 /// What an upstream said to a request to switch protocols.
@@ -109,8 +171,8 @@ pub enum Switch {
     Refused(Response<UpstreamBody>),
 }
 
-/// An upstream's response body, as whichever protocol reads it. The request counts as in
-/// flight to its target until the body is done with.
+/// An upstream's response body, as whichever protocol reads it, or the fallback's. The
+/// request counts as in flight to its target until the body is done with.
 #[derive(Debug)]
 pub struct UpstreamBody {
     wire: Wire,
@@ -121,90 +183,154 @@ pub struct UpstreamBody {
 enum Wire {
     H1(h1::H1Body),
     H2(h2::H2Body),
+    /// The fallback's body, until it is taken.
+    Fixed(Option<Bytes>),
 }
 
-impl http_body::Body for UpstreamBody {
-    type Data = bytes::Bytes;
+impl http_body::Body for Wire {
+    type Data = Bytes;
     type Error = UpstreamError;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, UpstreamError>>> {
-        match &mut self.get_mut().wire {
-            Wire::H1(b) => std::pin::Pin::new(b).poll_frame(cx),
-            Wire::H2(b) => std::pin::Pin::new(b).poll_frame(cx),
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, UpstreamError>>> {
+        match self.get_mut() {
+            Self::H1(b) => std::pin::Pin::new(b).poll_frame(cx),
+            Self::H2(b) => std::pin::Pin::new(b).poll_frame(cx),
+            Self::Fixed(b) => std::task::Poll::Ready(
+                b.take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(http_body::Frame::data(b))),
+            ),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.wire {
-            Wire::H1(b) => b.is_end_stream(),
-            Wire::H2(b) => b.is_end_stream(),
+        match self {
+            Self::H1(b) => b.is_end_stream(),
+            Self::H2(b) => b.is_end_stream(),
+            Self::Fixed(b) => b.as_ref().is_none_or(Bytes::is_empty),
         }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        match &self.wire {
-            Wire::H1(b) => b.size_hint(),
-            Wire::H2(b) => b.size_hint(),
+        match self {
+            Self::H1(b) => b.size_hint(),
+            Self::H2(b) => b.size_hint(),
+            Self::Fixed(b) => {
+                http_body::SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
+            }
         }
     }
 }
 
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = UpstreamError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, UpstreamError>>> {
+        std::pin::Pin::new(&mut self.get_mut().wire).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.wire.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.wire.size_hint()
+    }
+}
+
+/// How many attempts a request took, in its response's extensions when more than one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempts(pub u32);
+
+/// What became of one attempt, for the target's and the breaker's counts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    Status5xx,
+    Failed,
+    /// Not the upstream's doing (the client's body failed): not counted against it.
+    NotCounted,
+}
+
 impl Upstream {
-    /// The upstream `cfg` describes; its files (`ca_file`, `client_cert`) are relative to
-    /// `base`.
+    /// The upstream `cfg` describes; its files (`ca_file`, `client_cert`, `discovery.file`)
+    /// are relative to `base`.
     pub fn new(
         name: &str,
         cfg: &UpstreamConfig,
         fingerprint: String,
+        dns: Option<&crate::config::DnsConfig>,
+        latency: prometheus_client::metrics::histogram::Histogram,
         workers: usize,
         base: &std::path::Path,
     ) -> Result<Self, String> {
-        let targets = cfg
-            .targets
+        let slots = workers.max(1) + 1;
+        let targets = match cfg.discovery.as_ref().and_then(|d| d.file.as_ref()) {
+            Some(file) => discovery::read_file(&base.join(file))?,
+            None => cfg.targets.clone(),
+        };
+        let parsed = targets
             .iter()
             .map(|t| parse_target(&t.url))
             .collect::<Result<Vec<_>, _>>()?;
-        let weighted: Vec<(&str, u32)> = cfg
-            .targets
-            .iter()
-            .map(|t| (t.url.as_str(), t.weight))
-            .collect();
-        let balancer = Balancer::new(cfg.balance, &weighted);
-        let config = if targets.iter().any(|t| t.tls) {
+        let tls = if parsed.iter().any(|t| t.tls)
+            || cfg.discovery.as_ref().is_some_and(|d| d.file.is_some())
+        {
             Some(tls::client_config(name, cfg, base)?)
         } else {
             None
         };
-        let tls = targets
-            .iter()
-            .map(|t| match (&config, t.tls) {
-                (Some(config), true) => Ok(Some(tls::TlsTarget {
-                    config: config.clone(),
-                    name: tls::server_name(cfg, t.authority.host())?,
-                })),
-                _ => Ok(None),
-            })
-            .collect::<Result<Vec<_>, String>>()?;
         let lifetimes = Lifetimes {
             idle: Duration::from_millis(cfg.idle_timeout_ms),
             max: Duration::from_millis(cfg.max_connection_lifetime_ms),
         };
-        Ok(Self {
+        let fallback = match cfg
+            .circuit_breaker
+            .as_ref()
+            .and_then(|c| c.fallback.as_ref())
+        {
+            Some(f) => {
+                let (status, headers) = f.parts()?;
+                Some((
+                    status,
+                    headers.into_iter().collect(),
+                    Bytes::from(f.body.clone()),
+                ))
+            }
+            None => None,
+        };
+        let up = Self {
             name: name.into(),
             fingerprint,
+            base: base.to_owned(),
+            set: ArcSwap::from_pointee(Set::new(cfg.balance, Vec::new())),
             tls,
-            balancer,
             outliers: cfg
                 .passive
                 .as_ref()
-                .map(|p| outlier::Outliers::new(p, targets.len(), outlier::RealClock::default())),
+                .map(|p| outlier::Outliers::new(p, outlier::RealClock::default())),
+            health: cfg.health_check.clone().map(Arc::new),
+            down: AtomicUsize::new(0),
+            breaker: cfg
+                .circuit_breaker
+                .as_ref()
+                .map(|c| breaker::Breaker::new(c, outlier::RealClock::default())),
+            fallback,
+            retry: cfg
+                .retry
+                .as_ref()
+                .map(|r| retry::Policy::new(r, outlier::RealClock::default())),
+            retries: AtomicU64::new(0),
+            latency,
             hash_on: match cfg.balance {
-                crate::config::Balance::Hash => {
-                    Some(cfg.hash_on.clone().unwrap_or(HashOn::ClientIp))
-                }
+                Balance::Hash => Some(cfg.hash_on.clone().unwrap_or(HashOn::ClientIp)),
                 _ => None,
             },
             timeout: Duration::from_millis(cfg.timeout_ms),
@@ -212,18 +338,59 @@ impl Upstream {
             read_timeout: Duration::from_millis(cfg.read_timeout_ms),
             transport: match cfg.protocol {
                 UpstreamProtocol::Http1 => Transport::Http1(
-                    (0..workers.max(1))
+                    (0..slots)
                         .map(|_| Arc::new(WorkerPool::new(lifetimes)))
                         .collect(),
                 ),
-                UpstreamProtocol::H2 => Transport::H2(
-                    (0..workers.max(1))
-                        .map(|_| h2::WorkerConns::new(targets.len(), lifetimes))
-                        .collect(),
-                ),
+                UpstreamProtocol::H2 => Transport::H2(h2::Client::new(lifetimes)),
             },
-            targets,
-        })
+            slots,
+            started: AtomicBool::new(false),
+            cfg: cfg.clone(),
+            dns: dns.cloned(),
+        };
+        let endpoints = targets
+            .iter()
+            .zip(parsed)
+            .map(|(t, parsed)| up.endpoint(t.url.as_str().into(), parsed, t.weight))
+            .collect::<Result<Vec<_>, String>>()?;
+        up.replace_targets(endpoints);
+        Ok(up)
+    }
+
+    /// A new endpoint for one target of this upstream.
+    fn endpoint(
+        &self,
+        url: Arc<str>,
+        target: Target,
+        weight: u32,
+    ) -> Result<Arc<Endpoint>, String> {
+        let tls = match (&self.tls, target.tls) {
+            (Some(config), true) => Some(tls::TlsTarget {
+                config: config.clone(),
+                name: tls::server_name(&self.cfg, target.authority.host())?,
+            }),
+            (None, true) => return Err(format!("{url}: https:// targets need TLS settings")),
+            _ => None,
+        };
+        let h2 = matches!(self.transport, Transport::H2(_)).then(|| h2::Slots::new(self.slots));
+        Ok(Arc::new(Endpoint::new(url, target, tls, weight, h2)))
+    }
+
+    /// Balances over `endpoints` from now on.
+    fn replace_targets(&self, endpoints: Vec<Arc<Endpoint>>) {
+        if let Some(o) = &self.outliers {
+            o.recount(endpoints.iter().map(|e| &e.outlier));
+        }
+        let down = endpoints.iter().filter(|e| e.health.is_down()).count();
+        self.down.store(down, Ordering::Relaxed);
+        self.set
+            .store(Arc::new(Set::new(self.cfg.balance, endpoints)));
+    }
+
+    /// The targets balanced over now.
+    pub fn targets(&self) -> Arc<Set> {
+        self.set.load_full()
     }
 
     /// What it was built from: an upstream built from the same is the same upstream.
@@ -236,116 +403,342 @@ impl Upstream {
         self.hash_on.as_ref()
     }
 
+    /// The circuit's state, when it has a breaker.
+    pub fn circuit(&self) -> Option<breaker::State> {
+        self.breaker.as_ref().map(breaker::Breaker::state)
+    }
+
+    /// How long a target stays ejected, from now, if it is.
+    pub fn ejected_for(&self, ep: &Endpoint) -> Option<Duration> {
+        self.outliers.as_ref()?.ejected_for(&ep.outlier)
+    }
+
+    /// Whether the upstream checks its targets' health.
+    pub fn checks_health(&self) -> bool {
+        self.health.is_some()
+    }
+
+    /// Starts its health checks and discovery on `rt`, once for its lifetime; a table that
+    /// keeps the upstream does not start them again.
+    pub fn start(self: &Arc<Self>, rt: &tokio::runtime::Handle) {
+        if self.started.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if let Some(cfg) = &self.health {
+            rt.spawn(health::run(Arc::downgrade(self), cfg.clone()));
+        }
+        if let Some(d) = &self.cfg.discovery {
+            rt.spawn(discovery::run(
+                Arc::downgrade(self),
+                d.clone(),
+                self.dns.clone(),
+                self.base.clone(),
+            ));
+        }
+    }
+
+    /// The connection set health checks use.
+    fn checker_slot(&self) -> usize {
+        self.slots - 1
+    }
+
+    /// The health checker took a target down (`true`) or brought it up.
+    fn health_changed(&self, down: bool) {
+        if down {
+            self.down.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.down.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// Sends a request (whose URI holds only path and query) to the target the balancer picks
-    /// (by `key` under `balance = "hash"`, see [`Balancer::key`]) and waits for the response
-    /// headers. The body streams in both directions. A failure is logged here, with its
-    /// fault; `error.rs` turns it into the client's answer.
+    /// (by `key` under `balance = "hash"`, see [`balance::Balancer::key`]) and waits for the
+    /// response headers; the body streams in both directions. A failed attempt is retried as
+    /// `[retry]` allows, on another target when there is one, all within `deadline` when
+    /// given. Failures are logged here, with their fault; `error.rs` turns them into the
+    /// client's answer.
     pub async fn send(
         &self,
-        mut req: Request<Outgoing>,
+        req: Request<Outgoing>,
         key: Option<u64>,
+        deadline: Option<Duration>,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
-        let (index, target, opts, in_flight) = self.pick(req.uri_mut(), key)?;
-        let worker = crate::wire::worker_index();
-        let sent = match &self.transport {
-            Transport::Http1(pools) => {
-                *req.version_mut() = http::Version::HTTP_11;
-                req.headers_mut()
-                    .entry(header::HOST)
-                    .or_insert_with(|| target.host.clone());
-                let pool = &pools[worker % pools.len()];
-                pool.send(opts, req).await.map(|r| r.map(Wire::H1))
+        let (mut parts, mut body) = req.into_parts();
+        origin_form(&mut parts.uri);
+        let started = tokio::time::Instant::now();
+        let deadline = deadline.map(|d| (started + d, d));
+        let set = self.set.load_full();
+        let in_hand = body.replayable();
+        let own_host = !parts.headers.contains_key(header::HOST);
+        let worker = crate::wire::worker_index() % (self.slots - 1);
+        if let Some(r) = &self.retry {
+            r.request();
+        }
+        let mut tried: Vec<usize> = Vec::new();
+        let mut attempt = 1u32;
+        loop {
+            let admitted = match &self.breaker {
+                None => breaker::Admit::Pass,
+                Some(b) => {
+                    let (admit, change) = b.admit();
+                    self.log_circuit(change);
+                    if admit == breaker::Admit::Reject {
+                        return self.unavailable(ProxyError::CircuitOpen);
+                    }
+                    admit
+                }
+            };
+            let Some(index) = self.choose(&set, key, &tried) else {
+                if let Some(b) = &self.breaker {
+                    // A probe that found nowhere to go gives its turn back as a failure.
+                    self.log_circuit(b.record(admitted, false));
+                }
+                return self.unavailable(ProxyError::NoTarget);
+            };
+            let ep = &set.endpoints[index];
+            let in_flight = ep.start();
+            if own_host && matches!(self.transport, Transport::Http1(_)) {
+                parts.headers.insert(header::HOST, ep.target.host.clone());
             }
-            Transport::H2(conns) => {
-                let scheme = if target.tls {
+            let mut timeout = self.timeout;
+            if let Some((at, total)) = deadline {
+                let left = at.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    return Err(ProxyError::Timeout(total));
+                }
+                timeout = timeout.min(left);
+            }
+            let sent = self
+                .exchange(ep, worker, &mut parts, &mut body, timeout)
+                .await;
+            let outcome = match &sent {
+                Ok(resp) if resp.status().is_server_error() => Outcome::Status5xx,
+                Ok(_) => Outcome::Ok,
+                Err(e) if e.fault() == Fault::Upstream => Outcome::Failed,
+                Err(_) => Outcome::NotCounted,
+            };
+            self.count(ep, outcome, admitted);
+            let failure = match &sent {
+                Ok(resp) if outcome == Outcome::Status5xx => {
+                    Some(Failure::Status(resp.status().as_u16()))
+                }
+                Ok(_) => None,
+                Err(e) => e.failure(),
+            };
+            if let Err(e) = &sent {
+                self.log_failure(&ep.target, e, attempt);
+                ep.set_last_error(error_chain(e));
+            }
+            let retry = match (&self.retry, failure) {
+                (Some(policy), Some(failure)) => {
+                    let still_in_hand = in_hand || failure == Failure::Connect;
+                    policy
+                        .retries(attempt, failure, &parts.method, still_in_hand)
+                        .then(|| policy.backoff(attempt))
+                        .filter(|wait| {
+                            deadline.is_none_or(|(at, _)| tokio::time::Instant::now() + *wait < at)
+                        })
+                }
+                _ => None,
+            };
+            let Some(wait) = retry else {
+                if outcome != Outcome::NotCounted {
+                    self.latency.observe(started.elapsed().as_secs_f64());
+                }
+                return match sent {
+                    Ok(mut resp) => {
+                        strip_hop_by_hop(resp.headers_mut());
+                        resp.headers_mut().remove(&X_WASMGATE_ATTEMPTS);
+                        if attempt > 1 {
+                            resp.extensions_mut().insert(Attempts(attempt));
+                        }
+                        Ok(resp.map(|wire| UpstreamBody {
+                            wire,
+                            _in_flight: Some(in_flight),
+                        }))
+                    }
+                    Err(e) => Err(e),
+                };
+            };
+            drop((sent, in_flight));
+            self.retries.fetch_add(1, Ordering::Relaxed);
+            tried.push(index);
+            attempt += 1;
+            tracing::debug!(
+                upstream = &*self.name,
+                attempt,
+                wait_ms = wait.as_millis() as u64,
+                "retrying"
+            );
+            parts
+                .headers
+                .insert(X_WASMGATE_ATTEMPTS.clone(), HeaderValue::from(attempt));
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+
+    /// One exchange with one target over connection set `slot`: what every attempt and
+    /// health probe does. The body is borrowed, and untouched when no connection could be
+    /// made; `parts` keep their headers for another attempt.
+    async fn exchange(
+        &self,
+        ep: &Endpoint,
+        slot: usize,
+        parts: &mut http::request::Parts,
+        body: &mut Outgoing,
+        timeout: Duration,
+    ) -> Result<Response<Wire>, ProxyError> {
+        let opts = SendOptions {
+            target: ep.id,
+            slot,
+            addr: &ep.target.addr,
+            tls: ep.tls.as_ref(),
+            connect_timeout: self.connect_timeout.min(timeout),
+            timeout,
+            read_timeout: self.read_timeout,
+        };
+        match &self.transport {
+            Transport::Http1(pools) => {
+                parts.version = http::Version::HTTP_11;
+                pools[slot]
+                    .send(&opts, parts, body)
+                    .await
+                    .map(|r| r.map(Wire::H1))
+            }
+            Transport::H2(client) => {
+                let slots = ep
+                    .h2
+                    .as_ref()
+                    .expect("an h2 upstream's endpoints have slots");
+                let send = client.handle(slots, &opts).await?;
+                let scheme = if ep.target.tls {
                     http::uri::Scheme::HTTPS
                 } else {
                     http::uri::Scheme::HTTP
                 };
-                let conns = &conns[worker % conns.len()];
-                conns
-                    .send(opts, &scheme, &target.authority, req)
+                let body = match body {
+                    Outgoing::Bytes(b) => Outgoing::Bytes(b.clone()),
+                    stream => std::mem::replace(stream, Outgoing::Bytes(Bytes::new())),
+                };
+                let mut req = Request::new(body);
+                *req.method_mut() = parts.method.clone();
+                *req.uri_mut() = parts.uri.clone();
+                *req.headers_mut() = parts.headers.clone();
+                h2::Client::send(send, &opts, &scheme, &ep.target.authority, req)
                     .await
                     .map(|r| r.map(Wire::H2))
             }
-        };
-        match &sent {
-            Ok(resp) if resp.status().is_server_error() => self.failed(index),
-            Ok(_) => self.succeeded(index),
-            Err(e) if e.fault() == Fault::Upstream => self.failed(index),
-            Err(_) => {}
-        }
-        match sent {
-            Ok(mut resp) => {
-                strip_hop_by_hop(resp.headers_mut());
-                Ok(resp.map(|wire| UpstreamBody {
-                    wire,
-                    _in_flight: in_flight,
-                }))
-            }
-            Err(e) => {
-                self.log_failure(target, &e);
-                Err(e)
-            }
         }
     }
 
-    /// The target the balancer picks among those not ejected, how to send to it, and the
-    /// request's place in its load. An absolute-form request URI keeps only what the
-    /// upstream needs.
-    fn pick(
-        &self,
-        uri: &mut Uri,
-        key: Option<u64>,
-    ) -> Result<(usize, &Target, SendOptions<'_>, Option<InFlight>), ProxyError> {
-        let usable = |t: usize| {
-            self.outliers.as_ref().is_none_or(|o| {
-                o.usable(t, || {
-                    tracing::info!(upstream = &*self.name, target = %self.targets[t].authority, "target returned from ejection");
+    /// A usable target not tried yet, or any usable one; every target when too few are
+    /// usable and `panic_below_percent` says so.
+    fn choose(&self, set: &Set, key: Option<u64>, tried: &[usize]) -> Option<usize> {
+        let load = |t: usize| set.endpoints[t].in_flight();
+        let usable = |t: usize| self.usable(set, t);
+        if self.panicking(set) {
+            return set.balancer.pick(key, |_| true, load);
+        }
+        if !tried.is_empty()
+            && let Some(t) = set
+                .balancer
+                .pick(key, |t| !tried.contains(&t) && usable(t), load)
+        {
+            return Some(t);
+        }
+        set.balancer.pick(key, usable, load)
+    }
+
+    fn usable(&self, set: &Set, t: usize) -> bool {
+        let ep = &set.endpoints[t];
+        !ep.health.is_down()
+            && self.outliers.as_ref().is_none_or(|o| {
+                o.usable(&ep.outlier, || {
+                    tracing::info!(upstream = &*self.name, target = %ep.target.authority, "target returned from ejection");
                 })
             })
-        };
-        let Some(index) = self.balancer.pick(key, usable) else {
-            tracing::debug!(
-                upstream = &*self.name,
-                "no target available: every target is ejected"
-            );
-            return Err(ProxyError::NoTarget);
-        };
-        let in_flight = self.balancer.start(index);
-        let target = &self.targets[index];
-        if uri.scheme().is_some() {
-            let pq = uri.path_and_query().map_or("/", |p| p.as_str());
-            *uri = pq.parse().unwrap_or_else(|_| Uri::from_static("/"));
-        }
-        let opts = SendOptions {
-            target: index,
-            addr: &target.addr,
-            tls: self.tls[index].as_ref(),
-            connect_timeout: self.connect_timeout,
-            timeout: self.timeout,
-            read_timeout: self.read_timeout,
-        };
-        Ok((index, target, opts, in_flight))
     }
 
-    fn succeeded(&self, target: usize) {
-        if let Some(o) = &self.outliers {
-            o.success(target);
+    /// Whether so few targets are usable that every one is used. Counted only when some
+    /// target is out.
+    fn panicking(&self, set: &Set) -> bool {
+        let pct = self.cfg.panic_below_percent as usize;
+        let n = set.endpoints.len();
+        if pct == 0 || n == 0 {
+            return false;
         }
+        let out = self.down.load(Ordering::Relaxed)
+            + self.outliers.as_ref().map_or(0, outlier::Outliers::ejected);
+        if out == 0 {
+            return false;
+        }
+        let usable = (0..n).filter(|t| self.usable(set, *t)).count();
+        usable * 100 < pct * n
     }
 
-    fn failed(&self, target: usize) {
+    /// Counts an attempt's outcome: the target's counts, its ejection, the breaker.
+    fn count(&self, ep: &Endpoint, outcome: Outcome, admitted: breaker::Admit) {
+        let counter = match outcome {
+            Outcome::Ok => &ep.counts.ok,
+            Outcome::Status5xx => &ep.counts.error_status,
+            Outcome::Failed => &ep.counts.failed,
+            Outcome::NotCounted => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let ok = outcome == Outcome::Ok;
+        if let Some(b) = &self.breaker {
+            self.log_circuit(b.record(admitted, ok));
+        }
         let Some(o) = &self.outliers else { return };
-        if let Some(outlier::Change::Ejected { failures, for_ms }) = o.failure(target) {
+        if ok {
+            o.success(&ep.outlier);
+        } else if let Some(outlier::Change::Ejected { failures, for_ms }) =
+            o.failure(&ep.outlier, self.set.load().endpoints.len())
+        {
             tracing::warn!(
                 upstream = &*self.name,
-                target = %self.targets[target].authority,
+                target = %ep.target.authority,
                 consecutive_failures = failures,
                 eject_ms = for_ms,
                 "target ejected"
             );
         }
+    }
+
+    fn log_circuit(&self, change: Option<breaker::Change>) {
+        let upstream = &*self.name;
+        match change {
+            None => {}
+            Some(breaker::Change::Opened { failed, of }) => {
+                tracing::warn!(upstream, failed, requests = of, "circuit opened")
+            }
+            Some(breaker::Change::HalfOpened) => {
+                tracing::info!(upstream, "circuit half-open: probing")
+            }
+            Some(breaker::Change::Reopened) => {
+                tracing::warn!(upstream, "circuit opened again: a probe failed")
+            }
+            Some(breaker::Change::Closed) => tracing::info!(upstream, "circuit closed"),
+        }
+    }
+
+    /// The answer when nothing can be sent: the fallback when there is one.
+    fn unavailable(&self, why: ProxyError) -> Result<Response<UpstreamBody>, ProxyError> {
+        let Some((status, headers, body)) = &self.fallback else {
+            tracing::debug!(upstream = &*self.name, error = %why, "nothing sent");
+            return Err(why);
+        };
+        let mut resp = Response::new(UpstreamBody {
+            wire: Wire::Fixed(Some(body.clone())),
+            _in_flight: None,
+        });
+        *resp.status_mut() = *status;
+        *resp.headers_mut() = headers.clone();
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        Ok(resp)
     }
 
     /// Whether requests to switch protocols can be passed on: HTTP/1.1 upstreams only (an
@@ -356,7 +749,7 @@ impl Upstream {
 
     /// Sends a request to switch protocols (`Upgrade: websocket`, no body) on a connection of
     /// its own, and reads the answer within the upstream's timeout. The `Connection` and
-    /// `Upgrade` headers are set here, on the request and on a 101.
+    /// `Upgrade` headers are set here, on the request and on a 101. It is not retried.
     pub async fn upgrade(
         &self,
         mut req: Request<()>,
@@ -366,55 +759,80 @@ impl Upstream {
         let Transport::Http1(pools) = &self.transport else {
             unreachable!("checked by can_upgrade");
         };
-        let (index, target, opts, in_flight) = self.pick(req.uri_mut(), key)?;
+        let admitted = match &self.breaker {
+            None => breaker::Admit::Pass,
+            Some(b) => {
+                let (admit, change) = b.admit();
+                self.log_circuit(change);
+                if admit == breaker::Admit::Reject {
+                    return self
+                        .unavailable(ProxyError::CircuitOpen)
+                        .map(Switch::Refused);
+                }
+                admit
+            }
+        };
+        let set = self.set.load_full();
+        let Some(index) = self.choose(&set, key, &[]) else {
+            return self.unavailable(ProxyError::NoTarget).map(Switch::Refused);
+        };
+        let ep = &set.endpoints[index];
+        let in_flight = ep.start();
+        origin_form(req.uri_mut());
         let headers = req.headers_mut();
         headers
             .entry(header::HOST)
-            .or_insert_with(|| target.host.clone());
+            .or_insert_with(|| ep.target.host.clone());
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol);
         let answered = async {
-            let stream = pool::connect(opts.addr, opts.tls, opts.connect_timeout).await?;
+            let stream =
+                pool::connect(&ep.target.addr, ep.tls.as_ref(), self.connect_timeout).await?;
             let mut conn = h1::Conn::new(stream);
             let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
             let head = conn
-                .upgrade(req.method(), pq, req.headers(), opts.timeout)
+                .upgrade(req.method(), pq, req.headers(), self.timeout)
                 .await?;
             Ok::<_, ProxyError>((conn, head))
         };
         let (conn, mut head) = match answered.await {
             Ok(answered) => answered,
             Err(e) => {
-                if e.fault() == Fault::Upstream {
-                    self.failed(index);
-                }
-                self.log_failure(target, &e);
+                let outcome = if e.fault() == Fault::Upstream {
+                    Outcome::Failed
+                } else {
+                    Outcome::NotCounted
+                };
+                self.count(ep, outcome, admitted);
+                self.log_failure(&ep.target, &e, 1);
+                ep.set_last_error(error_chain(&e));
                 return Err(e);
             }
         };
-        if head.status.is_server_error() {
-            self.failed(index);
+        let outcome = if head.status.is_server_error() {
+            Outcome::Status5xx
         } else {
-            self.succeeded(index);
-        }
-        let switched = head.status == http::StatusCode::SWITCHING_PROTOCOLS;
+            Outcome::Ok
+        };
+        self.count(ep, outcome, admitted);
+        let switched = head.status == StatusCode::SWITCHING_PROTOCOLS;
         let upgrade = head.headers.get(header::UPGRADE).cloned();
         strip_hop_by_hop(&mut head.headers);
         if !switched {
             // A refusal, passed on; its connection is not kept.
             head.reuse = false;
-            let pool = &pools[crate::wire::worker_index() % pools.len()];
-            let resp = h1::into_response(conn, head, pool, opts.target, opts.read_timeout);
+            let pool = &pools[crate::wire::worker_index() % (self.slots - 1)];
+            let resp = h1::into_response(conn, head, pool, ep.id, self.read_timeout);
             return Ok(Switch::Refused(resp.map(|b| UpstreamBody {
                 wire: Wire::H1(b),
-                _in_flight: in_flight,
+                _in_flight: Some(in_flight),
             })));
         }
         let Some(upgrade) = upgrade else {
             let e = ProxyError::Upstream(UpstreamError::Invalid(wasmgate_h1::Invalid(
                 "a 101 without Upgrade",
             )));
-            self.log_failure(target, &e);
+            self.log_failure(&ep.target, &e, 1);
             return Err(e);
         };
         let mut resp = Response::new(());
@@ -429,12 +847,12 @@ impl Upstream {
             UpstreamSide {
                 io,
                 early,
-                _in_flight: in_flight,
+                _in_flight: Some(in_flight),
             },
         ))
     }
 
-    fn log_failure(&self, target: &Target, e: &ProxyError) {
+    fn log_failure(&self, target: &Target, e: &ProxyError, attempt: u32) {
         let (upstream, target) = (&*self.name, &target.authority);
         let fault = e.fault().as_str();
         match e {
@@ -448,28 +866,40 @@ impl Upstream {
                 tracing::info!(fault, upstream, %target, error = %error_chain(e), "client's upload is malformed")
             }
             ProxyError::Timeout(t) => {
-                tracing::warn!(fault, upstream, %target, timeout_ms = t.as_millis() as u64, "upstream timed out")
+                tracing::warn!(fault, upstream, %target, attempt, timeout_ms = t.as_millis() as u64, "upstream timed out")
             }
             ProxyError::Handshake(_) => {
-                tracing::warn!(fault, upstream, %target, error = %error_chain(e), "upstream request failed: TLS handshake")
+                tracing::warn!(fault, upstream, %target, attempt, error = %error_chain(e), "upstream request failed: TLS handshake")
             }
             ProxyError::Connect(_) | ProxyError::ConnectTimeout(_) => {
-                tracing::warn!(fault, upstream, %target, error = %error_chain(e), "upstream request failed: cannot connect")
+                tracing::warn!(fault, upstream, %target, attempt, error = %error_chain(e), "upstream request failed: cannot connect")
             }
-            ProxyError::NoTarget => {
-                tracing::debug!(fault, upstream, "no target available")
+            ProxyError::NoTarget | ProxyError::CircuitOpen => {
+                tracing::debug!(fault, upstream, error = %e, "nothing sent")
             }
             ProxyError::Upstream(_) => {
-                tracing::warn!(fault, upstream, %target, error = %error_chain(e), "upstream request failed")
+                tracing::warn!(fault, upstream, %target, attempt, error = %error_chain(e), "upstream request failed")
             }
         }
     }
 }
 
+/// An absolute-form request URI keeps only what the upstream needs.
+fn origin_form(uri: &mut Uri) {
+    if uri.scheme().is_some() {
+        let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+        *uri = pq.parse().unwrap_or_else(|_| Uri::from_static("/"));
+    }
+}
+
 /// What an upstream is built from: its settings and the bytes of the TLS files they name. Two
 /// configs whose upstream has the same fingerprint describe the same upstream.
-pub fn fingerprint(cfg: &UpstreamConfig, base: &std::path::Path) -> String {
-    let mut material = format!("{cfg:?}").into_bytes();
+pub fn fingerprint(
+    cfg: &UpstreamConfig,
+    dns: Option<&crate::config::DnsConfig>,
+    base: &std::path::Path,
+) -> String {
+    let mut material = format!("{cfg:?}{dns:?}").into_bytes();
     let files = cfg
         .ca_file
         .iter()

@@ -41,8 +41,9 @@ pub enum Change {
     Ejected { failures: u32, for_ms: u64 },
 }
 
+/// One target's standing, kept with the target.
 #[derive(Debug, Default)]
-struct Target {
+pub struct State {
     consecutive: AtomicU32,
     /// Until when (clock ms) it is out; 0 when it is in.
     until: AtomicU64,
@@ -57,19 +58,18 @@ pub struct Outliers<C = RealClock> {
     eject_ms: u64,
     max_eject_ms: u64,
     max_ejected_percent: u32,
-    targets: Box<[Target]>,
+    /// Targets out now.
     ejected: AtomicUsize,
     clock: C,
 }
 
 impl<C: Clock> Outliers<C> {
-    pub fn new(cfg: &PassiveConfig, targets: usize, clock: C) -> Self {
+    pub fn new(cfg: &PassiveConfig, clock: C) -> Self {
         Self {
             max_failures: cfg.max_failures,
             eject_ms: cfg.eject_ms,
             max_eject_ms: cfg.max_eject_ms.max(cfg.eject_ms),
             max_ejected_percent: cfg.max_ejected_percent,
-            targets: (0..targets).map(|_| Target::default()).collect(),
             ejected: AtomicUsize::new(0),
             clock,
         }
@@ -77,11 +77,10 @@ impl<C: Clock> Outliers<C> {
 
     /// Whether `target` may be picked. An ejection that has run its time ends here (and is
     /// logged as over by `returned`, called once for it).
-    pub fn usable(&self, target: usize, returned: impl FnOnce()) -> bool {
+    pub fn usable(&self, t: &State, returned: impl FnOnce()) -> bool {
         if self.ejected.load(Ordering::Relaxed) == 0 {
             return true;
         }
-        let t = &self.targets[target];
         let until = t.until.load(Ordering::Relaxed);
         if until == 0 {
             return true;
@@ -102,22 +101,20 @@ impl<C: Clock> Outliers<C> {
         true
     }
 
-    /// A request to `target` succeeded.
-    pub fn success(&self, target: usize) {
-        let c = &self.targets[target].consecutive;
+    /// A request to a target succeeded.
+    pub fn success(&self, t: &State) {
+        let c = &t.consecutive;
         if c.load(Ordering::Relaxed) != 0 {
             c.store(0, Ordering::Relaxed);
         }
     }
 
-    /// A request to `target` failed; returns the ejection it caused, if it did.
-    pub fn failure(&self, target: usize) -> Option<Change> {
-        let t = &self.targets[target];
+    /// A request to a target, one of `n`, failed; returns the ejection it caused, if it did.
+    pub fn failure(&self, t: &State, n: usize) -> Option<Change> {
         let failures = t.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
         if failures < self.max_failures || t.until.load(Ordering::Relaxed) != 0 {
             return None;
         }
-        let n = self.targets.len();
         let out = self.ejected.load(Ordering::Relaxed);
         let within_share = (out + 1) * 100 <= self.max_ejected_percent as usize * n;
         if n < 2 || !(within_share || out == 0) {
@@ -144,21 +141,34 @@ impl<C: Clock> Outliers<C> {
         Some(Change::Ejected { failures, for_ms })
     }
 
-    /// Until when `target` is out, from now, if it is.
-    pub fn ejected_for(&self, target: usize) -> Option<Duration> {
-        let until = self.targets[target].until.load(Ordering::Relaxed);
+    /// How long a target stays out, from now, if it is out.
+    pub fn ejected_for(&self, t: &State) -> Option<Duration> {
+        let until = t.until.load(Ordering::Relaxed);
         let now = self.clock.now_ms();
         (until > now).then(|| Duration::from_millis(until - now))
+    }
+
+    /// Targets out now.
+    pub fn ejected(&self) -> usize {
+        self.ejected.load(Ordering::Relaxed)
+    }
+
+    /// Counts the targets out again, for a new set of targets.
+    pub fn recount<'a>(&self, targets: impl Iterator<Item = &'a State>) {
+        let out = targets
+            .filter(|t| t.until.load(Ordering::Relaxed) != 0)
+            .count();
+        self.ejected.store(out, Ordering::Relaxed);
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::Arc;
 
     #[derive(Debug, Default, Clone)]
-    struct FakeClock(Arc<AtomicU64>);
+    pub struct FakeClock(Arc<AtomicU64>);
 
     impl Clock for FakeClock {
         fn now_ms(&self) -> u64 {
@@ -167,9 +177,13 @@ mod tests {
     }
 
     impl FakeClock {
-        fn advance(&self, ms: u64) {
+        pub fn advance(&self, ms: u64) {
             self.0.fetch_add(ms, Ordering::Relaxed);
         }
+    }
+
+    fn states(n: usize) -> Vec<State> {
+        (0..n).map(|_| State::default()).collect()
     }
 
     fn cfg(max_failures: u32, pct: u32) -> PassiveConfig {
@@ -184,49 +198,50 @@ mod tests {
     #[test]
     fn consecutive_failures_eject_for_a_time_that_doubles_when_it_fails_again() {
         let clock = FakeClock::default();
-        let o = Outliers::new(&cfg(3, 50), 4, clock.clone());
-        assert_eq!(o.failure(0), None);
-        o.success(0);
-        assert_eq!(o.failure(0), None);
-        assert_eq!(o.failure(0), None);
+        let o = Outliers::new(&cfg(3, 50), clock.clone());
+        let t = states(4);
+        assert_eq!(o.failure(&t[0], t.len()), None);
+        o.success(&t[0]);
+        assert_eq!(o.failure(&t[0], t.len()), None);
+        assert_eq!(o.failure(&t[0], t.len()), None);
         assert_eq!(
-            o.failure(0),
+            o.failure(&t[0], t.len()),
             Some(Change::Ejected {
                 failures: 3,
                 for_ms: 1000
             })
         );
         let mut returns = 0;
-        assert!(!o.usable(0, || returns += 1));
-        assert!(o.usable(1, || returns += 1));
+        assert!(!o.usable(&t[0], || returns += 1));
+        assert!(o.usable(&t[1], || returns += 1));
         clock.advance(999);
-        assert!(!o.usable(0, || returns += 1));
+        assert!(!o.usable(&t[0], || returns += 1));
         clock.advance(1);
-        assert!(o.usable(0, || returns += 1));
-        assert!(o.usable(0, || returns += 1));
+        assert!(o.usable(&t[0], || returns += 1));
+        assert!(o.usable(&t[0], || returns += 1));
         assert_eq!(returns, 1, "the return is counted once");
         // Failing again soon after: 2 s, then 3 s (the cap), then 3 s.
         for expect in [2000, 3000, 3000] {
             for _ in 0..2 {
-                assert_eq!(o.failure(0), None);
+                assert_eq!(o.failure(&t[0], t.len()), None);
             }
             assert_eq!(
-                o.failure(0),
+                o.failure(&t[0], t.len()),
                 Some(Change::Ejected {
                     failures: 3,
                     for_ms: expect
                 })
             );
             clock.advance(expect);
-            assert!(o.usable(0, || {}));
+            assert!(o.usable(&t[0], || {}));
         }
         // Healthy for a while, then failing: back to 1 s.
         clock.advance(5000);
         for _ in 0..2 {
-            o.failure(0);
+            o.failure(&t[0], t.len());
         }
         assert_eq!(
-            o.failure(0),
+            o.failure(&t[0], t.len()),
             Some(Change::Ejected {
                 failures: 3,
                 for_ms: 1000
@@ -236,19 +251,22 @@ mod tests {
 
     #[test]
     fn at_most_the_configured_share_is_out_but_always_one_of_several() {
-        let o = Outliers::new(&cfg(1, 50), 4, FakeClock::default());
-        assert!(o.failure(0).is_some());
-        assert!(o.failure(1).is_some());
+        let o = Outliers::new(&cfg(1, 50), FakeClock::default());
+        let t = states(4);
+        assert!(o.failure(&t[0], t.len()).is_some());
+        assert!(o.failure(&t[1], t.len()).is_some());
         // Two of four is 50%: a third is not ejected.
-        assert!(o.failure(2).is_none());
-        assert!(o.usable(2, || {}));
+        assert!(o.failure(&t[2], t.len()).is_none());
+        assert!(o.usable(&t[2], || {}));
         // A share too small for one target still lets one go.
-        let o = Outliers::new(&cfg(1, 10), 3, FakeClock::default());
-        assert!(o.failure(0).is_some());
-        assert!(o.failure(1).is_none());
+        let o = Outliers::new(&cfg(1, 10), FakeClock::default());
+        let t = states(3);
+        assert!(o.failure(&t[0], t.len()).is_some());
+        assert!(o.failure(&t[1], t.len()).is_none());
         // A lone target is never ejected: there would be nowhere to go.
-        let o = Outliers::new(&cfg(1, 100), 1, FakeClock::default());
-        assert!(o.failure(0).is_none());
-        assert!(o.usable(0, || {}));
+        let o = Outliers::new(&cfg(1, 100), FakeClock::default());
+        let t = states(1);
+        assert!(o.failure(&t[0], t.len()).is_none());
+        assert!(o.usable(&t[0], || {}));
     }
 }

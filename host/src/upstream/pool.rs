@@ -10,7 +10,7 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use http::{Method, Request, Response};
+use http::{Method, Response};
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
 
@@ -42,15 +42,18 @@ pub struct WorkerPool {
 
 #[derive(Default)]
 struct Idle {
-    /// `(target, connection, idle since)`, the most recently returned last.
-    conns: Vec<(usize, Conn, Instant)>,
+    /// `(endpoint id, connection, idle since)`, the most recently returned last.
+    conns: Vec<(u64, Conn, Instant)>,
     /// When the sweeper wakes next; `None` when no sweeper runs.
     next_sweep: Option<Instant>,
 }
 
 /// What one send needs to know besides the request.
 pub struct SendOptions<'a> {
-    pub target: usize,
+    /// The endpoint's id (see `endpoint`).
+    pub target: u64,
+    /// Which of the upstream's connection sets: the worker's, or the health checker's.
+    pub slot: usize,
     pub addr: &'a str,
     /// Set for an `https://` target.
     pub tls: Option<&'a TlsTarget>,
@@ -75,7 +78,7 @@ impl WorkerPool {
 
     /// The most recently used idle connection to `target` that is still fit to send on;
     /// connections found closed or expired on the way are dropped.
-    fn checkout(&self, target: usize) -> Option<Conn> {
+    fn checkout(&self, target: u64) -> Option<Conn> {
         let mut idle = self.idle.lock();
         let now = Instant::now();
         while let Some(i) = idle.conns.iter().rposition(|(t, _, _)| *t == target) {
@@ -87,7 +90,7 @@ impl WorkerPool {
         None
     }
 
-    pub(super) fn put(self: &Arc<Self>, target: usize, conn: Conn) {
+    pub(super) fn put(self: &Arc<Self>, target: u64, conn: Conn) {
         let now = Instant::now();
         if conn.opened + self.lifetimes.max <= now {
             return;
@@ -110,17 +113,18 @@ impl WorkerPool {
         }
     }
 
-    /// Sends a request (origin-form URI, Host set) to `target` at `addr`, on an idle
+    /// Sends a request (origin-form URI, Host set) to the target `opts` names, on an idle
     /// connection when there is one, and returns once the response head is in. A connection
     /// that turns out closed before the response started (the upstream closed it while idle)
     /// is replaced by a new one, once, when the request can safely be sent again: an
-    /// idempotent method and a body still in hand.
+    /// idempotent method and a body still in hand. The body is borrowed: when no connection
+    /// could be made, it has not been touched and can be sent elsewhere.
     pub async fn send(
         self: &Arc<Self>,
-        opts: SendOptions<'_>,
-        req: Request<Outgoing>,
+        opts: &SendOptions<'_>,
+        parts: &http::request::Parts,
+        body: &mut Outgoing,
     ) -> Result<Response<H1Body>, ProxyError> {
-        let (parts, mut body) = req.into_parts();
         let uri_target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         if let Some(mut conn) = self.checkout(opts.target) {
             match conn
@@ -128,7 +132,7 @@ impl WorkerPool {
                     &parts.method,
                     uri_target,
                     &parts.headers,
-                    &mut body,
+                    body,
                     opts.timeout,
                 )
                 .await
@@ -152,7 +156,7 @@ impl WorkerPool {
                 &parts.method,
                 uri_target,
                 &parts.headers,
-                &mut body,
+                body,
                 opts.timeout,
             )
             .await?;

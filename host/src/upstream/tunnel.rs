@@ -21,7 +21,7 @@ pub struct UpstreamSide {
     pub(super) io: Stream,
     pub(super) early: BytesMut,
     /// A tunnel counts as a request in flight to its target until it closes.
-    pub(super) _in_flight: Option<super::balance::InFlight>,
+    pub(super) _in_flight: Option<super::endpoint::InFlight>,
 }
 
 /// How a tunnel ended.
