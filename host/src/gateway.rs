@@ -8,7 +8,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::capabilities::{kv, log, rate_limit};
-use crate::config::{Config, EscapedSlashes, InstanceMode};
+use crate::config::{Config, EscapedSlashes, HostHeader, InstanceMode, UpstreamProtocol};
+use crate::destination::{Destination, Destinations};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::pipeline::{Pipeline, Stage};
 use crate::plugins::pool::Instances;
@@ -37,7 +38,15 @@ pub struct Shared {
 /// One route, ready to serve.
 pub struct Route {
     pub name: Arc<str>,
+    /// The route's upstream (`destination.upstream`).
     pub upstream: Arc<Upstream>,
+    /// The route's upstream with the `Host` policy of the route's requests: the route's
+    /// `host_header`, else the upstream's.
+    pub destination: Arc<Destination>,
+    /// The route's own `host_header`, which also applies to an upstream a plugin chooses.
+    pub host_override: Option<HostHeader>,
+    /// Every upstream of the config, which a plugin's `set-upstream` chooses from.
+    pub destinations: Arc<Destinations>,
     /// The prefix to remove before forwarding, when `strip_prefix` is set.
     pub strip: Option<String>,
     pub pipeline: Option<Pipeline>,
@@ -66,6 +75,20 @@ pub struct Table {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Every upstream, by name.
     pub upstreams: HashMap<Arc<str>, Arc<Upstream>>,
+}
+
+/// `upstream` as its config sends it requests, with `route_host` (a route's `host_header`) over
+/// its own.
+fn destination(
+    upstream: &Arc<Upstream>,
+    cfg: &crate::config::UpstreamConfig,
+    route_host: Option<&HostHeader>,
+) -> Arc<Destination> {
+    Arc::new(Destination {
+        upstream: upstream.clone(),
+        host_header: route_host.unwrap_or(&cfg.host_header).clone(),
+        h2: cfg.protocol == UpstreamProtocol::H2,
+    })
 }
 
 /// The running gateway: shared state and the current table.
@@ -169,6 +192,17 @@ impl Gateway {
             }
         }
 
+        // Each upstream with its own `host_header`, for the plugins that choose one.
+        let destinations: Arc<Destinations> = Arc::new(
+            upstreams
+                .iter()
+                .filter_map(|(name, upstream)| {
+                    let cfg = config.upstreams.get(&**name)?;
+                    Some((name.clone(), destination(upstream, cfg, None)))
+                })
+                .collect(),
+        );
+
         let mut routes = Vec::new();
         for r in &config.routes {
             let name: Arc<str> = r.name.as_str().into();
@@ -253,14 +287,30 @@ impl Gateway {
                     Err(e) => problems.push(format!("{at}: {e}")),
                 }
             }
-            let Some(upstream) = upstreams.get(r.upstream.as_str()) else {
+            let (Some(upstream), Some(upstream_cfg)) = (
+                upstreams.get(r.upstream.as_str()),
+                config.upstreams.get(&r.upstream),
+            ) else {
                 continue;
             };
+            let own = destination(upstream, upstream_cfg, r.host_header.as_ref());
+            if own.h2
+                && let Some(stage) = stages.iter().find(|s| s.rules.writes_host())
+            {
+                problems.push(format!(
+                    "route `{}`, plugin `{}`: a header rule writes `host`, but upstream `{}` \
+                     speaks HTTP/2, which sends its target as `:authority` and no `Host`",
+                    r.name, stage.plugin, r.upstream
+                ));
+            }
             let matcher = Matcher::new(r.host.as_deref(), &r.path_prefix, r.methods.as_deref());
             let strip = (r.strip_prefix && matcher.prefix != "/").then(|| matcher.prefix.clone());
             let route = Route {
                 name: name.clone(),
                 upstream: upstream.clone(),
+                destination: own,
+                host_override: r.host_header.clone(),
+                destinations: destinations.clone(),
                 strip,
                 pipeline: (!stages.is_empty()).then_some(Pipeline { stages }),
                 body_limit,

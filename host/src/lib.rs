@@ -12,6 +12,7 @@ pub mod body;
 pub mod capabilities;
 pub mod client_body;
 pub mod compress;
+pub mod destination;
 pub use wasmgate_config as config;
 pub mod error;
 pub mod fault;

@@ -166,6 +166,13 @@ impl RequestBackend for HostRequest<'_> {
         self.0.route()
     }
 
+    fn set_upstream(&mut self, name: &str) -> Result<(), HostError> {
+        self.0.set_upstream(name).map_err(|e| match e {
+            wit_http::UpstreamError::Unknown => HostError::UnknownUpstream,
+            wit_http::UpstreamError::NotAllowed => HostError::NotAllowed,
+        })
+    }
+
     fn id(&self) -> String {
         self.0.id()
     }

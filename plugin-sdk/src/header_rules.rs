@@ -108,17 +108,33 @@ mod imp {
 #[cfg(not(target_arch = "wasm32"))]
 mod imp {
     use super::Phase;
+    use wasmgate_rules::http::is_host_header;
+
     use crate::HostError;
     use crate::testing::host::{self, DeclaredRule};
 
     pub(super) fn set_header(p: Phase, name: &str, template: &str) -> Result<(), HostError> {
         host::declare(p, name, |name| {
-            Ok(DeclaredRule::Set(name, super::parse(template)?))
+            let template = super::parse(template)?;
+            // A fixed `Host` must be a host, as on the host.
+            if p == Phase::Request
+                && is_host_header(&name)
+                && template
+                    .as_text()
+                    .is_some_and(|t| !matches!(wasmgate_uri::parse_host(t.as_bytes()), Ok(Some(_))))
+            {
+                return Err(HostError::InvalidValue);
+            }
+            Ok(DeclaredRule::Set(name, template))
         })
     }
 
     pub(super) fn append_header(p: Phase, name: &str, template: &str) -> Result<(), HostError> {
         host::declare(p, name, |name| {
+            // `host` takes one value.
+            if p == Phase::Request && is_host_header(&name) {
+                return Err(HostError::NotAllowed);
+            }
             Ok(DeclaredRule::Append(name, super::parse(template)?))
         })
     }
@@ -129,6 +145,10 @@ mod imp {
 
     pub(super) fn request_id(name: &str) -> Result<(), HostError> {
         host::declare(Phase::Request, name, |name| {
+            // An id is no `Host`.
+            if is_host_header(&name) {
+                return Err(HostError::NotAllowed);
+            }
             Ok(DeclaredRule::RequestId(name))
         })
     }

@@ -20,6 +20,7 @@ pub(crate) trait RequestBackend {
     fn client_addr(&self) -> String;
     fn tls(&self) -> Option<crate::TlsInfo>;
     fn route(&self) -> String;
+    fn set_upstream(&mut self, name: &str) -> Result<(), HostError>;
     fn id(&self) -> String;
     fn body(&self) -> Result<Vec<u8>, HostError>;
     fn set_body(&mut self, body: &[u8]) -> Result<(), HostError>;
@@ -119,17 +120,23 @@ impl<'a> Request<'a> {
     }
 
     /// Replaces every value of a header with one value.
+    ///
+    /// `host` is the `Host` the upstream is sent, over the route's `host_header`: it must be a
+    /// host name or address with an optional port ([`HostError::InvalidValue`]), and is
+    /// [`HostError::NotAllowed`] on a request to an HTTP/2 upstream (which sends its target
+    /// as `:authority`).
     pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
         self.inner.set_header(name, value)
     }
 
-    /// Adds a value to a header, keeping the ones already there.
+    /// Adds a value to a header, keeping the ones already there. `host` takes one value:
+    /// appending to it is [`HostError::NotAllowed`].
     pub fn append_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
         self.inner.append_header(name, value)
     }
 
     /// Removes every value of a header (nothing happens when it is absent, or one the host
-    /// owns).
+    /// owns). Removing `host` sends the upstream its target's own.
     pub fn remove_header(&mut self, name: &str) {
         self.inner.remove_header(name)
     }
@@ -149,6 +156,19 @@ impl<'a> Request<'a> {
     /// The name of the route that matched.
     pub fn route(&self) -> String {
         self.inner.route()
+    }
+
+    /// Sends the request to the upstream `name` (one of the gateway config's `[upstreams]`)
+    /// instead of the route's: header routing, canaries, A/B splits. Its balancer, hash key,
+    /// timeouts and protocol apply, and the `Host` it is sent follows the route's
+    /// `host_header`, else the chosen upstream's. A later call replaces the choice.
+    ///
+    /// [`HostError::UnknownUpstream`] when the config has no such upstream (the request keeps
+    /// the one it had); [`HostError::NotAllowed`] in the response phase, and for an HTTP/2
+    /// upstream once a plugin wrote `host`. (Contract 0.1.5: the gateway must be at least that
+    /// version.)
+    pub fn set_upstream(&mut self, name: &str) -> Result<(), HostError> {
+        self.inner.set_upstream(name)
     }
 
     /// The host's id for this request, unique within the process.
@@ -258,17 +278,23 @@ impl<'a> Response<'a> {
     }
 
     /// Replaces every value of a header with one value.
+    ///
+    /// `host` is the `Host` the upstream is sent, over the route's `host_header`: it must be a
+    /// host name or address with an optional port ([`HostError::InvalidValue`]), and is
+    /// [`HostError::NotAllowed`] on a request to an HTTP/2 upstream (which sends its target
+    /// as `:authority`).
     pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
         self.inner.set_header(name, value)
     }
 
-    /// Adds a value to a header, keeping the ones already there.
+    /// Adds a value to a header, keeping the ones already there. `host` takes one value:
+    /// appending to it is [`HostError::NotAllowed`].
     pub fn append_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
         self.inner.append_header(name, value)
     }
 
     /// Removes every value of a header (nothing happens when it is absent, or one the host
-    /// owns).
+    /// owns). Removing `host` sends the upstream its target's own.
     pub fn remove_header(&mut self, name: &str) {
         self.inner.remove_header(name)
     }

@@ -35,7 +35,7 @@ use std::collections::BTreeMap;
 use wasmgate_rules::header_rules::{Source, Variable, is_request_id};
 use wasmgate_rules::http::{
     FINAL_STATUS, MAX_RESPONSE_EDITS, MAX_VAR_BYTES, MAX_VARS, is_header_name, is_header_value,
-    is_host_managed, is_token,
+    is_host_header, is_host_managed, is_token,
 };
 
 use crate::config::parse_config;
@@ -250,6 +250,10 @@ pub struct MockRequest {
     route: String,
     id: String,
     vars: BTreeMap<String, String>,
+    /// The config's upstreams, when the test names them; any name is one otherwise.
+    upstreams: Option<Vec<String>>,
+    /// What `set_upstream` chose.
+    upstream: Option<String>,
     response_edits: Vec<ResponseEdit>,
     /// The id a `request_id` header rule gave the request.
     request_id: Option<String>,
@@ -278,6 +282,8 @@ impl MockRequest {
             route: "test".to_string(),
             id: "test-request".to_string(),
             vars: BTreeMap::new(),
+            upstreams: None,
+            upstream: None,
             response_edits: Vec::new(),
             request_id: None,
             phase: Phase::Request,
@@ -339,6 +345,19 @@ impl MockRequest {
     pub fn with_var(mut self, name: &str, value: &str) -> Self {
         self.vars.insert(name.to_string(), value.to_string());
         self
+    }
+
+    /// The upstreams the gateway's config has, which [`Request::set_upstream`] may choose;
+    /// any other name is [`HostError::UnknownUpstream`]. Default: any name is taken.
+    pub fn with_upstreams(mut self, names: &[&str]) -> Self {
+        self.upstreams = Some(names.iter().map(|n| n.to_string()).collect());
+        self
+    }
+
+    /// The upstream the plugin chose with [`Request::set_upstream`]; `None` sends the
+    /// request to the route's.
+    pub fn upstream(&self) -> Option<&str> {
+        self.upstream.as_deref()
     }
 
     /// The method.
@@ -482,11 +501,17 @@ impl RequestBackend for MockRequest {
 
     fn set_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
         self.writable()?;
+        if is_host_header(name) && !is_host(value) {
+            return Err(HostError::InvalidValue);
+        }
         set_header(&mut self.headers, name, value)
     }
 
     fn append_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
         self.writable()?;
+        if is_host_header(name) {
+            return Err(HostError::NotAllowed);
+        }
         append_header(&mut self.headers, name, value)
     }
 
@@ -506,6 +531,19 @@ impl RequestBackend for MockRequest {
 
     fn route(&self) -> String {
         self.route.clone()
+    }
+
+    fn set_upstream(&mut self, name: &str) -> Result<(), HostError> {
+        self.writable()?;
+        if self
+            .upstreams
+            .as_ref()
+            .is_some_and(|known| !known.iter().any(|u| u == name))
+        {
+            return Err(HostError::UnknownUpstream);
+        }
+        self.upstream = Some(name.to_string());
+        Ok(())
     }
 
     fn id(&self) -> String {
@@ -720,6 +758,11 @@ fn header_values<'h>(
         .map(|(_, v)| v.as_str())
 }
 
+/// Whether a value may be the `Host` the upstream is sent, as the host checks it.
+fn is_host(value: &str) -> bool {
+    matches!(wasmgate_uri::parse_host(value.as_bytes()), Ok(Some(_)))
+}
+
 /// The lower-case name, if `name: value` may be set.
 fn check_header(name: &str, value: &str) -> Result<String, HostError> {
     if !is_header_name(name) {
@@ -805,6 +848,12 @@ impl host::DeclaredRule {
                 };
                 let _ = set_header(&mut req.headers, name, &id);
                 req.request_id = Some(id);
+            }
+            Self::Set(name, _) if is_host_header(name) => {
+                let value = self.render(req);
+                if is_host(&value) {
+                    let _ = set_header(&mut req.headers, name, &value);
+                }
             }
             Self::Set(..) | Self::Append(..) => {
                 let value = self.render(req);

@@ -118,6 +118,9 @@ pub enum HostError {
     /// answered), or touches what only the host may (the headers in
     /// [`rules::http::HOST_MANAGED_HEADERS`](crate::rules::http::HOST_MANAGED_HEADERS)).
     NotAllowed,
+    /// [`Request::set_upstream`](crate::Request::set_upstream) named an upstream the
+    /// gateway's config does not have (the WIT `upstream-error.unknown`).
+    UnknownUpstream,
 }
 
 impl fmt::Display for HostError {
@@ -128,6 +131,7 @@ impl fmt::Display for HostError {
             HostError::BodyNotDeclared => "body not declared in the plugin's registration",
             HostError::BodyTooLarge => "body larger than the route allows",
             HostError::NotAllowed => "not allowed here",
+            HostError::UnknownUpstream => "no upstream of that name",
         })
     }
 }

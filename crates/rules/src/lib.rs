@@ -45,6 +45,13 @@ pub mod http {
             .any(|h| h.eq_ignore_ascii_case(name))
     }
 
+    /// Whether a request header is `host`, the `Host` the upstream is sent (over the route's
+    /// `host_header`). It takes one value, so appending to it is `not-allowed`, and the value
+    /// must be a host name or address with an optional port (else `invalid-value`).
+    pub fn is_host_header(name: &str) -> bool {
+        name.eq_ignore_ascii_case("host")
+    }
+
     /// Longest header name the host takes, in bytes.
     pub const MAX_HEADER_NAME_BYTES: usize = (1 << 16) - 1;
 

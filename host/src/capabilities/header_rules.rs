@@ -4,12 +4,12 @@
 //! manages) and its template parsed, once; the rules are collected in the store and, after
 //! `init`, handed to the pipeline entry (`pipeline::header_rules` applies them per request).
 
-use http::header::HeaderName;
+use http::header::{self, HeaderName};
 use wasmgate_rules::header_rules::{MAX_RULES, Template};
 use wasmtime::Result;
 
 use crate::capabilities::http::{parse_header, refused};
-use crate::pipeline::header_rules::{HeaderRules, Rule, Value};
+use crate::pipeline::header_rules::{HeaderRules, Rule, Value, is_host};
 use crate::plugins::bindings::ErrorCode;
 use crate::plugins::bindings::wasmgate::plugin::header_rules::{Host, Phase};
 use crate::plugins::refusals::Refusal;
@@ -52,8 +52,17 @@ impl HostState {
     ) -> Result<(), ErrorCode> {
         let route = self.ctx.route.clone();
         self.declare(phase, call, name, |name| {
+            let host = phase == Phase::Request && name == header::HOST;
+            if host && append {
+                return Err(ErrorCode::NotAllowed);
+            }
             let template = Template::parse(template).map_err(|_| ErrorCode::InvalidValue)?;
             let value = Value::new(template, &route).ok_or(ErrorCode::InvalidValue)?;
+            if let (true, Value::Fixed(v)) = (host, &value)
+                && !is_host(v)
+            {
+                return Err(ErrorCode::InvalidValue);
+            }
             Ok(Rule::Write {
                 name,
                 value,
@@ -91,6 +100,12 @@ impl Host for HostState {
 
     fn request_id(&mut self, name: String) -> Result<Result<(), ErrorCode>> {
         let call = "header-rules.request-id";
-        Ok(self.declare(Phase::Request, call, &name, |n| Ok(Rule::RequestId(n))))
+        Ok(self.declare(Phase::Request, call, &name, |n| {
+            // An id is no `Host`.
+            if n == header::HOST {
+                return Err(ErrorCode::NotAllowed);
+            }
+            Ok(Rule::RequestId(n))
+        }))
     }
 }

@@ -10,13 +10,16 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, StatusCode};
-use wasmgate_rules::http::{FINAL_STATUS, MAX_RESPONSE_EDITS, MAX_VAR_BYTES, MAX_VARS};
+use wasmgate_rules::http::{
+    FINAL_STATUS, MAX_RESPONSE_EDITS, MAX_VAR_BYTES, MAX_VARS, is_host_header,
+};
 use wasmtime::Result;
 use wasmtime::component::Resource;
 
+use crate::pipeline::header_rules::is_host;
 use crate::pipeline::{Exchange, HeaderEdit, Phase, ResponseEdit};
 use crate::plugins::bindings::wasmgate::plugin::http::{
-    ClientCert, Host, HostRequest, HostResponse, TlsInfo,
+    ClientCert, Host, HostRequest, HostResponse, TlsInfo, UpstreamError,
 };
 use crate::plugins::bindings::{ErrorCode, Reply};
 use crate::plugins::refusals::Refusal;
@@ -76,6 +79,21 @@ fn write_header(
     } else {
         headers.insert(name, value);
     }
+    Ok(())
+}
+
+/// A plugin's `set-header host`: the `Host` the upstream is sent, over the route's
+/// `host_header`. It must be a host, and cannot reach an HTTP/2 upstream.
+fn set_host(ex: &mut Exchange, value: &str) -> Result<(), ErrorCode> {
+    let value = HeaderValue::from_str(value).map_err(|_| ErrorCode::InvalidValue)?;
+    if !is_host(&value) {
+        return Err(ErrorCode::InvalidValue);
+    }
+    if ex.to_h2() {
+        return Err(ErrorCode::NotAllowed);
+    }
+    ex.host_written();
+    ex.request.headers.insert(header::HOST, value);
     Ok(())
 }
 
@@ -216,6 +234,8 @@ impl HostRequest for HostState {
         let ex = self.exchange()?;
         let result = if ex.phase != Phase::Request {
             Err(ErrorCode::NotAllowed)
+        } else if is_host_header(&name) {
+            set_host(ex, &value)
         } else {
             write_header(&mut ex.request.headers, &name, &value, false)
         };
@@ -231,7 +251,7 @@ impl HostRequest for HostState {
         value: String,
     ) -> Result<Result<(), ErrorCode>> {
         let ex = self.exchange()?;
-        let result = if ex.phase != Phase::Request {
+        let result = if ex.phase != Phase::Request || is_host_header(&name) {
             Err(ErrorCode::NotAllowed)
         } else {
             write_header(&mut ex.request.headers, &name, &value, true)
@@ -244,6 +264,9 @@ impl HostRequest for HostState {
     fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) -> Result<()> {
         let ex = self.exchange()?;
         if ex.phase == Phase::Request {
+            if is_host_header(&name) {
+                ex.host_written();
+            }
             remove_header(&mut ex.request.headers, &name);
         }
         Ok(())
@@ -265,6 +288,35 @@ impl HostRequest for HostState {
 
     fn route(&mut self, _: Resource<RequestHandle>) -> Result<String> {
         Ok(self.exchange()?.route.to_string())
+    }
+
+    fn set_upstream(
+        &mut self,
+        _: Resource<RequestHandle>,
+        name: String,
+    ) -> Result<Result<(), UpstreamError>> {
+        let ex = self.exchange()?;
+        let found = ex.destinations.as_ref().and_then(|d| d.get(name.as_str()));
+        let result = match found {
+            _ if ex.phase != Phase::Request => Err(UpstreamError::NotAllowed),
+            None => Err(UpstreamError::Unknown),
+            // The `Host` a plugin wrote would not reach an HTTP/2 upstream.
+            Some(d) if d.h2 && ex.client_host.is_some() => Err(UpstreamError::NotAllowed),
+            Some(d) => {
+                ex.chosen = Some(d.clone());
+                Ok(())
+            }
+        };
+        Ok(self.refusals.check(Refusal::Upstream, result, |e| {
+            let why = match e {
+                UpstreamError::Unknown => "no upstream of that name",
+                UpstreamError::NotAllowed => "not-allowed",
+            };
+            format!(
+                "set-upstream {:?}: {why}",
+                wasmgate_rules::log::cut(&name, 64)
+            )
+        }))
     }
 
     fn id(&mut self, _: Resource<RequestHandle>) -> Result<String> {

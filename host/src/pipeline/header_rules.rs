@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use wasmgate_rules::header_rules::{Part, Source, Template, Variable, is_request_id};
 
 use super::Exchange;
@@ -67,23 +67,35 @@ impl HeaderRules {
         self.len() == 0
     }
 
+    /// Whether a request rule sets or removes `host` (the `Host` the upstream is sent).
+    pub fn writes_host(&self) -> bool {
+        self.request.iter().any(|r| match r {
+            Rule::Write { name, .. } | Rule::Remove(name) => name == header::HOST,
+            Rule::RequestId(_) => false,
+        })
+    }
+
     /// Makes the request rules' changes to the request.
     pub fn apply_to_request(&self, ex: &mut Exchange, buf: &mut String) {
-        apply(&self.request, ex, buf, |ex| Some(&mut ex.request.headers));
+        apply(&self.request, true, ex, buf, |ex| {
+            Some(&mut ex.request.headers)
+        });
     }
 
     /// Makes the response rules' changes to the response (which the response phase has).
     pub fn apply_to_response(&self, ex: &mut Exchange, buf: &mut String) {
-        apply(&self.response, ex, buf, |ex| {
+        apply(&self.response, false, ex, buf, |ex| {
             ex.response.as_mut().map(|r| &mut r.parts.headers)
         });
     }
 }
 
-/// Makes `rules`' changes to the headers `target` picks out of the exchange. A value is
-/// rendered before the headers are borrowed: templates read the request.
+/// Makes `rules`' changes to the headers `target` picks out of the exchange (the request's when
+/// `request`). A value is rendered before the headers are borrowed: templates read the
+/// request.
 fn apply(
     rules: &[Rule],
+    request: bool,
     ex: &mut Exchange,
     buf: &mut String,
     target: fn(&mut Exchange) -> Option<&mut HeaderMap>,
@@ -96,11 +108,25 @@ fn apply(
                 append,
             } => {
                 let value = render(value, ex, buf);
+                if request && *name == header::HOST {
+                    // The `Host` the upstream is sent: a value that is not a host is left out.
+                    match value {
+                        Some(v) if is_host(&v) => {
+                            ex.host_written();
+                            ex.request.headers.insert(header::HOST, v);
+                        }
+                        _ => {}
+                    }
+                    continue;
+                }
                 if let (Some(value), Some(headers)) = (value, target(ex)) {
                     write(headers, name, value, *append);
                 }
             }
             Rule::Remove(name) => {
+                if request && *name == header::HOST {
+                    ex.host_written();
+                }
                 if let Some(headers) = target(ex) {
                     headers.remove(name);
                 }
@@ -137,6 +163,12 @@ fn render(value: &Value, ex: &Exchange, buf: &mut String) -> Option<HeaderValue>
             HeaderValue::from_str(buf).ok()
         }
     }
+}
+
+/// Whether a value may be the `Host` the upstream is sent: a host name or address, with an
+/// optional port, as a client's own `Host` must be.
+pub fn is_host(value: &HeaderValue) -> bool {
+    matches!(wasmgate_uri::parse_host(value.as_bytes()), Ok(Some(_)))
 }
 
 /// A new request id: a random (version 4) UUID.

@@ -9,6 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, request, response};
 
 use crate::capabilities::http::reply_into_parts;
 use crate::config::{EscapedSlashes, OnError};
+use crate::destination::{Destination, Destinations};
 use crate::metrics::Metrics;
 use crate::plugins::bindings::{Decision, Registration};
 use crate::plugins::pool::{Failure, Instances};
@@ -124,6 +125,16 @@ pub struct Exchange {
     pub escaped_slashes: EscapedSlashes,
     /// Host calls the plugins made that were refused; logged when the request ends.
     pub refusals: RequestRefusals,
+    /// Every upstream of the request's config, which `set-upstream` chooses from.
+    pub destinations: Option<Arc<Destinations>>,
+    /// The upstream a plugin chose with `set-upstream`, instead of the route's.
+    pub chosen: Option<Arc<Destination>>,
+    /// Whether the route's own upstream speaks HTTP/2.
+    pub route_h2: bool,
+    /// Set once a plugin or a header rule first wrote `host`: the `Host` the client sent
+    /// (none from an HTTP/1.0 client without one), which `X-Forwarded-Host` still names while
+    /// the upstream is sent the plugin's.
+    pub client_host: Option<Option<HeaderValue>>,
 }
 
 impl Exchange {
@@ -147,6 +158,22 @@ impl Exchange {
             body_limit,
             escaped_slashes: EscapedSlashes::default(),
             refusals: RequestRefusals::default(),
+            destinations: None,
+            chosen: None,
+            route_h2: false,
+            client_host: None,
+        }
+    }
+
+    /// Whether the request goes to an HTTP/2 upstream, as things stand.
+    pub fn to_h2(&self) -> bool {
+        self.chosen.as_ref().map_or(self.route_h2, |d| d.h2)
+    }
+
+    /// Before `host` is written: keeps the client's `Host` the first time.
+    pub fn host_written(&mut self) {
+        if self.client_host.is_none() {
+            self.client_host = Some(self.request.headers.get(http::header::HOST).cloned());
         }
     }
 

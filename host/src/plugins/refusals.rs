@@ -27,6 +27,8 @@ pub enum Refusal {
     Body,
     Kv,
     RateLimit,
+    /// `set-upstream`: a name the config has no upstream of.
+    Upstream,
 }
 
 impl Refusal {
@@ -40,6 +42,7 @@ impl Refusal {
             Self::Body => "body",
             Self::Kv => "kv",
             Self::RateLimit => "rate_limit",
+            Self::Upstream => "upstream",
         }
     }
 }

@@ -11,12 +11,13 @@ use hyper::body::Incoming;
 use crate::body::{self, Body};
 use crate::client_body::ClientBody;
 use crate::config::{EscapedSlashes, HashOn};
+use crate::destination::{self, HostSource};
 use crate::error::GatewayError;
 use crate::gateway::{Gateway, Route};
 use crate::pipeline::{Exchange, Pipeline, RequestOutcome, ResponseState};
 use crate::server::Downstream;
 use crate::server::admit::{admit, host_of};
-use crate::upstream::{self, Outgoing};
+use crate::upstream::{self, Outgoing, Upstream};
 use crate::wire::Peer;
 
 pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, down: Downstream) -> Response<Body> {
@@ -95,14 +96,22 @@ async fn forward(
 ) -> Response<Body> {
     let (mut parts, incoming) = req.into_parts();
     let https = down.tls.is_some();
-    let key = affinity(route, &parts.headers, parts.uri.path(), &[], || {
-        if down.peer.trusted() {
-            gw.shared.trusted.client(&down.peer, &parts.headers)
-        } else {
-            down.peer.clone()
-        }
-    });
+    let key = affinity(
+        &route.upstream,
+        &parts.headers,
+        parts.uri.path(),
+        &[],
+        || {
+            if down.peer.trusted() {
+                gw.shared.trusted.client(&down.peer, &parts.headers)
+            } else {
+                down.peer.clone()
+            }
+        },
+    );
     prepare_upstream_request(route, &mut parts.uri, &mut parts.headers, &down.peer, https);
+    let policy = HostSource::Policy(&route.destination.host_header);
+    destination::set_host(&mut parts.headers, policy);
     let body = Outgoing::stream(ClientBody::new(incoming, route.body_read_timeout));
     match route
         .upstream
@@ -114,18 +123,18 @@ async fn forward(
     }
 }
 
-/// A request's hash key, when its route's upstream balances by `hash_on`: the request as
+/// A request's hash key, when the upstream it goes to balances by `hash_on`: the request as
 /// the client sent it or the request phase left it (header, path), a var a plugin set, or the
 /// client's address (`client`, asked for only then).
 fn affinity(
-    route: &Route,
+    upstream: &Upstream,
     headers: &HeaderMap,
     path: &str,
     vars: &[(String, String)],
     client: impl FnOnce() -> Peer,
 ) -> Option<u64> {
     let key = |bytes: &[u8]| Some(upstream::balance::Balancer::key(bytes));
-    match route.upstream.hash_on()? {
+    match upstream.hash_on()? {
         HashOn::ClientIp => key(client().ip_str().as_bytes()),
         HashOn::Header(name) => key(headers.get(name)?.as_bytes()),
         HashOn::Var(name) => key(vars.iter().find(|(k, _)| k == name)?.1.as_bytes()),
@@ -207,9 +216,10 @@ async fn with_pipeline(
         RequestOutcome::Failed => return GatewayError::PluginFailed.into_response(),
         RequestOutcome::Reply(parts, bytes) => (parts, body::full(bytes)),
         RequestOutcome::Forward => {
-            let key = exchange_affinity(route, &ex);
+            let upstream = upstream_of(route, &ex);
+            let key = exchange_affinity(&upstream, &ex);
             let upstream_req = upstream_request(route, &mut ex, streaming.take(), response_phase);
-            match route.upstream.send(upstream_req, key, route.timeout).await {
+            match upstream.send(upstream_req, key, route.timeout).await {
                 Ok(r) => r.map(Body::Upstream).into_parts(),
                 Err(e) => GatewayError::from(&e).into_response().into_parts(),
             }
@@ -270,6 +280,8 @@ fn exchange(
     ));
     ex.escaped_slashes = escaped;
     ex.tls = down.tls;
+    ex.destinations = Some(route.destinations.clone());
+    ex.route_h2 = route.destination.h2;
     if ex.peer.trusted() {
         ex.client = gw.shared.trusted.client(&ex.peer, &ex.request.headers);
     }
@@ -341,10 +353,19 @@ async fn upgrade(
             RequestOutcome::Forward => {}
         }
     }
-    let key = exchange_affinity(route, &ex);
-    let (parts, _) = upstream_request(route, &mut ex, None, false).into_parts();
-    let switch = route
-        .upstream
+    let upstream = upstream_of(route, &ex);
+    let key = exchange_affinity(&upstream, &ex);
+    let req = upstream_request(route, &mut ex, None, false);
+    if !upstream.can_upgrade() {
+        // A plugin chose an HTTP/2 upstream: the handshake goes as an ordinary request,
+        // without its `Upgrade`, as it would on a route to that upstream.
+        return match upstream.send(req, key, route.timeout).await {
+            Ok(r) => r.map(Body::Upstream),
+            Err(e) => GatewayError::from(&e).into_response(),
+        };
+    }
+    let (parts, _) = req.into_parts();
+    let switch = upstream
         .upgrade(Request::from_parts(parts, ()), protocol, key)
         .await;
     let (resp, far) = match switch {
@@ -378,10 +399,19 @@ async fn upgrade(
     resp.map(|()| body::empty())
 }
 
+/// The upstream a request the pipeline has seen goes to: the one a plugin chose, else the
+/// route's.
+fn upstream_of(route: &Route, ex: &Exchange) -> Arc<Upstream> {
+    match &ex.chosen {
+        Some(d) => d.upstream.clone(),
+        None => route.upstream.clone(),
+    }
+}
+
 /// [`affinity`] for a request the pipeline has seen.
-fn exchange_affinity(route: &Route, ex: &Exchange) -> Option<u64> {
+fn exchange_affinity(upstream: &Upstream, ex: &Exchange) -> Option<u64> {
     let r = &ex.request;
-    affinity(route, &r.headers, r.uri.path(), &ex.vars, || {
+    affinity(upstream, &r.headers, r.uri.path(), &ex.vars, || {
         ex.client.clone()
     })
 }
@@ -404,7 +434,22 @@ fn upstream_request(
     };
     let (mut parts, _) = req.into_parts();
     let https = ex.tls.is_some();
+    let host = match &ex.client_host {
+        // A plugin's `Host` wins; `X-Forwarded-Host` still names the client's.
+        Some(client) => {
+            let written = parts.headers.remove(header::HOST);
+            if let Some(client) = client {
+                parts.headers.insert(header::HOST, client.clone());
+            }
+            HostSource::Written(written)
+        }
+        None => HostSource::Policy(match &ex.chosen {
+            Some(d) => route.host_override.as_ref().unwrap_or(&d.host_header),
+            None => &route.destination.host_header,
+        }),
+    };
     prepare_upstream_request(route, &mut parts.uri, &mut parts.headers, &ex.peer, https);
+    destination::set_host(&mut parts.headers, host);
     let body = match (ex.request_body.take(), streaming) {
         (Some(bytes), _) => {
             parts.headers.remove(header::CONTENT_LENGTH);
