@@ -1274,6 +1274,80 @@ mod timeout_tests {
     }
 
     #[test]
+    fn health_circuit_retry_and_discovery_settings_are_checked() {
+        assert_eq!(
+            problems(
+                "",
+                "panic_below_percent = 50\n[upstreams.u.health_check]\n[upstreams.u.circuit_breaker]\nfallback = { body = \"down\" }\n[upstreams.u.retry]\n[upstreams.u.discovery]\ndns_refresh_ms = 100"
+            ),
+            ""
+        );
+        for (upstream, says) in [
+            (
+                "[upstreams.u.health_check]\npath = \"health\"",
+                "health_check.path: `health` is not a path",
+            ),
+            (
+                "[upstreams.u.health_check]\nunhealthy_after = 0",
+                "health_check.unhealthy_after: at least 1",
+            ),
+            (
+                "[upstreams.u.health_check]\ntimeout_ms = 5000",
+                "is longer than interval_ms",
+            ),
+            (
+                "[upstreams.u.health_check]\nexpect_status = \"2xx\"",
+                "is not a status",
+            ),
+            (
+                "[upstreams.u.health_check]\ntype = \"udp\"",
+                "unknown variant `udp`",
+            ),
+            (
+                "[upstreams.u.circuit_breaker]\nfailure_ratio = 1.5",
+                "failure_ratio: 1.5 is not above 0",
+            ),
+            (
+                "[upstreams.u.circuit_breaker]\nopen_ms = 0",
+                "circuit_breaker.open_ms",
+            ),
+            (
+                "[upstreams.u.circuit_breaker]\nfallback = { status = 99 }",
+                "fallback: status 99",
+            ),
+            (
+                "[upstreams.u.circuit_breaker]\nfallback = { headers = { \"a b\" = \"1\" } }",
+                "`a b` is not a header name",
+            ),
+            (
+                "[upstreams.u.retry]\nattempts = 11",
+                "retry.attempts: 11 is more than 10",
+            ),
+            ("[upstreams.u.retry]\non = [\"404\"]", "a 5xx status"),
+            (
+                "[upstreams.u.retry]\nmethods = [\"G T\"]",
+                "retry.methods: `G T` is not a method",
+            ),
+            (
+                "[upstreams.u.discovery]",
+                "discovery: set dns_refresh_ms or file",
+            ),
+            (
+                "[upstreams.u.discovery]\nfile = \"t.json\"",
+                "this list must be empty",
+            ),
+            (
+                "panic_below_percent = 101",
+                "panic_below_percent: 101 is over 100",
+            ),
+            ("host_header = \"a/b\"", "is neither \"target\""),
+        ] {
+            let p = problems("", upstream);
+            assert!(p.contains(says), "{upstream}: {p}");
+        }
+    }
+
+    #[test]
     fn pool_and_body_timeouts_have_defaults_and_bounds() {
         let ok = Config::parse(
             "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.u]\ntargets = [\"http://127.0.0.1:1\"]\n",
