@@ -161,6 +161,14 @@ async fn healthy(gw: &Gateway, addr: SocketAddr) -> bool {
     t["healthy"].as_bool().unwrap()
 }
 
+/// How many targets upstream `app` has now.
+async fn target_count(gw: &Gateway) -> usize {
+    upstreams_json(gw).await["upstreams"]["app"]["targets"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
 /// Waits until `cond` holds, for at most `limit`; returns how long it took.
 async fn within<F: std::future::Future<Output = bool>>(
     limit: Duration,
@@ -206,8 +214,8 @@ async fn a_target_killed_under_load_fails_no_get_and_no_post_twice_and_health_ch
     );
     let client = Client::new();
     let mut load = Vec::new();
-    for c in 0..12 {
-        let post = c % 3 == 0;
+    for c in 0..12usize {
+        let post = c.is_multiple_of(3);
         let (client, url, stop) = (client.clone(), gw.url("/"), stop.clone());
         let (gets, get_failures, posts, post_failures) = (
             gets.clone(),
@@ -294,7 +302,7 @@ async fn a_target_killed_under_load_fails_no_get_and_no_post_twice_and_health_ch
         .chain(b.ids.lock().unwrap().iter())
     {
         let c: usize = id.split('-').next().unwrap().parse().unwrap();
-        if c % 3 == 0 {
+        if c.is_multiple_of(3) {
             assert!(seen.insert(id.clone()), "POST {id} was sent twice");
         }
     }
@@ -591,11 +599,7 @@ async fn dns_discovery_follows_the_records_with_no_failed_request() {
         upstreams_json(&gw).await["upstreams"]["app"]["targets"][0]["requests"]["ok"].clone();
     dns.set(serde_json::json!({ "app.test": ["127.0.0.2", "127.0.0.3"] }));
     let both = within(Duration::from_secs(3), || async {
-        upstreams_json(&gw).await["upstreams"]["app"]["targets"]
-            .as_array()
-            .unwrap()
-            .len()
-            == 2
+        target_count(&gw).await == 2
     })
     .await;
     assert!(both.is_some());
@@ -609,11 +613,7 @@ async fn dns_discovery_follows_the_records_with_no_failed_request() {
     // The first goes away; requests go on, to the second alone.
     dns.set(serde_json::json!({ "app.test": ["127.0.0.3"] }));
     let gone = within(Duration::from_secs(3), || async {
-        upstreams_json(&gw).await["upstreams"]["app"]["targets"]
-            .as_array()
-            .unwrap()
-            .len()
-            == 1
+        target_count(&gw).await == 1
     })
     .await;
     assert!(gone.is_some());
@@ -659,11 +659,7 @@ async fn a_targets_file_is_followed_and_a_reload_keeps_what_is_known_of_the_targ
     )
     .unwrap();
     let both = within(Duration::from_secs(5), || async {
-        upstreams_json(&gw).await["upstreams"]["app"]["targets"]
-            .as_array()
-            .unwrap()
-            .len()
-            == 2
+        target_count(&gw).await == 2
     })
     .await;
     assert!(both.is_some(), "{}", gw.logs());

@@ -247,7 +247,7 @@ fn twenty_five() -> u64 {
 fn one_second() -> u64 {
     1_000
 }
-fn two_seconds() -> u64 {
+pub(crate) fn two_seconds() -> u64 {
     2_000
 }
 fn ten_seconds() -> u64 {

@@ -159,7 +159,7 @@ pub struct DnsConfig {
     /// Name servers, as `address:port`.
     pub servers: Vec<SocketAddr>,
     /// Longest wait for an answer.
-    #[serde(default = "two_seconds")]
+    #[serde(default = "crate::failure::two_seconds")]
     pub timeout_ms: u64,
 }
 
@@ -194,9 +194,6 @@ impl TryFrom<String> for HostHeader {
     }
 }
 
-fn two_seconds() -> u64 {
-    2_000
-}
 fn five() -> u32 {
     5
 }
