@@ -34,6 +34,8 @@ struct Target {
     failing: Arc<AtomicBool>,
     delay: Duration,
     hits: Arc<AtomicU64>,
+    /// Requests that came as a retry (`X-Wasmgate-Attempts`).
+    retried: Arc<AtomicU64>,
     ids: Arc<Mutex<Vec<String>>>,
     tasks: Arc<Mutex<Option<tokio::task::JoinSet<()>>>>,
 }
@@ -52,6 +54,7 @@ impl Target {
             failing: Arc::new(AtomicBool::new(false)),
             delay,
             hits: Arc::default(),
+            retried: Arc::default(),
             ids: Arc::default(),
             tasks: Arc::default(),
         };
@@ -105,6 +108,13 @@ impl Target {
                 .unwrap()
                 .push(id.to_str().unwrap().to_owned());
         }
+        let req_attempts = req
+            .headers()
+            .get("x-wasmgate-attempts")
+            .map(|v| v.to_str().unwrap().to_owned());
+        if req_attempts.is_some() {
+            self.retried.fetch_add(1, Ordering::SeqCst);
+        }
         let _ = req.into_body().collect().await;
         tokio::time::sleep(self.delay).await;
         let status = if self.failing.load(Ordering::SeqCst) {
@@ -113,8 +123,11 @@ impl Target {
             200
         };
         let body = serde_json::json!({ "upstream": self.name }).to_string();
+        // Echoed, so a test can see the gateway never passes it back.
+        let attempts = req_attempts.unwrap_or_default();
         Ok(Response::builder()
             .status(status)
+            .header("x-wasmgate-attempts", attempts)
             .header("content-type", "application/json")
             .body(Full::new(body.into()))
             .unwrap())
@@ -439,7 +452,12 @@ async fn retries_hold_to_their_budget_and_a_sent_post_is_never_retried() {
     let req = Request::post(gw.url("/")).body(support::full("x")).unwrap();
     assert_eq!(client.send(req).await.status, 503);
     assert_eq!(a.hits() + b.hits(), before + 1);
-    // The retried request's attempt count reaches the upstream, never the client.
+    // Each retry tells the upstream its attempt number (echoed back by it); the client never
+    // sees it.
+    assert_eq!(
+        a.retried.load(Ordering::SeqCst) + b.retried.load(Ordering::SeqCst),
+        retries
+    );
     let resp = client.get(&gw.url("/")).await;
     assert!(resp.header("x-wasmgate-attempts").is_none());
 }

@@ -139,7 +139,7 @@ async fn probe(up: &Upstream, ep: &Arc<Endpoint>, cfg: &HealthCheckConfig) -> Re
     let (mut parts, ()) = req.into_parts();
     let mut body = Outgoing::Bytes(Bytes::new());
     let resp = up
-        .exchange(ep, up.checker_slot(), &mut parts, &mut body, timeout)
+        .exchange(ep, up.checker_slot(), &mut parts, &mut body, timeout, false)
         .await
         .map_err(|e| super::error_chain(&e))?;
     let status = resp.status();

@@ -474,6 +474,8 @@ impl Upstream {
         if let Some(r) = &self.retry {
             r.request();
         }
+        // Whether attempt `n` may be followed by another, which needs the headers again.
+        let may_retry = |n: u32| self.retry.as_ref().is_some_and(|p| n <= p.attempts());
         let mut tried: Vec<usize> = Vec::new();
         let mut attempt = 1u32;
         loop {
@@ -509,7 +511,14 @@ impl Upstream {
                 timeout = timeout.min(left);
             }
             let sent = self
-                .exchange(ep, worker, &mut parts, &mut body, timeout)
+                .exchange(
+                    ep,
+                    worker,
+                    &mut parts,
+                    &mut body,
+                    timeout,
+                    may_retry(attempt),
+                )
                 .await;
             let outcome = match &sent {
                 Ok(resp) if resp.status().is_server_error() => Outcome::Status5xx,
@@ -581,7 +590,8 @@ impl Upstream {
 
     /// One exchange with one target over connection set `slot`: what every attempt and
     /// health probe does. The body is borrowed, and untouched when no connection could be
-    /// made; `parts` keep their headers for another attempt.
+    /// made; `parts` keep their headers for another attempt when `again` (HTTP/1.1 borrows
+    /// them anyway; HTTP/2 copies them only then).
     async fn exchange(
         &self,
         ep: &Endpoint,
@@ -589,6 +599,7 @@ impl Upstream {
         parts: &mut http::request::Parts,
         body: &mut Outgoing,
         timeout: Duration,
+        again: bool,
     ) -> Result<Response<Wire>, ProxyError> {
         let opts = SendOptions {
             target: ep.id,
@@ -625,7 +636,11 @@ impl Upstream {
                 let mut req = Request::new(body);
                 *req.method_mut() = parts.method.clone();
                 *req.uri_mut() = parts.uri.clone();
-                *req.headers_mut() = parts.headers.clone();
+                *req.headers_mut() = if again {
+                    parts.headers.clone()
+                } else {
+                    std::mem::take(&mut parts.headers)
+                };
                 h2::Client::send(send, &opts, &scheme, &ep.target.authority, req)
                     .await
                     .map(|r| r.map(Wire::H2))

@@ -55,6 +55,11 @@ impl<C: Clock> Policy<C> {
         }
     }
 
+    /// Extra tries after the first.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
     /// Counts a request (its first attempt) for the budget.
     pub fn request(&self) {
         self.budget.count(false);
