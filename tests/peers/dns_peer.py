@@ -41,9 +41,18 @@ class Quiet:
 def main():
     if sys.argv[1:] != ["serve"]:
         sys.exit("usage: dns_peer.py serve")
-    udp = DNSServer(Resolver(), port=0, address="127.0.0.1", logger=Quiet())
-    port = udp.server.server_address[1]
-    tcp = DNSServer(Resolver(), port=port, address="127.0.0.1", tcp=True, logger=Quiet())
+    # One port for both: the ephemeral port picked for UDP may be taken for TCP by a test
+    # running beside this one, so another is tried then.
+    for _ in range(50):
+        udp = DNSServer(Resolver(), port=0, address="127.0.0.1", logger=Quiet())
+        port = udp.server.server_address[1]
+        try:
+            tcp = DNSServer(Resolver(), port=port, address="127.0.0.1", tcp=True, logger=Quiet())
+            break
+        except OSError:
+            udp.server.server_close()
+    else:
+        sys.exit("no port free for both UDP and TCP")
     udp.start_thread()
     tcp.start_thread()
     print(port, flush=True)
