@@ -118,16 +118,25 @@ impl Balancer {
         load: &impl Fn(usize) -> usize,
     ) -> Option<usize> {
         let n = self.weights.len();
-        // Scanning from a turning start takes tied targets in turn.
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut best = None;
+        // Scanning from a turning start takes tied targets in turn. The best so far keeps its
+        // load and weight, so each target is read once.
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n.max(1);
+        let mut best: Option<(usize, u64, u64)> = None;
         for i in 0..n {
-            let t = start.wrapping_add(i) % n;
-            if usable(t) && best.is_none_or(|b| self.lighter(t, b, load)) {
-                best = Some(t);
+            let t = if start + i < n {
+                start + i
+            } else {
+                start + i - n
+            };
+            if !usable(t) {
+                continue;
+            }
+            let (l, w) = (load(t) as u64, u64::from(self.weights[t]));
+            if best.is_none_or(|(_, bl, bw)| l * bw < bl * w) {
+                best = Some((t, l, w));
             }
         }
-        best
+        best.map(|(t, _, _)| t)
     }
 
     fn two_choices(

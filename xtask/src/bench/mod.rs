@@ -71,9 +71,9 @@ const GATEWAY: &[Target] = &[Target::Wasmgate];
 const TLS_PEERS: &[Target] = &[Target::Nginx, Target::Haproxy, Target::Wasmgate];
 const NGINX_LUA: &[Target] = &[Target::NginxLua];
 
-/// The scenarios of `--quick`: the plain path and its TLS twin, one pooled plugin and its nginx + Lua
-/// counterpart, and a pipeline of three.
-const QUICK: &[&str] = &["S1", "S1-TLS", "S3-pooled", "S3-lua", "S4"];
+/// The scenarios of `--quick`: the plain path, in front of four targets and over TLS, one
+/// pooled plugin and its nginx + Lua counterpart, and a pipeline of three.
+const QUICK: &[&str] = &["S1", "S1-4t", "S1-TLS", "S3-pooled", "S3-lua", "S4"];
 
 /// The response headers of S3's header work (and S4's), which the check before any load wants
 /// in the answer.
@@ -185,6 +185,12 @@ const SCENARIOS: &[Scenario] = &[
     .one_connection()
     .wanting(S3_HEADERS),
     Scenario::new("S1", "empty pipeline, keep-alive", "/plain/hello", 0).on(ALL),
+    Scenario::new(
+        "S1-4t",
+        "empty pipeline, keep-alive, a 4-target upstream with health checks and a breaker",
+        "/four/hello",
+        0,
+    ),
     Scenario::new(
         "S2",
         "a new connection per request (Connection: close)",
