@@ -62,6 +62,7 @@ fn init(
         kv: kv::Namespaces::default().get(&loaded.name),
         limiters: Arc::new(rate_limit::Registry::default()),
         log: log::Budgets::default().get(&loaded.name, &Limits::default(), &Metrics::new()),
+        outbound: None,
     });
     let sandbox = Sandbox::new(&Limits::default(), false);
     Instances::new(loaded.clone(), config.into(), ctx, mode, sandbox, 1, 4).unwrap()
@@ -344,6 +345,7 @@ fn sandbox_overhead(c: &mut Criterion) {
             kv: kv::Namespaces::default().get("transform"),
             limiters: Arc::new(rate_limit::Registry::default()),
             log: log::Budgets::default().get(&transform.name, &Limits::default(), &Metrics::new()),
+            outbound: None,
         });
         let sandbox = Sandbox::new(&Limits::default(), fuel);
         let inst = Instances::new(

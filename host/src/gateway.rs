@@ -203,6 +203,32 @@ impl Gateway {
                 .collect(),
         );
 
+        // One client for every call to an origin, when some plugin is granted one.
+        let origins = config
+            .plugins
+            .values()
+            .flat_map(|p| &p.outbound)
+            .filter_map(|g| match g {
+                crate::config::OutboundGrant::Origin(o) => Some(o),
+                crate::config::OutboundGrant::Upstream(_) => None,
+            })
+            .collect::<Vec<_>>();
+        let origin_client = (!origins.is_empty()).then(|| {
+            let tls = match crate::upstream::tls::origin_client_config() {
+                Ok(tls) => tls,
+                Err(e) => {
+                    if let Some(o) = origins.iter().find(|o| o.tls) {
+                        problems.push(format!("outbound grant {o}: {e}"));
+                    }
+                    crate::upstream::tls::origin_client_config_without_roots()
+                }
+            };
+            Arc::new(crate::outbound::origin::Client::new(
+                config.dns.clone(),
+                tls,
+            ))
+        });
+
         let mut routes = Vec::new();
         for r in &config.routes {
             let name: Arc<str> = r.name.as_str().into();
@@ -228,7 +254,24 @@ impl Gateway {
                     .get(&entry.plugin)
                     .map(|p| p.limits.or(&config.wasm.limits))
                     .unwrap_or_else(|| config.wasm.limits.clone());
+                let grants = config
+                    .plugins
+                    .get(&entry.plugin)
+                    .map_or(&[][..], |p| &p.outbound[..]);
+                let calls = crate::outbound::CallLimits::new(&limits);
+                let outbound = (!grants.is_empty()).then(|| {
+                    Arc::new(crate::outbound::Outbound::new(
+                        plugin.name.clone(),
+                        name.clone(),
+                        grants,
+                        &destinations,
+                        calls,
+                        origin_client.clone(),
+                        &shared.metrics,
+                    ))
+                });
                 let ctx = Arc::new(StageContext {
+                    outbound,
                     plugin: plugin.name.clone(),
                     route: name.clone(),
                     kv: shared.kv.get(&entry.plugin),
@@ -238,12 +281,23 @@ impl Gateway {
                         .get(&plugin.name, &limits, &shared.metrics),
                 });
                 let mode = entry.instances.unwrap_or(config.wasm.instances);
+                // A stage that calls out is built again when an upstream it may call is.
+                let called: Vec<&str> = grants
+                    .iter()
+                    .filter_map(|g| match g {
+                        crate::config::OutboundGrant::Upstream(u) => {
+                            upstreams.get(u.as_str()).map(|u| u.fingerprint())
+                        }
+                        crate::config::OutboundGrant::Origin(_) => None,
+                    })
+                    .collect();
                 let key = crate::plugins::content_hash(
                     format!(
-                        "{}\0{}\0{mode:?}\0{entry:?}\0{:?}\0{json}",
+                        "{}\0{}\0{mode:?}\0{entry:?}\0{:?}\0{json}\0{called:?}\0{:?}",
                         r.name,
                         plugin.hash,
-                        config.plugins.get(&entry.plugin)
+                        config.plugins.get(&entry.plugin),
+                        (!grants.is_empty()).then_some(&config.dns),
                     )
                     .as_bytes(),
                 );
@@ -252,7 +306,10 @@ impl Gateway {
                     built.entry(key).or_default().push(stage);
                     continue;
                 }
-                let sandbox = Sandbox::new(&limits, shared.runtime.fuel());
+                let mut sandbox = Sandbox::new(&limits, shared.runtime.fuel());
+                if !grants.is_empty() {
+                    sandbox = sandbox.calling_out(calls.timeout);
+                }
                 // Calls yield at each epoch tick, so a worker may have more than one call of an
                 // entry in flight: keep two idle instances per worker.
                 let workers = shared.workers;

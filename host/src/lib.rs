@@ -18,6 +18,7 @@ pub mod error;
 pub mod fault;
 pub mod gateway;
 pub mod metrics;
+pub mod outbound;
 pub mod pem;
 pub mod pipeline;
 pub mod plugins;

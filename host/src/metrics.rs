@@ -53,6 +53,21 @@ pub struct Metrics {
     unmatched: Counter,
     reloads: Family<ReloadOutcome, Counter>,
     upstream_latency: Family<UpstreamLabel, Histogram, fn() -> Histogram>,
+    outbound: Family<OutboundOutcome, Counter>,
+    outbound_latency: Family<OutboundLabel, Histogram, fn() -> Histogram>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutboundLabel {
+    plugin: String,
+    destination: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutboundOutcome {
+    plugin: String,
+    destination: String,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -133,9 +148,26 @@ impl Metrics {
             "Time from sending a request upstream to its response head, retries included, by upstream",
             upstream_latency.clone(),
         );
+        let outbound = Family::<OutboundOutcome, Counter>::default();
+        registry.register(
+            "plugin_outbound_requests",
+            "Plugins' outbound calls, by plugin, destination (upstream:NAME, an origin, or ungranted) and outcome (ok, denied, limited, timeout, failed)",
+            outbound.clone(),
+        );
+        let outbound_latency =
+            Family::<OutboundLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "plugin_outbound_duration_seconds",
+            "Time from a plugin's outbound call to its response head, by plugin and destination",
+            outbound_latency.clone(),
+        );
         Arc::new(Self {
             registry,
             upstream_latency,
+            outbound,
+            outbound_latency,
             requests,
             latency,
             plugin_errors,
@@ -163,6 +195,23 @@ impl Metrics {
         self.upstream_latency.get_or_create_owned(&UpstreamLabel {
             upstream: name.to_owned(),
         })
+    }
+
+    /// The handles of `plugin`'s calls to `destination`: a counter per outcome (in
+    /// [`crate::outbound::Outcome::ALL`]'s order) and the latency histogram.
+    pub fn outbound(&self, plugin: &str, destination: &str) -> ([Counter; 5], Histogram) {
+        let counters = crate::outbound::Outcome::ALL.map(|o| {
+            self.outbound.get_or_create_owned(&OutboundOutcome {
+                plugin: plugin.to_owned(),
+                destination: destination.to_owned(),
+                outcome: o.label(),
+            })
+        });
+        let latency = self.outbound_latency.get_or_create_owned(&OutboundLabel {
+            plugin: plugin.to_owned(),
+            destination: destination.to_owned(),
+        });
+        (counters, latency)
     }
 
     pub fn unmatched(&self) {

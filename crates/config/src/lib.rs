@@ -10,11 +10,16 @@ pub use wasmgate_uri::EscapedSlashes;
 
 mod failure;
 pub mod net;
+mod outbound;
 mod targets;
 
 pub use failure::{
     CheckKind, CircuitBreakerConfig, Fallback, HealthCheckConfig, RetryConfig, RetryOn,
     StatusRanges,
+};
+pub use outbound::{
+    OUTBOUND_BODY_BYTES, OUTBOUND_IN_FLIGHT, OUTBOUND_PER_REQUEST, OUTBOUND_TIMEOUT_MS, Origin,
+    OutboundGrant,
 };
 pub use targets::{
     Balance, DiscoveryConfig, DnsConfig, HashOn, HostHeader, MAX_WEIGHT, PassiveConfig,
@@ -359,6 +364,15 @@ pub struct Limits {
     pub log_lines_per_second: Option<u32>,
     /// Log lines the plugin may write at once before the rate applies (default 200).
     pub log_burst: Option<u32>,
+    /// Longest an outbound call may take, head and body, in ms (default 2,000). Time a call
+    /// waits on the network does not count against `call_timeout_ms`.
+    pub outbound_timeout_ms: Option<u64>,
+    /// Outbound calls a request's plugins may have in flight at once (default 8).
+    pub outbound_in_flight: Option<u32>,
+    /// Outbound calls a request's plugins may make in all (default 16).
+    pub outbound_per_request: Option<u32>,
+    /// Largest outbound response body, in bytes (default 1 MiB).
+    pub outbound_body_bytes: Option<u64>,
 }
 
 impl Limits {
@@ -371,22 +385,31 @@ impl Limits {
             max_uses: self.max_uses.or(defaults.max_uses),
             log_lines_per_second: self.log_lines_per_second.or(defaults.log_lines_per_second),
             log_burst: self.log_burst.or(defaults.log_burst),
+            outbound_timeout_ms: self.outbound_timeout_ms.or(defaults.outbound_timeout_ms),
+            outbound_in_flight: self.outbound_in_flight.or(defaults.outbound_in_flight),
+            outbound_per_request: self.outbound_per_request.or(defaults.outbound_per_request),
+            outbound_body_bytes: self.outbound_body_bytes.or(defaults.outbound_body_bytes),
         }
     }
 }
 
 /// The host interfaces a plugin may be granted.
-pub const CAPABILITIES: [&str; 4] = ["log", "clock", "rate-limit", "kv"];
+pub const CAPABILITIES: [&str; 5] = ["log", "clock", "rate-limit", "kv", "outbound"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
     /// Path of the component, relative to the config file.
     pub path: PathBuf,
-    /// Host interfaces the plugin may import (of `log`, `clock`, `rate-limit`, `kv`); a
-    /// component importing one it was not granted is refused at load. Unset grants all.
+    /// Host interfaces the plugin may import (of `log`, `clock`, `rate-limit`, `kv`,
+    /// `outbound`, the last being `wasi:http/outgoing-handler`); a component importing one it
+    /// was not granted is refused at load. Unset grants all.
     #[serde(default)]
     pub capabilities: Option<Vec<String>>,
+    /// Where the plugin's outbound calls may go: `upstream:NAME` and origins. A call anywhere
+    /// else is refused before any socket opens.
+    #[serde(default)]
+    pub outbound: Vec<OutboundGrant>,
     #[serde(flatten)]
     pub limits: Limits,
 }
@@ -1067,6 +1090,25 @@ impl Config {
             }
         }
         for (name, p) in &self.plugins {
+            for g in &p.outbound {
+                if let OutboundGrant::Upstream(u) = g
+                    && !self.upstreams.contains_key(u)
+                {
+                    out.push(format!(
+                        "plugins.{name}.outbound: unknown upstream `{u}` (defined: {})",
+                        names(self.upstreams.keys())
+                    ));
+                }
+            }
+            if !p.outbound.is_empty()
+                && p.capabilities
+                    .as_ref()
+                    .is_some_and(|c| !c.iter().any(|c| c == "outbound"))
+            {
+                out.push(format!(
+                    "plugins.{name}: `outbound` lists destinations, but `capabilities` does not grant \"outbound\""
+                ));
+            }
             for c in p.capabilities.iter().flatten() {
                 if !CAPABILITIES.contains(&c.as_str()) {
                     out.push(format!(
@@ -1086,6 +1128,25 @@ impl Config {
             }
             if l.call_timeout_ms.is_some_and(|t| t == 0 || t > 60_000) {
                 out.push(format!("{at}.call_timeout_ms: must be between 1 and 60000"));
+            }
+            if l.outbound_timeout_ms.is_some_and(|t| t == 0 || t > 300_000) {
+                out.push(format!(
+                    "{at}.outbound_timeout_ms: must be between 1 and 300000"
+                ));
+            }
+            if l.outbound_in_flight.is_some_and(|n| n == 0 || n > 256)
+                || l.outbound_per_request.is_some_and(|n| n == 0 || n > 1024)
+            {
+                out.push(format!(
+                    "{at}: outbound_in_flight must be between 1 and 256, outbound_per_request between 1 and 1024"
+                ));
+            }
+            if l.outbound_body_bytes
+                .is_some_and(|n| n == 0 || n > 64 << 20)
+            {
+                out.push(format!(
+                    "{at}.outbound_body_bytes: must be between 1 and 67108864 (64 MiB)"
+                ));
             }
             if l.fuel_per_call == Some(0) || l.max_uses == Some(0) {
                 out.push(format!(
@@ -1458,6 +1519,32 @@ mod hole_tests {
 
     fn route(name: &str, rest: &str) -> String {
         format!("[[routes]]\nname = \"{name}\"\nupstream = \"u\"\n{rest}\n")
+    }
+
+    #[test]
+    fn outbound_grants_and_limits_are_checked() {
+        let ok = Config::parse(
+            &format!("{BASE}[plugins.p]\npath = \"p.wasm\"\ncapabilities = [\"outbound\"]\noutbound = [\"upstream:u\", \"https://idp.example.com\"]\noutbound_timeout_ms = 500\n"),
+            Path::new("gw.toml"),
+        )
+        .unwrap();
+        assert_eq!(ok.plugins["p"].outbound.len(), 2);
+        assert_eq!(ok.plugins["p"].limits.outbound_timeout_ms, Some(500));
+        let err = problems(
+            "[plugins.p]\npath = \"p.wasm\"\ncapabilities = [\"log\"]\noutbound = [\"upstream:nope\"]\noutbound_in_flight = 0\noutbound_body_bytes = 0\n",
+        );
+        for needle in [
+            "plugins.p.outbound: unknown upstream `nope` (defined: u)",
+            "`capabilities` does not grant \"outbound\"",
+            "outbound_in_flight must be between 1 and 256",
+            "plugins.p.outbound_body_bytes: must be between 1",
+        ] {
+            assert!(err.contains(needle), "{needle} not in {err}");
+        }
+        let err = problems(
+            "[plugins.p]\npath = \"p.wasm\"\noutbound = [\"https://idp.example.com/keys\"]\n",
+        );
+        assert!(err.contains("without a path or query"), "{err}");
     }
 
     #[test]

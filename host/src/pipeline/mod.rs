@@ -135,6 +135,8 @@ pub struct Exchange {
     /// (none from an HTTP/1.0 client without one), which `X-Forwarded-Host` still names while
     /// the upstream is sent the plugin's.
     pub client_host: Option<Option<HeaderValue>>,
+    /// The plugins' outbound calls so far, from the first.
+    pub outbound: Option<Arc<crate::outbound::Calls>>,
 }
 
 impl Exchange {
@@ -162,6 +164,7 @@ impl Exchange {
             chosen: None,
             route_h2: false,
             client_host: None,
+            outbound: None,
         }
     }
 

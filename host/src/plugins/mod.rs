@@ -41,18 +41,30 @@ pub struct Sandbox {
     /// a fuel limit).
     pub fuel: Option<u64>,
     pub max_uses: Option<u64>,
+    /// Longest a call on a fiber may take from start to end, waits included: ten times
+    /// `call_timeout` (a sleep that never ends is cut off here), plus the outbound timeout
+    /// for a plugin that may call out.
+    pub wall: Duration,
 }
 
 impl Sandbox {
     pub fn new(limits: &crate::config::Limits, engine_fuel: bool) -> Self {
+        let call_timeout = limits
+            .call_timeout_ms
+            .map_or(CALL_TIMEOUT, Duration::from_millis);
         Self {
             memory_bytes: limits.memory_limit_mib.unwrap_or(MEMORY_LIMIT_MIB) as usize * (1 << 20),
-            call_timeout: limits
-                .call_timeout_ms
-                .map_or(CALL_TIMEOUT, Duration::from_millis),
+            call_timeout,
             fuel: engine_fuel.then(|| limits.fuel_per_call.unwrap_or(u64::MAX)),
             max_uses: limits.max_uses,
+            wall: call_timeout * 10,
         }
+    }
+
+    /// The limits of a plugin that may call out, waiting up to `outbound` for its calls.
+    pub fn calling_out(mut self, outbound: Duration) -> Self {
+        self.wall += outbound;
+        self
     }
 }
 /// Upper bound for any plugin's memory, sizing the pooling allocator's slots.
@@ -127,6 +139,9 @@ impl Runtime {
 
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        // Outbound calls wait on the network, so only calls on fibers can make them.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)?;
         Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(anyhow::Error::from)?;
         let mut direct_linker = Linker::<HostState>::new(&engine);
@@ -173,7 +188,12 @@ impl Runtime {
         };
         let component = plugin.pre.instance_pre().component();
         for (name, _) in component.component_type().imports(&self.engine) {
-            let Some(interface) = name.strip_prefix("wasmgate:plugin/") else {
+            // `wasi:http/outgoing-handler` is the `outbound` capability.
+            let outbound = name.starts_with("wasi:http/outgoing-handler@");
+            let Some(interface) = name
+                .strip_prefix("wasmgate:plugin/")
+                .or(outbound.then_some("outbound"))
+            else {
                 continue;
             };
             let interface = interface.split('@').next().unwrap_or(interface);

@@ -435,7 +435,7 @@ impl Instances {
     /// Runs one phase call with the exchange lent to the store for its length.
     async fn call(
         &self,
-        ex: Box<Exchange>,
+        mut ex: Box<Exchange>,
         phase: Phase,
     ) -> (Box<Exchange>, Result<Decision, Failure>) {
         let mut inst = match self.checkout().await {
@@ -448,7 +448,9 @@ impl Instances {
             self.sandbox.fuel,
         );
         inst.uses += 1;
-        inst.store.data_mut().exchange = Some(ex);
+        let state = inst.store.data_mut();
+        state.hooks.calls = ex.outbound.take();
+        state.exchange = Some(ex);
         let on_fiber = self.on_fibers.load(Ordering::Relaxed);
         inst.store.data_mut().on_fiber = on_fiber;
         let (handler, store) = (&inst.handler, &mut inst.store);
@@ -462,7 +464,7 @@ impl Instances {
             };
             // The tick budget only counts time the guest runs; a call parked in a WASI wait (a
             // sleep that never ends) is cut off here instead. Dropping the call cancels it.
-            tokio::time::timeout(self.sandbox.call_timeout * 10, call).await
+            tokio::time::timeout(self.sandbox.wall, call).await
         } else {
             let result = match phase {
                 Phase::Request => handler.on_request.call(store, (req,)),
@@ -499,6 +501,7 @@ impl Instances {
             .exchange
             .take()
             .expect("the store gives back the exchange it was lent");
+        ex.outbound = state.hooks.calls.take();
         // Off the deadline from here: what the call did is counted, and logged later.
         ex.refusals
             .absorb(&ex.route, ex.id, &self.ctx.plugin, &mut state.refusals);

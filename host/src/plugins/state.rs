@@ -22,6 +22,8 @@ pub struct StageContext {
     pub limiters: Arc<rate_limit::Registry>,
     /// The plugin's log budget, shared by every route it runs on.
     pub log: Arc<log::Budget>,
+    /// Where its outbound calls may go; `None` refuses them all.
+    pub outbound: Option<Arc<crate::outbound::Outbound>>,
 }
 
 /// The store's limits, remembering whether a memory grow was refused, so a trap that follows
@@ -85,10 +87,14 @@ pub struct HostState {
     pub(crate) refusals: Refusals,
     /// The header rules being declared: set only for the length of `init`.
     pub(crate) declared: Option<HeaderRules>,
+    pub(crate) http: wasmtime_wasi_http::WasiHttpCtx,
+    /// Outbound calls: the grants, and the calls of the request in progress.
+    pub(crate) hooks: crate::outbound::Hooks,
 }
 
 impl HostState {
     pub fn new(ctx: Arc<StageContext>, limits: StoreLimits) -> Self {
+        let outbound = ctx.outbound.clone();
         Self {
             // No files, environment, arguments or sockets; random and clocks, and stdout and
             // stderr into the log.
@@ -108,6 +114,11 @@ impl HostState {
             on_fiber: false,
             refusals: Refusals::default(),
             declared: None,
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            hooks: crate::outbound::Hooks {
+                outbound,
+                calls: None,
+            },
         }
     }
 
@@ -117,6 +128,16 @@ impl HostState {
         self.exchange
             .as_deref_mut()
             .ok_or_else(|| wasmtime::format_err!("no request is in progress"))
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for HostState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
     }
 }
 

@@ -113,13 +113,13 @@ async fn by_file(upstream: Weak<Upstream>, path: PathBuf) {
 }
 
 /// A name server to ask, or the system's resolver.
-enum Resolver {
+pub(crate) enum Resolver {
     System,
     Servers(Box<hickory_resolver::TokioResolver>),
 }
 
 impl Resolver {
-    fn new(dns: Option<DnsConfig>) -> Self {
+    pub(crate) fn new(dns: Option<DnsConfig>) -> Self {
         let Some(dns) = dns else { return Self::System };
         use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
         use hickory_resolver::proto::xfer::Protocol;
@@ -142,7 +142,7 @@ impl Resolver {
         Self::Servers(Box::new(resolver))
     }
 
-    async fn resolve(&self, host: &str, port: u16) -> Result<Vec<IpAddr>, String> {
+    pub(crate) async fn resolve(&self, host: &str, port: u16) -> Result<Vec<IpAddr>, String> {
         let mut ips: Vec<IpAddr> = match self {
             Self::System => tokio::net::lookup_host((host, port))
                 .await

@@ -27,7 +27,7 @@ mod pool;
 pub mod retry;
 pub mod status;
 mod stream;
-mod tls;
+pub(crate) mod tls;
 mod tunnel;
 
 use std::sync::Arc;
