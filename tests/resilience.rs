@@ -7,9 +7,7 @@
 mod support;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -528,45 +526,6 @@ async fn with_every_target_down_panic_mode_still_sends_and_without_it_the_client
     }
 }
 
-/// The dnslib peer: records set line by line on its stdin.
-struct Dns {
-    child: Child,
-    out: BufReader<std::process::ChildStdout>,
-    port: u16,
-}
-
-impl Dns {
-    fn start() -> Dns {
-        let mut child = Command::new(support::python())
-            .arg(support::workspace_root().join("tests/peers/dns_peer.py"))
-            .arg("serve")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let port = line.trim().parse().unwrap();
-        Dns { child, out, port }
-    }
-
-    fn set(&mut self, records: serde_json::Value) {
-        let stdin = self.child.stdin.as_mut().unwrap();
-        writeln!(stdin, "{records}").unwrap();
-        let mut line = String::new();
-        self.out.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "ok");
-    }
-}
-
-impl Drop for Dns {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Which targets answer `n` GETs, all of which must succeed.
 async fn answered_by(gw: &Gateway, n: usize) -> HashSet<String> {
     let client = Client::new();
@@ -589,7 +548,7 @@ async fn dns_discovery_follows_the_records_with_no_failed_request() {
         Duration::ZERO,
     )
     .await;
-    let mut dns = Dns::start();
+    let mut dns = support::dns::Dns::start();
     dns.set(serde_json::json!({ "app.test": ["127.0.0.2"] }));
     let cfg = GatewayConfig::new()
         .admin()

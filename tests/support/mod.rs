@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod config;
+pub mod dns;
 pub mod h2raw;
 pub mod peers;
 pub mod pki;

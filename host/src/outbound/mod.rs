@@ -251,7 +251,19 @@ impl Outbound {
                 }
                 To::Origin(_) => {
                     let client = self.client.as_ref().ok_or(Error::HttpRequestDenied)?;
-                    let resp = client.send(Request::from_parts(parts, body)).await?;
+                    let resp = client
+                        .send(Request::from_parts(parts, body))
+                        .await
+                        .map_err(|(e, why)| {
+                            tracing::warn!(
+                                route = &*self.route,
+                                plugin = &*self.plugin,
+                                destination = &*handles.name,
+                                why,
+                                "outbound call to an origin failed"
+                            );
+                            e
+                        })?;
                     Ok(resp.map(|b| b.map_err(|_| Error::HttpResponseIncomplete).boxed_unsync()))
                 }
             }

@@ -141,13 +141,22 @@ impl Client {
     }
 
     /// Sends `req`, whose URI is absolute; a name resolving to an address that is not public
-    /// is refused with `HTTP-request-denied`.
-    pub async fn send(&self, req: Request<Bytes>) -> Result<Response<Incoming>, Error> {
+    /// is refused with `HTTP-request-denied`. A failure comes with its cause, for the log.
+    pub async fn send(&self, req: Request<Bytes>) -> Result<Response<Incoming>, (Error, String)> {
         self.pooled
             .request(req.map(Full::new))
             .await
-            .map_err(|e| from_client(&e))
+            .map_err(|e| (from_client(&e), cause(&e)))
     }
+}
+
+/// The innermost cause of a failure.
+fn cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e;
+    while let Some(s) = last.source() {
+        last = s;
+    }
+    last.to_string()
 }
 
 /// What the client's failure is to the plugin.

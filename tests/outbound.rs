@@ -1,0 +1,289 @@
+//! Plugins' outbound calls (`wasi:http/outgoing-handler`) through the real gateway, made by
+//! the aggregate plugin against real servers: parts fanned out at once, upstreams called by
+//! name, grants (an ungranted origin, a granted name that resolves to a private address, a
+//! plugin without the capability), and the limits (a slow server, a huge body, too many
+//! calls), each a failure the plugin sees while the gateway goes on serving.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use serde_json::Value;
+use support::config::GatewayConfig;
+use support::upstream::{Behaviour, Upstream};
+use support::{Client, Gateway, plugin};
+
+/// The aggregate plugin, granted `grants` (TOML strings), with more lines of its table.
+fn aggregate(cfg: GatewayConfig, grants: &[&str], lines: &[&str]) -> GatewayConfig {
+    let grants = format!(
+        "outbound = [{}]",
+        grants
+            .iter()
+            .map(|g| format!("\"{g}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut all = vec!["capabilities = [\"log\", \"outbound\"]", grants.as_str()];
+    all.extend_from_slice(lines);
+    cfg.plugin_with("aggregate", &plugin("aggregate"), &all)
+}
+
+/// Each failed part's error, by part.
+fn errors(body: &Value) -> Vec<(String, String)> {
+    body["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no errors in {body}"))
+        .iter()
+        .map(|e| {
+            (
+                e["part"].as_str().unwrap().to_owned(),
+                e["error"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_slow_parts_are_fetched_at_once_through_their_upstreams_and_merged() {
+    let wait = Duration::from_millis(200);
+    let users = Upstream::start("users", Behaviour::Slow(wait)).await;
+    let orders = Upstream::start("orders", Behaviour::Slow(wait)).await;
+    let notify = Upstream::start("notify", Behaviour::Slow(wait)).await;
+    let cfg = aggregate(
+        GatewayConfig::new().admin(),
+        &["upstream:users", "upstream:orders", "upstream:notify"],
+        &[],
+    )
+    .upstream("users", &users.url())
+    .upstream("orders", &orders.url())
+    .upstream("notify", &notify.url())
+    .route("me", "/me", "users")
+    .stage(
+        "aggregate",
+        r#"{ parts = { user = { url = "http://users/users/${header.x-user}", required = true }, orders = { url = "http://orders/orders?user=${header.x-user}" }, notifications = { url = "http://notify/unread/${header.x-user}" } } }"#,
+    );
+    let gw = Gateway::start(&cfg.to_string());
+    let client = Client::new();
+
+    // Warm: the first call of a route instantiates, and opens each upstream's connection.
+    let r = client
+        .get_with(&gw.url("/me"), &[("x-user", "al ice")])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let started = Instant::now();
+    let r = client
+        .get_with(&gw.url("/me"), &[("x-user", "al ice")])
+        .await;
+    let took = started.elapsed();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let body = r.json();
+    assert_eq!(errors(&body), vec![], "{body}");
+    // Each part is its upstream's answer (the echo of the request it was sent).
+    assert_eq!(body["user"]["upstream"], "users", "{body}");
+    assert_eq!(body["user"]["path"], "/users/al%20ice");
+    assert_eq!(body["orders"]["upstream"], "orders");
+    assert_eq!(body["orders"]["query"], "user=al%20ice");
+    assert_eq!(body["notifications"]["path"], "/unread/al%20ice");
+    // The upstream's name is no host: it is sent its target's.
+    assert_eq!(
+        body["user"]["headers"]["host"],
+        users.addr.to_string(),
+        "{body}"
+    );
+    // Sent one after another, the three would take 600 ms.
+    assert!(
+        took < Duration::from_millis(500),
+        "three 200 ms parts took {took:?}"
+    );
+    assert_eq!((users.hits(), orders.hits(), notify.hits()), (2, 2, 2));
+
+    let metrics = client.get(&gw.admin_url("/metrics")).await.text();
+    for destination in ["upstream:users", "upstream:orders", "upstream:notify"] {
+        let line = format!(
+            "wasmgate_plugin_outbound_requests_total{{plugin=\"aggregate\",destination=\"{destination}\",outcome=\"ok\"}} 2"
+        );
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
+    assert!(metrics.contains(
+        "wasmgate_plugin_outbound_duration_seconds_count{plugin=\"aggregate\",destination=\"upstream:users\"} 2"
+    ));
+
+    // A required part that fails makes the answer a 502 naming it.
+    drop(users);
+    let r = client.get_with(&gw.url("/me"), &[("x-user", "bob")]).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+    assert_eq!(r.json()["part"], "user", "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_granted_destinations_are_called_and_a_granted_name_cannot_point_inside() {
+    let granted = Upstream::start("granted", Behaviour::Echo).await;
+    let ungranted = Upstream::start("ungranted", Behaviour::Echo).await;
+    let inside = Upstream::start("inside", Behaviour::Echo).await;
+    let mut dns = support::dns::Dns::start();
+    // A name granted as an origin, rebound to the gateway's own machine.
+    dns.set(serde_json::json!({ "idp.test": ["127.0.0.1"] }));
+    let rebound = format!("http://idp.test:{}", inside.addr.port());
+    let cfg = aggregate(
+        GatewayConfig::new().admin(),
+        &[&granted.url(), &rebound],
+        &[],
+    )
+    .upstream("app", &granted.url())
+    .route("parts", "/parts", "app")
+    .stage(
+        "aggregate",
+        &format!(
+            r#"{{ parts = {{ granted = {{ url = "{}/a" }}, ungranted = {{ url = "{}/b" }}, rebound = {{ url = "{rebound}/c" }} }} }}"#,
+            granted.url(),
+            ungranted.url()
+        ),
+    )
+    .raw(&format!("[dns]\nservers = [\"127.0.0.1:{}\"]\n", dns.port));
+    let gw = Gateway::start(&cfg.to_string());
+    let client = Client::new();
+    let r = client.get(&gw.url("/parts")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["granted"]["path"], "/a", "{body}");
+    assert_eq!(
+        errors(&body),
+        vec![
+            ("rebound".to_owned(), "denied".to_owned()),
+            ("ungranted".to_owned(), "denied".to_owned()),
+        ],
+        "{body}"
+    );
+    assert_eq!(
+        (granted.hits(), ungranted.hits(), inside.hits()),
+        (1, 0, 0),
+        "no socket opened for a refused call"
+    );
+    gw.logs_containing(&["outbound call refused", "not granted"]);
+    gw.logs_containing(&["resolves to 127.0.0.1, which is not a public address"]);
+    let metrics = client.get(&gw.admin_url("/metrics")).await.text();
+    for line in [
+        "destination=\"ungranted\",outcome=\"denied\"} 1",
+        &format!("destination=\"{rebound}\",outcome=\"denied\"}} 1"),
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+}
+
+#[test]
+fn a_plugin_without_the_outbound_capability_is_refused_at_load() {
+    let base = || {
+        GatewayConfig::new()
+            .upstream("app", "http://127.0.0.1:9")
+            .route("parts", "/parts", "app")
+            .stage(
+                "aggregate",
+                r#"{ parts = { a = { url = "http://app/a" } } }"#,
+            )
+    };
+    // It imports wasi:http/outgoing-handler, which `capabilities` must grant.
+    let (ok, out) = support::check(
+        &base()
+            .plugin_with(
+                "aggregate",
+                &plugin("aggregate"),
+                &["capabilities = [\"log\"]"],
+            )
+            .to_string(),
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("imports wasi:http/outgoing-handler@")
+            && out.contains("which it was not granted"),
+        "{out}"
+    );
+    // Destinations without the capability are a config error.
+    let (ok, out) = support::check(
+        &base()
+            .plugin_with(
+                "aggregate",
+                &plugin("aggregate"),
+                &["capabilities = [\"log\"]", "outbound = [\"upstream:app\"]"],
+            )
+            .to_string(),
+    );
+    assert!(!ok);
+    assert!(out.contains("does not grant \"outbound\""), "{out}");
+    // Granted, it loads.
+    let (ok, out) = support::check(&aggregate(base(), &["upstream:app"], &[]).to_string());
+    assert!(ok, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_servers_huge_bodies_and_too_many_calls_fail_the_call_and_nothing_else() {
+    let slow = Upstream::start("slow", Behaviour::Slow(Duration::from_secs(5))).await;
+    let huge = Upstream::start("huge", Behaviour::Download(2 << 20)).await;
+    let fine = Upstream::start("fine", Behaviour::Echo).await;
+    let many: String = (0..17)
+        .map(|i| format!("p{i:02} = {{ url = \"http://fine/{i}\" }}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let cfg = aggregate(
+        GatewayConfig::new().admin(),
+        &["upstream:slow", "upstream:huge", "upstream:fine"],
+        &["outbound_timeout_ms = 300", "outbound_per_request = 4"],
+    )
+    .upstream("slow", &slow.url())
+    .upstream("huge", &huge.url())
+    .upstream("fine", &fine.url())
+    .route("limits", "/limits", "fine")
+    .stage(
+        "aggregate",
+        r#"{ parts = { slow = { url = "http://slow/x" }, huge = { url = "http://huge/big" }, fine = { url = "http://fine/ok" } } }"#,
+    )
+    .route("many", "/many", "fine")
+    .stage("aggregate", &format!("{{ parts = {{ {many} }} }}"))
+    .route("plain", "/plain", "fine");
+    let gw = Gateway::start(&cfg.to_string());
+    let client = Client::new();
+
+    let started = Instant::now();
+    let r = client.get(&gw.url("/limits")).await;
+    let took = started.elapsed();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["fine"]["path"], "/ok", "{body}");
+    assert_eq!(
+        errors(&body),
+        vec![
+            ("huge".to_owned(), "body too large".to_owned()),
+            ("slow".to_owned(), "timeout".to_owned()),
+        ],
+        "{body}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "the 300 ms outbound timeout let the slow part take {took:?}"
+    );
+
+    // 17 parts, 4 calls allowed per request: the first 4 are made, the rest refused.
+    let r = client.get(&gw.url("/many")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let body = r.json();
+    let failed = errors(&body);
+    assert_eq!(failed.len(), 13, "{body}");
+    assert!(failed.iter().all(|(_, e)| e == "limited"), "{body}");
+    let answered = (0..17)
+        .filter(|i| body[format!("p{i:02}")].is_object())
+        .count();
+    assert_eq!(answered, 4, "{body}");
+
+    // The gateway serves on, plugin routes and plain ones alike.
+    let r = client.get(&gw.url("/plain/x")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = client.get(&gw.url("/limits")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let metrics = client.get(&gw.admin_url("/metrics")).await.text();
+    for line in [
+        "destination=\"upstream:slow\",outcome=\"timeout\"} 2",
+        "destination=\"upstream:fine\",outcome=\"limited\"} 13",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+}
