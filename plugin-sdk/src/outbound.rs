@@ -62,7 +62,8 @@ mod wasi;
 
 /// Request headers `wasi:http` does not let a guest send (wasmtime-wasi-http's
 /// `DEFAULT_FORBIDDEN_HEADERS`, which the gateway keeps); a request with one is
-/// [`Error::InvalidRequest`]. A `content-length` is dropped instead: the SDK frames the body.
+/// [`Error::InvalidRequest`]. A `content-length` is replaced by the body's own length: the SDK
+/// sends it with every body, and with an empty one on `POST`, `PUT` and `PATCH`.
 pub const FORBIDDEN_HEADERS: [&str; 9] = [
     "connection",
     "host",

@@ -79,13 +79,18 @@ impl Call {
 fn begin(req: &Request) -> Result<FutureIncomingResponse, Error> {
     let target = check(req)?;
     let invalid = |what: &str| Error::InvalidRequest(format!("{what} refused by wasi:http"));
-    let entries: Vec<(String, Vec<u8>)> = req
+    let mut entries: Vec<(String, Vec<u8>)> = req
         .headers
         .iter()
-        // The body is written whole; its framing is the host's.
         .filter(|(n, _)| !n.eq_ignore_ascii_case("content-length"))
         .map(|(n, v)| (n.to_ascii_lowercase(), v.as_bytes().to_vec()))
         .collect();
+    // The body is known whole: its length goes with it, so no upstream has to take a chunked
+    // body (and one that requires a length for a POST gets `0`).
+    if !req.body.is_empty() || matches!(req.method.as_str(), "POST" | "PUT" | "PATCH") {
+        let length = req.body.len().to_string().into_bytes();
+        entries.push(("content-length".to_string(), length));
+    }
     let headers = Fields::from_list(&entries).map_err(|_| invalid("headers"))?;
     let outgoing = OutgoingRequest::new(headers);
     outgoing
