@@ -19,8 +19,10 @@
 //!    client at once with a [`Reply`], or an [`Error`], which the gateway treats as a plugin
 //!    failure.
 //!
-//! Host capabilities are modules of their own: [`log`], [`clock`], [`rate_limit`] and [`kv`].
-//! A component imports only the ones it uses, so a plugin that never logs cannot log.
+//! Host capabilities are modules of their own: [`log`], [`clock`], [`rate_limit`] and [`kv`],
+//! and [`outbound`] for HTTP calls to upstreams and origins (the standard
+//! `wasi:http/outgoing-handler`). A component imports only the ones it uses, so a plugin that
+//! never logs cannot log, and one that makes no call imports no `wasi:http`.
 //! [`header_rules`] hands the gateway header changes to make on every request, from
 //! [`Plugin::new`], so that a plugin whose work they are is never called per request.
 //!
@@ -143,6 +145,7 @@ pub mod clock;
 pub mod header_rules;
 pub mod kv;
 pub mod log;
+pub mod outbound;
 pub mod rate_limit;
 
 #[cfg(any(not(target_arch = "wasm32"), doc))]

@@ -15,9 +15,12 @@
 //!   does.
 //! - The key-value store, the rate limiter and the log bound keys, values and lines as the
 //!   host does.
+//! - [`outbound`] answers [outbound calls](crate::outbound) as a test scripts them, holds them
+//!   to the gateway's limits, and records what was sent and what was sent together.
 //! - The capability modules ([`log`](crate::log), [`clock`](crate::clock), [`kv`](crate::kv),
-//!   [`rate_limit`](crate::rate_limit)) talk to mock state that is per thread, so tests (which
-//!   `cargo test` runs on threads of their own) do not see each other's. [`reset`] clears it.
+//!   [`rate_limit`](crate::rate_limit), [`outbound`](crate::outbound)) talk to mock state that
+//!   is per thread, so tests (which `cargo test` runs on threads of their own) do not see each
+//!   other's. [`reset`] clears it.
 //!
 //! ```
 //! use wasmgate_sdk::{testing, kv};
@@ -44,6 +47,8 @@ use crate::log::Level;
 use crate::{ConfigError, Decision, Error, HostError, Plugin, Request, Response, TlsInfo};
 
 pub use host::KvLimits;
+
+pub mod outbound;
 
 /// Builds a plugin from a JSON config, as the wasm `init` does (`null` and `{}` mean no
 /// config). Also checks that [`Plugin::registration`] does not panic.
@@ -92,7 +97,9 @@ pub fn on_request<P: Plugin>(plugin: &mut P, req: &mut MockRequest) -> Result<De
     if !plugin.registration().on_request {
         return Ok(Decision::Continue);
     }
+    outbound::enter_request(req.outbound_calls);
     let decision = plugin.on_request(&mut Request::new(req));
+    req.outbound_calls = outbound::leave_request();
     if let Ok(Decision::Respond(_)) = decision {
         req.response_edits.clear();
     }
@@ -165,9 +172,10 @@ pub fn on_response<P: Plugin>(
         return Ok(Decision::Continue);
     }
     let body_limit = req.body_limit;
-    let mut req = Request::new(req);
-    let mut resp = Response::new(resp);
-    check_decision(plugin.on_response(&mut req, &mut resp), body_limit)
+    outbound::enter_request(req.outbound_calls);
+    let decision = plugin.on_response(&mut Request::new(req), &mut Response::new(resp));
+    req.outbound_calls = outbound::leave_request();
+    check_decision(decision, body_limit)
 }
 
 /// Sets the mock clock (milliseconds since the Unix epoch). Until a test sets it, the mock
@@ -199,9 +207,10 @@ pub fn set_kv_limits(limits: KvLimits) {
 }
 
 /// Clears this thread's mock host: the clock goes back to real time, and the store, limiters,
-/// logs and limits are emptied.
+/// logs, outbound scripts and requests, and limits are emptied.
 pub fn reset() {
-    host::reset()
+    host::reset();
+    outbound::reset();
 }
 
 /// A response header change queued in the request phase (already checked).
@@ -257,6 +266,8 @@ pub struct MockRequest {
     response_edits: Vec<ResponseEdit>,
     /// The id a `request_id` header rule gave the request.
     request_id: Option<String>,
+    /// Outbound calls its hooks made, against the gateway's per-request limit.
+    outbound_calls: usize,
     phase: Phase,
 }
 
@@ -286,6 +297,7 @@ impl MockRequest {
             upstream: None,
             response_edits: Vec::new(),
             request_id: None,
+            outbound_calls: 0,
             phase: Phase::Request,
         }
     }
