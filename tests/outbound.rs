@@ -52,9 +52,15 @@ async fn three_slow_parts_are_fetched_at_once_through_their_upstreams_and_merged
     let notify = Upstream::start("notify", Behaviour::Slow(wait)).await;
     let cfg = aggregate(
         GatewayConfig::new().admin(),
-        &["upstream:users", "upstream:orders", "upstream:notify"],
+        &[
+            "upstream:users",
+            "upstream:orders",
+            "upstream:notify",
+            "upstream:gone",
+        ],
         &[],
     )
+    .upstream("gone", &format!("http://127.0.0.1:{}", support::closed_port()))
     .upstream("users", &users.url())
     .upstream("orders", &orders.url())
     .upstream("notify", &notify.url())
@@ -62,6 +68,11 @@ async fn three_slow_parts_are_fetched_at_once_through_their_upstreams_and_merged
     .stage(
         "aggregate",
         r#"{ parts = { user = { url = "http://users/users/${header.x-user}", required = true }, orders = { url = "http://orders/orders?user=${header.x-user}" }, notifications = { url = "http://notify/unread/${header.x-user}" } } }"#,
+    )
+    .route("down", "/down", "users")
+    .stage(
+        "aggregate",
+        r#"{ parts = { user = { url = "http://gone/users/${header.x-user}", required = true }, notifications = { url = "http://notify/unread/${header.x-user}" } } }"#,
     );
     let gw = Gateway::start(&cfg.to_string());
     let client = Client::new();
@@ -110,10 +121,12 @@ async fn three_slow_parts_are_fetched_at_once_through_their_upstreams_and_merged
     ));
 
     // A required part that fails makes the answer a 502 naming it.
-    drop(users);
-    let r = client.get_with(&gw.url("/me"), &[("x-user", "bob")]).await;
+    let r = client
+        .get_with(&gw.url("/down"), &[("x-user", "bob")])
+        .await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
     assert_eq!(r.json()["part"], "user", "{}", r.text());
+    assert_eq!(notify.hits(), 3, "the optional part is still fetched");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,8 +12,9 @@
 //! Limits (`outbound_*` on `[wasm]` or the plugin): the whole call, head and body, within
 //! `outbound_timeout_ms` (and within the guest's own request options, when shorter); a
 //! request's plugins may have `outbound_in_flight` calls in flight at once and make
-//! `outbound_per_request` in all; response bodies up to `outbound_body_bytes`. Request bodies
-//! are read whole first, up to the same size, so an upstream can retry them.
+//! `outbound_per_request` in all; response bodies up to `outbound_body_bytes`. Both bodies
+//! are read whole: the request's first, so an upstream can retry it, and the response's
+//! before its head is handed over.
 //!
 //! Time a plugin waits on a call does not count against its `call_timeout_ms`: the epoch
 //! deadline only counts while the guest runs (see `plugins::state::HostState::ticks_left`).
@@ -21,19 +22,17 @@
 pub mod origin;
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, Uri, header};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use http_body_util::BodyExt as _;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::config::{Limits, Origin, OutboundGrant};
@@ -247,7 +246,7 @@ impl Outbound {
                         .send(req, None, Some(left))
                         .await
                         .map_err(|e| from_proxy(&e))?;
-                    Ok(resp.map(|b| b.map_err(|_| Error::HttpResponseIncomplete).boxed_unsync()))
+                    read_response(resp, body_bytes).await
                 }
                 To::Origin(_) => {
                     let client = self.client.as_ref().ok_or(Error::HttpRequestDenied)?;
@@ -264,7 +263,7 @@ impl Outbound {
                             );
                             e
                         })?;
-                    Ok(resp.map(|b| b.map_err(|_| Error::HttpResponseIncomplete).boxed_unsync()))
+                    read_response(resp, body_bytes).await
                 }
             }
         })
@@ -306,8 +305,7 @@ impl Outbound {
                 tracing::warn!(route = &*self.route, plugin = &*self.plugin, destination = &*handles.name, error = %e, ms = took.as_millis() as u64, "outbound call failed");
             }
         }
-        let resp = result?;
-        Ok(resp.map(|b| Capped::new(b, body_bytes, deadline).boxed_unsync()))
+        result
     }
 
     fn refused(&self, handles: &Handles, uri: &Uri, why: &str) -> Error {
@@ -339,6 +337,31 @@ async fn read_whole(body: WasiBody, limit: u64) -> Result<Bytes, Error> {
             Err(_) => Err(Error::HttpRequestBodySize(Some(limit))),
         },
     }
+}
+
+/// A response with its body read whole, up to `limit` bytes. The plugin gets the head only
+/// once the body is in, so every failure is the call's own error code (wasi:http reports a
+/// body stream's failure without one).
+async fn read_response<B>(resp: Response<B>, limit: u64) -> Result<Response<WasiBody>, Error>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let (parts, body) = resp.into_parts();
+    let whole = match http_body_util::Limited::new(body, limit as usize)
+        .collect()
+        .await
+    {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(Error::HttpResponseBodySize(Some(limit)));
+        }
+        Err(_) => return Err(Error::HttpResponseIncomplete),
+    };
+    let body = http_body_util::Full::new(whole)
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    Ok(Response::from_parts(parts, body))
 }
 
 /// The calls one request's plugins have made and have in flight, created by its first call.
@@ -438,62 +461,5 @@ impl WasiHttpHooks for Hooks {
                 Box::new(async { Ok(()) });
             resp.map(|r| (r, done))
         })
-    }
-}
-
-/// A response body cut at `limit` bytes and at the call's deadline.
-struct Capped {
-    inner: WasiBody,
-    left: u64,
-    limit: u64,
-    deadline: Pin<Box<Sleep>>,
-}
-
-impl Capped {
-    fn new(inner: WasiBody, limit: u64, deadline: Instant) -> Self {
-        Self {
-            inner,
-            left: limit,
-            limit,
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
-        }
-    }
-}
-
-impl Body for Capped {
-    type Data = Bytes;
-    type Error = Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(frame)) => {
-                let frame = frame?;
-                if let Some(data) = frame.data_ref() {
-                    let n = data.len() as u64;
-                    if n > this.left {
-                        let limit = this.limit;
-                        return Poll::Ready(Some(Err(Error::HttpResponseBodySize(Some(limit)))));
-                    }
-                    this.left -= n;
-                }
-                return Poll::Ready(Some(Ok(frame)));
-            }
-            Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Pending => {}
-        }
-        ready!(this.deadline.as_mut().poll(cx));
-        Poll::Ready(Some(Err(Error::ConnectionReadTimeout)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
