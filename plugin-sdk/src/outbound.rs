@@ -1,11 +1,10 @@
 //! Outbound HTTP calls from a plugin, through the standard `wasi:http/outgoing-handler`: to an
 //! upstream of the gateway's config by its name (`http://users/users/7` goes through the
-//! upstream `users`: its balancing, health checks and retries), or to an origin as itself
-//! (`https://idp.example.com/keys`).
+//! upstream `users`), or to an origin as itself (`https://idp.example.com/keys`).
 //!
 //! The gateway refuses the component at load unless its `[plugins.NAME]` table grants the
-//! `"outbound"` capability, and refuses every call (with [`Error::Denied`], before any socket
-//! opens) to a destination its `outbound` list does not name:
+//! `"outbound"` capability, and refuses every call (with [`Error::Denied`]) to a destination
+//! its `outbound` list does not name:
 //!
 //! ```toml
 //! [plugins.aggregate]
@@ -41,11 +40,10 @@
 //! ## Limits
 //!
 //! The gateway bounds each plugin's calls (`outbound_*` on `[wasm]` or the plugin's table): a
-//! call, head and body, within `outbound_timeout_ms` (2 s by default) and within the request's
-//! own [`Request::timeout`] when that is shorter ([`Error::Timeout`]); at most 8 calls in flight
+//! call within `outbound_timeout_ms` (2 s by default), and within the request's own
+//! [`Request::timeout`] when that is shorter ([`Error::Timeout`]); at most 8 calls in flight
 //! at once per client request and 16 in all ([`Error::Limited`] past them); response bodies up
-//! to 1 MiB ([`Error::BodyTooLarge`]). Time spent waiting on a call does not count against the
-//! plugin's `call_timeout_ms`.
+//! to 1 MiB ([`Error::BodyTooLarge`]).
 //!
 //! Natively, calls go to the mock host, which answers what a test scripts with
 //! [`testing::outbound`](crate::testing::outbound) and holds calls to the same limits.
@@ -216,8 +214,8 @@ impl Response {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Error {
-    /// The destination is not among the plugin's `outbound` grants, or a granted name
-    /// resolved to an address that is not (`HTTP-request-denied`).
+    /// The gateway refused the destination: it is not among the plugin's `outbound` grants
+    /// (`HTTP-request-denied`).
     Denied,
     /// One call too many for the client's request: past the calls in flight at once or in
     /// all (`connection-limit-reached`).
