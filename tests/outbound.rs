@@ -173,8 +173,15 @@ async fn only_granted_destinations_are_called_and_a_granted_name_cannot_point_in
         (1, 0, 0),
         "no socket opened for a refused call"
     );
-    gw.logs_containing(&["outbound call refused", "not granted"]);
-    gw.logs_containing(&["resolves to 127.0.0.1, which is not a public address"]);
+    let needles = [
+        "outbound call refused",
+        "not granted",
+        "resolves to 127.0.0.1, which is not a public address",
+    ];
+    let logs = gw.logs_containing(&needles);
+    for needle in needles {
+        assert!(logs.contains(needle), "{needle} not in the log:\n{logs}");
+    }
     let metrics = client.get(&gw.admin_url("/metrics")).await.text();
     for line in [
         "destination=\"ungranted\",outcome=\"denied\"} 1",

@@ -258,14 +258,14 @@ impl Gateway {
                     .plugins
                     .get(&entry.plugin)
                     .map_or(&[][..], |p| &p.outbound[..]);
-                let calls = crate::outbound::CallLimits::new(&limits);
+                let call_limits = crate::outbound::CallLimits::new(&limits);
                 let outbound = (!grants.is_empty()).then(|| {
                     Arc::new(crate::outbound::Outbound::new(
                         plugin.name.clone(),
                         name.clone(),
                         grants,
                         &destinations,
-                        calls,
+                        call_limits,
                         origin_client.clone(),
                         &shared.metrics,
                     ))
@@ -308,7 +308,7 @@ impl Gateway {
                 }
                 let mut sandbox = Sandbox::new(&limits, shared.runtime.fuel());
                 if !grants.is_empty() {
-                    sandbox = sandbox.calling_out(calls.timeout);
+                    sandbox = sandbox.calling_out(call_limits.timeout);
                 }
                 // Calls yield at each epoch tick, so a worker may have more than one call of an
                 // entry in flight: keep two idle instances per worker.

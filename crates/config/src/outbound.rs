@@ -80,18 +80,34 @@ impl Origin {
 
     /// The origin of a request to `host` and `port` (the scheme's own when `None`).
     pub fn new(tls: bool, host: &str, port: Option<u16>) -> Self {
-        let host = host.trim_start_matches('[').trim_end_matches(']');
         Self {
             tls,
-            host: host.to_ascii_lowercase(),
-            port: port.unwrap_or(if tls { 443 } else { 80 }),
+            host: bare(host).to_ascii_lowercase(),
+            port: port.unwrap_or(default_port(tls)),
         }
+    }
+
+    /// Whether a request to `host` and `port` (the scheme's own when `None`) is to this
+    /// origin; allocates nothing.
+    pub fn is(&self, tls: bool, host: &str, port: Option<u16>) -> bool {
+        self.tls == tls
+            && self.port == port.unwrap_or(default_port(tls))
+            && self.host.eq_ignore_ascii_case(bare(host))
     }
 
     /// The host, when it is an address rather than a name.
     pub fn ip(&self) -> Option<IpAddr> {
         self.host.parse().ok()
     }
+}
+
+/// A host without an IPv6 address's brackets.
+fn bare(host: &str) -> &str {
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+fn default_port(tls: bool) -> u16 {
+    if tls { 443 } else { 80 }
 }
 
 impl fmt::Display for Origin {
@@ -141,6 +157,12 @@ mod tests {
         };
         assert_eq!(o.ip(), Some("::1".parse().unwrap()));
         assert_eq!(o.to_string(), "http://[::1]:8080");
+        assert!(o.is(false, "[::1]", Some(8080)));
+        assert!(!o.is(true, "[::1]", Some(8080)) && !o.is(false, "::1", None));
+        let Ok(OutboundGrant::Origin(o)) = grant("https://idp.example.com") else {
+            panic!()
+        };
+        assert!(o.is(true, "IDP.example.com", None) && o.is(true, "idp.example.com", Some(443)));
         for bad in [
             "upstream:",
             "idp.example.com",

@@ -156,7 +156,15 @@ impl std::fmt::Debug for Outbound {
 /// A granted destination of one request.
 enum To<'a> {
     Upstream(&'a Destination, &'a Handles),
-    Origin(&'a Handles),
+    Origin(&'a origin::Client, &'a Handles),
+}
+
+impl<'a> To<'a> {
+    fn handles(&self) -> &'a Handles {
+        match self {
+            To::Upstream(_, h) | To::Origin(_, h) => h,
+        }
+    }
 }
 
 impl Outbound {
@@ -181,10 +189,7 @@ impl Outbound {
                         upstreams.push((name.clone(), d.clone(), handles));
                     }
                 }
-                OutboundGrant::Origin(o) if client.is_some() => {
-                    origins.push((o.clone(), handles));
-                }
-                OutboundGrant::Origin(_) => {}
+                OutboundGrant::Origin(o) => origins.push((o.clone(), handles)),
             }
         }
         Self {
@@ -210,11 +215,12 @@ impl Outbound {
             return Some(To::Upstream(d, h));
         }
         let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-        let asked = Origin::new(tls, authority.host(), authority.port_u16());
+        let (host, port) = (authority.host(), authority.port_u16());
+        let client = self.client.as_deref()?;
         self.origins
             .iter()
-            .find(|(o, _)| *o == asked)
-            .map(|(_, h)| To::Origin(h))
+            .find(|(o, _)| o.is(tls, host, port))
+            .map(|(_, h)| To::Origin(client, h))
     }
 
     /// Sends one call, within `deadline`.
@@ -225,15 +231,17 @@ impl Outbound {
     ) -> Result<Response<WasiBody>, Error> {
         let started = Instant::now();
         let Some(to) = self.destination(req.uri()) else {
-            return Err(self.refused(&self.ungranted, req.uri(), "not granted"));
+            self.ungranted.record(Outcome::Denied, Duration::ZERO);
+            tracing::warn!(route = &*self.route, plugin = &*self.plugin, uri = %req.uri(), "outbound call refused: not granted");
+            return Err(Error::HttpRequestDenied);
         };
-        let handles = match &to {
-            To::Upstream(_, h) | To::Origin(h) => *h,
-        };
+        let handles = to.handles();
         let body_bytes = self.limits.body_bytes;
         let sent = tokio::time::timeout_at(deadline, async {
             let (mut parts, body) = req.into_parts();
-            let body = read_whole(body, body_bytes).await?;
+            let body = whole(body, body_bytes)
+                .await
+                .map_err(|e| e.unwrap_or(Error::HttpRequestBodySize(Some(body_bytes))))?;
             match to {
                 To::Upstream(d, _) => {
                     // The name the plugin used is not a host: the upstream's policy decides.
@@ -248,8 +256,7 @@ impl Outbound {
                         .map_err(|e| from_proxy(&e))?;
                     read_response(resp, body_bytes).await
                 }
-                To::Origin(_) => {
-                    let client = self.client.as_ref().ok_or(Error::HttpRequestDenied)?;
+                To::Origin(client, _) => {
                     let resp = client
                         .send(Request::from_parts(parts, body))
                         .await
@@ -307,12 +314,6 @@ impl Outbound {
         }
         result
     }
-
-    fn refused(&self, handles: &Handles, uri: &Uri, why: &str) -> Error {
-        handles.record(Outcome::Denied, Duration::ZERO);
-        tracing::warn!(route = &*self.route, plugin = &*self.plugin, uri = %uri, why, "outbound call refused");
-        Error::HttpRequestDenied
-    }
 }
 
 /// What an upstream's failure is to the plugin.
@@ -327,15 +328,17 @@ fn from_proxy(e: &ProxyError) -> Error {
     }
 }
 
-/// A request body, read whole, up to `limit` bytes.
-async fn read_whole(body: WasiBody, limit: u64) -> Result<Bytes, Error> {
-    let limited = http_body_util::Limited::new(body, limit as usize);
-    match limited.collect().await {
+/// A body read whole, up to `limit` bytes: `Err(None)` past it, else the body's own error.
+async fn whole<B>(body: B, limit: u64) -> Result<Bytes, Option<Error>>
+where
+    B: Body<Data = Bytes, Error = Error>,
+{
+    match http_body_util::Limited::new(body, limit as usize)
+        .collect()
+        .await
+    {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) => match e.downcast::<Error>() {
-            Ok(e) => Err(*e),
-            Err(_) => Err(Error::HttpRequestBodySize(Some(limit))),
-        },
+        Err(e) => Err(e.downcast::<Error>().ok().map(|e| *e)),
     }
 }
 
@@ -344,21 +347,13 @@ async fn read_whole(body: WasiBody, limit: u64) -> Result<Bytes, Error> {
 /// body stream's failure without one).
 async fn read_response<B>(resp: Response<B>, limit: u64) -> Result<Response<WasiBody>, Error>
 where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: std::error::Error + Send + Sync + 'static,
+    B: Body<Data = Bytes>,
 {
     let (parts, body) = resp.into_parts();
-    let whole = match http_body_util::Limited::new(body, limit as usize)
-        .collect()
+    let body = whole(body.map_err(|_| Error::HttpResponseIncomplete), limit)
         .await
-    {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(Error::HttpResponseBodySize(Some(limit)));
-        }
-        Err(_) => return Err(Error::HttpResponseIncomplete),
-    };
-    let body = http_body_util::Full::new(whole)
+        .map_err(|e| e.unwrap_or(Error::HttpResponseBodySize(Some(limit))))?;
+    let body = http_body_util::Full::new(body)
         .map_err(|never| match never {})
         .boxed_unsync();
     Ok(Response::from_parts(parts, body))
@@ -431,9 +426,7 @@ impl WasiHttpHooks for Hooks {
         let Some(in_flight) = calls.admit(&out.limits) else {
             let handles = out
                 .destination(request.uri())
-                .map_or(&out.ungranted, |to| match to {
-                    To::Upstream(_, h) | To::Origin(h) => h,
-                });
+                .map_or(&out.ungranted, |to| to.handles());
             handles.record(Outcome::Limited, Duration::ZERO);
             tracing::warn!(
                 route = &*out.route,
