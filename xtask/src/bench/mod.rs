@@ -73,7 +73,16 @@ const NGINX_LUA: &[Target] = &[Target::NginxLua];
 
 /// The scenarios of `--quick`: the plain path, in front of four targets and over TLS, one
 /// pooled plugin and its nginx + Lua counterpart, and a pipeline of three.
-const QUICK: &[&str] = &["S1", "S1-4t", "S1-TLS", "S3-pooled", "S3-lua", "S4"];
+const QUICK: &[&str] = &[
+    "S1",
+    "S1-4t",
+    "S1-TLS",
+    "S3-pooled",
+    "S3-lua",
+    "S4",
+    "S9",
+    "S9-lua",
+];
 
 /// The response headers of S3's header work (and S4's), which the check before any load wants
 /// in the answer.
@@ -288,6 +297,20 @@ const SCENARIOS: &[Scenario] = &[
         "/redact/users.json",
         1,
     ),
+    Scenario::new(
+        "S9",
+        "aggregate: three 1 KiB JSON parts fetched at once through the upstream, merged",
+        "/aggregate",
+        1,
+    ),
+    // S9's work in nginx's Lua module, for comparison.
+    Scenario::new(
+        "S9-lua",
+        "S9's work in Lua: three subrequests at once (capture_multi), bodies concatenated",
+        "/aggregate-lua",
+        0,
+    )
+    .on(NGINX_LUA),
 ];
 
 /// Checks, before anything starts, that the tools the end-to-end suite runs are installed;

@@ -154,8 +154,43 @@ const LUA_HEADERS: &str = r#"            set $route headers-lua;
 
 "#;
 
-/// S3-lua's nginx: the nginx proxy's config (`bench/nginx-proxy.conf`), so that the two differ
-/// only by the Lua module loaded and [`LUA_HEADERS`] in its one location; with files of its own.
+/// S9's aggregation in Lua, as one writes it there: three subrequests through the upstream at
+/// once (`ngx.location.capture_multi`), each 200 body put in the answer under its part's name
+/// as it came (not parsed: cheaper than the plugin, which parses each part and writes the
+/// merged JSON), any other part `null` and named in `errors`.
+const LUA_AGGREGATE: &str = r#"        location = /aggregate-lua {
+            default_type application/json;
+            content_by_lua_block {
+                local names = { "a", "b", "c" }
+                local answers = { ngx.location.capture_multi({
+                    { "/_part/a/users.json" }, { "/_part/b/users.json" }, { "/_part/c/users.json" },
+                }) }
+                local out, errors = { "{" }, {}
+                for i, name in ipairs(names) do
+                    local r = answers[i]
+                    local ok = r.status == 200 and #r.body > 0
+                    out[#out + 1] = '"' .. name .. '":' .. (ok and r.body or "null") .. ","
+                    if not ok then
+                        errors[#errors + 1] = '{"part":"' .. name .. '","error":"status ' .. r.status .. '"}'
+                    end
+                end
+                out[#out + 1] = '"errors":[' .. table.concat(errors, ",") .. "]}"
+                ngx.print(table.concat(out))
+            }
+        }
+
+        location /_part/ {
+            internal;
+            proxy_pass http://up/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+
+"#;
+
+/// nginx + Lua's config: the nginx proxy's (`bench/nginx-proxy.conf`), so that the two differ
+/// only by the Lua module loaded, [`LUA_HEADERS`] in its one location and S9's
+/// [`LUA_AGGREGATE`] locations beside it; with files of its own.
 fn nginx_lua_conf(proxy: &str) -> Result<String> {
     let edit = |conf: String, from: &str, to: &str| {
         if !conf.contains(from) {
@@ -178,7 +213,7 @@ fn nginx_lua_conf(proxy: &str) -> Result<String> {
     edit(
         conf,
         "        location / {\n",
-        &format!("        location / {{\n{LUA_HEADERS}"),
+        &format!("{LUA_AGGREGATE}        location / {{\n{LUA_HEADERS}"),
     )
 }
 

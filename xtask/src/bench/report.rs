@@ -480,6 +480,25 @@ fn targets(o: &mut String, sum: &BTreeMap<(&str, Target), Summary>) -> Result<()
             verdict(s3.rps > lua.rps)
         )?;
     }
+    if let Some(s9) = get("S9", Target::Wasmgate) {
+        // Three upstream calls per request: at most the cost of three proxied requests.
+        if let Some(s1) = s1 {
+            writeln!(
+                o,
+                "| S9 (3 parts) req/s ≥ ⅓ × S1 (one proxied request) | {} | {} |",
+                ratio(s9.rps, s1.rps),
+                verdict(3.0 * s9.rps >= s1.rps)
+            )?;
+        }
+        if let Some(lua) = get("S9-lua", Target::NginxLua) {
+            writeln!(
+                o,
+                "| S9 req/s ≥ S9-lua's (nginx + Lua) | {} | {} |",
+                ratio(s9.rps, lua.rps),
+                verdict(s9.rps >= lua.rps)
+            )?;
+        }
+    }
     Ok(())
 }
 
@@ -550,6 +569,14 @@ mod tests {
                 ("S1-4t", Target::Wasmgate),
                 m(48_500.0, 950.0, 2_100.0, 26.0),
             ),
+            (
+                ("S9", Target::Wasmgate),
+                m(15_000.0, 3_000.0, 6_000.0, 80.0),
+            ),
+            (
+                ("S9-lua", Target::NginxLua),
+                m(16_000.0, 2_900.0, 5_500.0, 70.0),
+            ),
         ])
     }
 
@@ -600,6 +627,8 @@ mod tests {
         assert!(row("| pooled plugin adds ≤ 5 µs p50").contains("| 4 µs | **met** |"));
         assert!(row("| S3-pooled keeps more").contains("0.92× vs 0.75× | **met** |"));
         assert!(row("| S3 pooled req/s > S3-lua's").contains("1.53× | **met** |"));
+        assert!(row("| S9 (3 parts) req/s ≥ ⅓ × S1").contains("| 0.30× | **not met** |"));
+        assert!(row("| S9 req/s ≥ S9-lua's").contains("| 0.94× | **not met** |"));
         // The targets these replace are gone.
         assert!(!o.contains("1.0×") && !o.contains("0.7×") && !o.contains("10 µs"));
     }
