@@ -80,8 +80,8 @@ const QUICK: &[&str] = &[
     "S3-pooled",
     "S3-lua",
     "S4",
-    "S9",
-    "S9-lua",
+    "S10",
+    "S10-lua",
 ];
 
 /// The response headers of S3's header work (and S4's), which the check before any load wants
@@ -298,15 +298,15 @@ const SCENARIOS: &[Scenario] = &[
         1,
     ),
     Scenario::new(
-        "S9",
+        "S10",
         "aggregate: three 1 KiB JSON parts fetched at once through the upstream, merged",
         "/aggregate",
         1,
     ),
-    // S9's work in nginx's Lua module, for comparison.
+    // S10's work in nginx's Lua module, for comparison.
     Scenario::new(
-        "S9-lua",
-        "S9's work in Lua: three subrequests at once (capture_multi), bodies concatenated",
+        "S10-lua",
+        "S10's work in Lua: three subrequests at once (capture_multi), bodies concatenated",
         "/aggregate-lua",
         0,
     )

@@ -154,7 +154,7 @@ const LUA_HEADERS: &str = r#"            set $route headers-lua;
 
 "#;
 
-/// S9's aggregation in Lua, as one writes it there: three subrequests through the upstream at
+/// S10's aggregation in Lua, as one writes it there: three subrequests through the upstream at
 /// once (`ngx.location.capture_multi`), each 200 body put in the answer under its part's name
 /// as it came (not parsed: cheaper than the plugin, which parses each part and writes the
 /// merged JSON), any other part `null` and named in `errors`.
@@ -189,7 +189,7 @@ const LUA_AGGREGATE: &str = r#"        location = /aggregate-lua {
 "#;
 
 /// nginx + Lua's config: the nginx proxy's (`bench/nginx-proxy.conf`), so that the two differ
-/// only by the Lua module loaded, [`LUA_HEADERS`] in its one location and S9's
+/// only by the Lua module loaded, [`LUA_HEADERS`] in its one location and S10's
 /// [`LUA_AGGREGATE`] locations beside it; with files of its own.
 fn nginx_lua_conf(proxy: &str) -> Result<String> {
     let edit = |conf: String, from: &str, to: &str| {

@@ -480,22 +480,22 @@ fn targets(o: &mut String, sum: &BTreeMap<(&str, Target), Summary>) -> Result<()
             verdict(s3.rps > lua.rps)
         )?;
     }
-    if let Some(s9) = get("S9", Target::Wasmgate) {
+    if let Some(s10) = get("S10", Target::Wasmgate) {
         // Three upstream calls per request: at most the cost of three proxied requests.
         if let Some(s1) = s1 {
             writeln!(
                 o,
-                "| S9 (3 parts) req/s ≥ ⅓ × S1 (one proxied request) | {} | {} |",
-                ratio(s9.rps, s1.rps),
-                verdict(3.0 * s9.rps >= s1.rps)
+                "| S10 (3 parts) req/s ≥ ⅓ × S1 (one proxied request) | {} | {} |",
+                ratio(s10.rps, s1.rps),
+                verdict(3.0 * s10.rps >= s1.rps)
             )?;
         }
-        if let Some(lua) = get("S9-lua", Target::NginxLua) {
+        if let Some(lua) = get("S10-lua", Target::NginxLua) {
             writeln!(
                 o,
-                "| S9 req/s ≥ S9-lua's (nginx + Lua) | {} | {} |",
-                ratio(s9.rps, lua.rps),
-                verdict(s9.rps >= lua.rps)
+                "| S10 req/s ≥ S10-lua's (nginx + Lua) | {} | {} |",
+                ratio(s10.rps, lua.rps),
+                verdict(s10.rps >= lua.rps)
             )?;
         }
     }
@@ -570,11 +570,11 @@ mod tests {
                 m(48_500.0, 950.0, 2_100.0, 26.0),
             ),
             (
-                ("S9", Target::Wasmgate),
+                ("S10", Target::Wasmgate),
                 m(15_000.0, 3_000.0, 6_000.0, 80.0),
             ),
             (
-                ("S9-lua", Target::NginxLua),
+                ("S10-lua", Target::NginxLua),
                 m(16_000.0, 2_900.0, 5_500.0, 70.0),
             ),
         ])
@@ -627,8 +627,8 @@ mod tests {
         assert!(row("| pooled plugin adds ≤ 5 µs p50").contains("| 4 µs | **met** |"));
         assert!(row("| S3-pooled keeps more").contains("0.92× vs 0.75× | **met** |"));
         assert!(row("| S3 pooled req/s > S3-lua's").contains("1.53× | **met** |"));
-        assert!(row("| S9 (3 parts) req/s ≥ ⅓ × S1").contains("| 0.30× | **not met** |"));
-        assert!(row("| S9 req/s ≥ S9-lua's").contains("| 0.94× | **not met** |"));
+        assert!(row("| S10 (3 parts) req/s ≥ ⅓ × S1").contains("| 0.30× | **not met** |"));
+        assert!(row("| S10 req/s ≥ S10-lua's").contains("| 0.94× | **not met** |"));
         // The targets these replace are gone.
         assert!(!o.contains("1.0×") && !o.contains("0.7×") && !o.contains("10 µs"));
     }
