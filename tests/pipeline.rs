@@ -445,3 +445,66 @@ config = { echo_info = true }
     }
     assert_eq!(up.hits(), 0, "echo_info answers from the plugin");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_body_past_a_plugins_bound_streams_through_unread() {
+    let small = Upstream::start("small", Behaviour::Echo).await;
+    let sized = Upstream::start("sized", Behaviour::Download(5 << 20)).await;
+    let chunked = Upstream::start("chunked", Behaviour::Stream(5 << 20)).await;
+    let route = |name: &str, upstream: &str, config: &str| {
+        format!(
+            "[[routes]]\nname = \"{name}\"\npath_prefix = \"/{name}\"\nupstream = \"{upstream}\"\n[[routes.pipeline]]\nplugin = \"fixture\"\nconfig = {config}\n"
+        )
+    };
+    let bounded = r#"{ response_body = "upper", response_body_bound = 1000 }"#;
+    let cfg = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 1024\n[plugins.fixture]\npath = \"{}\"\n\
+         [upstreams.small]\ntargets = [\"{}\"]\n[upstreams.sized]\ntargets = [\"{}\"]\n[upstreams.chunked]\ntargets = [\"{}\"]\n{}{}{}{}{}",
+        plugin("fixture").display(),
+        small.url(),
+        sized.url(),
+        chunked.url(),
+        route("small", "small", bounded),
+        route("sized", "sized", bounded),
+        route("chunked", "chunked", bounded),
+        route("declined", "small", r#"{ response_body = "upper", response_body_bound = 0 }"#),
+        route("unbounded", "sized", r#"{ response_body = "upper" }"#),
+    );
+    let gw = Gateway::start(&cfg);
+    let c = Client::new();
+
+    // Within the bound: read, and rewritten.
+    let r = c.get(&gw.url("/small")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text().contains("\"UPSTREAM\":\"SMALL\""), "{}", r.text());
+    assert_eq!(r.header("x-body"), None);
+
+    // Past it, known by content-length or found while reading: streamed on whole, unread.
+    for path in ["/sized", "/chunked"] {
+        let r = c.get(&gw.url(path)).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+        assert_eq!(r.body.len(), 5 << 20, "{path}");
+        assert!(r.body.iter().all(|&b| b == b'x'), "{path}: not rewritten");
+        assert_eq!(
+            r.header("x-body"),
+            Some("body larger than the route allows"),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        c.get(&gw.url("/sized")).await.header("content-length"),
+        Some((5u64 << 20).to_string().as_str())
+    );
+
+    // A bound of 0 declines the body.
+    let r = c.get(&gw.url("/declined")).await;
+    assert!(r.text().contains("\"upstream\":\"small\""), "{}", r.text());
+    assert_eq!(
+        r.header("x-body"),
+        Some("body not declared in the plugin's registration")
+    );
+
+    // Without a bound, a body the plugin needs whole and the route cannot hold fails, as before.
+    let r = c.get(&gw.url("/unbounded")).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+}

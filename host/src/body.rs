@@ -24,6 +24,9 @@ pub enum Body {
     Full(Option<Bytes>),
     /// Another body, compressed as it streams (`compress = true` on the route).
     Compressed(Box<crate::compress::Compressed>),
+    /// The start of a body already read, then the rest of it as it streams: what a body
+    /// found too large to buffer goes on as (`collect_up_to`).
+    Prefixed(Box<(Option<Bytes>, Body)>),
 }
 
 /// Why a body stopped before its end, and so whose fault it was.
@@ -62,6 +65,13 @@ impl http_body::Body for Body {
                     .map(|b| Ok(Frame::data(b))),
             ),
             Body::Compressed(b) => b.poll_frame(cx),
+            Body::Prefixed(b) => {
+                let (prefix, rest) = &mut **b;
+                match prefix.take() {
+                    Some(p) => Poll::Ready(Some(Ok(Frame::data(p)))),
+                    None => Pin::new(rest).poll_frame(cx),
+                }
+            }
         }
     }
 
@@ -71,6 +81,7 @@ impl http_body::Body for Body {
             Body::Upstream(b) => b.is_end_stream(),
             Body::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
             Body::Compressed(_) => false,
+            Body::Prefixed(b) => b.0.is_none() && b.1.is_end_stream(),
         }
     }
 
@@ -80,6 +91,17 @@ impl http_body::Body for Body {
             Body::Upstream(b) => b.size_hint(),
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Compressed(b) => b.size_hint(),
+            Body::Prefixed(b) => {
+                let (prefix, rest) = &**b;
+                let read = prefix.as_ref().map_or(0, |p| p.len() as u64);
+                let rest = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + read);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + read);
+                }
+                hint
+            }
         }
     }
 }
@@ -126,4 +148,34 @@ pub async fn collect(
             Err(_) => Err(CollectError::TooLarge(limit)),
         },
     }
+}
+
+/// A body read up to a bound: whole, or, when it is larger, as a body that streams on.
+#[derive(Debug)]
+pub enum UpTo {
+    Whole(Bytes),
+    Larger(Body),
+}
+
+/// Reads a body when it is at most `limit` bytes. A larger one, known by its size hint (a
+/// `content-length`) or once more than `limit` bytes of it have arrived, is handed back
+/// unread past that point: what arrived first, then the rest as it streams.
+pub async fn collect_up_to(mut body: Body, limit: usize) -> Result<UpTo, BodyError> {
+    if http_body::Body::size_hint(&body).lower() > limit as u64 {
+        return Ok(UpTo::Larger(body));
+    }
+    let mut read = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        let Ok(data) = frame.into_data() else {
+            // Trailers: a buffered body keeps none, as `collect` keeps none.
+            continue;
+        };
+        read.extend_from_slice(&data);
+        if read.len() > limit {
+            let prefix = Some(read.freeze());
+            return Ok(UpTo::Larger(Body::Prefixed(Box::new((prefix, body)))));
+        }
+    }
+    Ok(UpTo::Whole(read.freeze()))
 }

@@ -275,6 +275,9 @@ impl Gateway {
                     plugin: plugin.name.clone(),
                     route: name.clone(),
                     kv: shared.kv.get(&entry.plugin),
+                    kv_max_value: limits
+                        .kv_max_value_bytes
+                        .map_or(wasmgate_rules::kv::MAX_VALUE_BYTES, |n| n as usize),
                     limiters: shared.limiters.clone(),
                     log: shared
                         .log_budgets

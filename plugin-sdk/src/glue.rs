@@ -185,6 +185,12 @@ impl RequestBackend for HostRequest<'_> {
         self.0.set_body(body).map_err(host_error)
     }
 
+    fn limit_response_body(&mut self, max_bytes: usize) -> Result<(), HostError> {
+        self.0
+            .limit_response_body(max_bytes as u64)
+            .map_err(host_error)
+    }
+
     fn var(&self, name: &str) -> Option<String> {
         self.0.get_var(name)
     }

@@ -24,6 +24,7 @@ pub(crate) trait RequestBackend {
     fn id(&self) -> String;
     fn body(&self) -> Result<Vec<u8>, HostError>;
     fn set_body(&mut self, body: &[u8]) -> Result<(), HostError>;
+    fn limit_response_body(&mut self, max_bytes: usize) -> Result<(), HostError>;
     fn var(&self, name: &str) -> Option<String>;
     fn set_var(&mut self, name: &str, value: &str);
     /// A queued response header change: `Some(value)` sets or appends, `None` removes.
@@ -186,6 +187,20 @@ impl<'a> Request<'a> {
     /// the registration, like [`Request::body`].
     pub fn set_body(&mut self, body: &[u8]) -> Result<(), HostError> {
         self.inner.set_body(body)
+    }
+
+    /// Bounds the response body the host buffers for this plugin's
+    /// [`on_response`](crate::Plugin::on_response), on this request (the registration must
+    /// ask for `response_body`): a body of at most `max_bytes` is buffered as usual; a larger
+    /// one, known by its `content-length` or once more than `max_bytes` of it has arrived,
+    /// goes to the client streamed, and [`Response::body`] fails with
+    /// [`HostError::BodyTooLarge`]. `0` declines the body: nothing is buffered for this plugin
+    /// and [`Response::body`] fails with [`HostError::BodyNotDeclared`]. Without this call a
+    /// body past the route's limit fails the request. A cache passes large responses through
+    /// uncached this way. Request phase only, else [`HostError::NotAllowed`]. (Contract
+    /// 0.1.6: the gateway must be at least that version.)
+    pub fn limit_response_body(&mut self, max_bytes: usize) -> Result<(), HostError> {
+        self.inner.limit_response_body(max_bytes)
     }
 
     /// A per-request variable, shared along the pipeline and into the response phase (an auth

@@ -145,7 +145,10 @@ fn check_decision(
 /// response header changes the request phase queued are applied to `resp` (and taken off
 /// `req`), then the hook runs, skipped (returning [`Decision::Continue`]) when the plugin's
 /// registration has `on_response: false`. The request is read-only meanwhile (changes are
-/// [`HostError::NotAllowed`]; vars can be set).
+/// [`HostError::NotAllowed`]; vars can be set). A bound the request phase put on the response
+/// body ([`Request::limit_response_body`]) holds for `resp`'s body as the host holds it: past
+/// the bound [`Response::body`] is [`HostError::BodyTooLarge`], and a bound of 0 makes it
+/// [`HostError::BodyNotDeclared`].
 pub fn on_response<P: Plugin>(
     plugin: &mut P,
     req: &mut MockRequest,
@@ -173,7 +176,9 @@ pub fn on_response<P: Plugin>(
     }
     let body_limit = req.body_limit;
     outbound::enter_request(req.outbound_calls);
+    resp.bound = req.response_body_bound;
     let decision = plugin.on_response(&mut Request::new(req), &mut Response::new(resp));
+    resp.bound = None;
     req.outbound_calls = outbound::leave_request();
     check_decision(decision, body_limit)
 }
@@ -268,6 +273,8 @@ pub struct MockRequest {
     request_id: Option<String>,
     /// Outbound calls its hooks made, against the gateway's per-request limit.
     outbound_calls: usize,
+    /// The bound `limit_response_body` set.
+    response_body_bound: Option<usize>,
     phase: Phase,
 }
 
@@ -298,6 +305,7 @@ impl MockRequest {
             response_edits: Vec::new(),
             request_id: None,
             outbound_calls: 0,
+            response_body_bound: None,
             phase: Phase::Request,
         }
     }
@@ -385,6 +393,12 @@ impl MockRequest {
     /// The query, without the `?`.
     pub fn query(&self) -> Option<&str> {
         self.query.as_deref()
+    }
+
+    /// The bound the plugin put on the response body with
+    /// [`Request::limit_response_body`], if it did.
+    pub fn response_body_bound(&self) -> Option<usize> {
+        self.response_body_bound
     }
 
     /// The first value of a header (case-insensitive name).
@@ -574,6 +588,12 @@ impl RequestBackend for MockRequest {
         write_body(&mut self.body, body, self.body_limit)
     }
 
+    fn limit_response_body(&mut self, max_bytes: usize) -> Result<(), HostError> {
+        self.writable()?;
+        self.response_body_bound = Some(max_bytes);
+        Ok(())
+    }
+
     fn var(&self, name: &str) -> Option<String> {
         self.vars.get(name).cloned()
     }
@@ -639,6 +659,8 @@ pub struct MockResponse {
     body: Vec<u8>,
     body_access: bool,
     body_limit: Option<usize>,
+    /// The request's `limit_response_body` bound, while its `on_response` runs.
+    bound: Option<usize>,
 }
 
 impl MockResponse {
@@ -650,6 +672,7 @@ impl MockResponse {
             body: Vec::new(),
             body_access: true,
             body_limit: None,
+            bound: None,
         }
     }
 
@@ -748,11 +771,17 @@ impl ResponseBackend for MockResponse {
     }
 
     fn body(&self) -> Result<Vec<u8>, HostError> {
-        read_body(&self.body, self.body_access, self.body_limit)
+        match self.bound {
+            Some(0) => Err(HostError::BodyNotDeclared),
+            Some(bound) if self.body_access && self.body.len() > bound => {
+                Err(HostError::BodyTooLarge)
+            }
+            _ => read_body(&self.body, self.body_access, self.body_limit),
+        }
     }
 
     fn set_body(&mut self, body: &[u8]) -> Result<(), HostError> {
-        if !self.body_access {
+        if !self.body_access || self.bound == Some(0) {
             return Err(HostError::BodyNotDeclared);
         }
         write_body(&mut self.body, body, self.body_limit)
@@ -970,7 +999,8 @@ pub(crate) mod host {
         pub max_entries: usize,
         /// Longest key, in bytes ([`KvError::TooLarge`] past it).
         pub max_key_bytes: usize,
-        /// Longest value, in bytes ([`KvError::TooLarge`] past it).
+        /// Longest value, in bytes ([`KvError::TooLarge`] past it): the plugin's
+        /// `kv_max_value_bytes` on the host.
         pub max_value_bytes: usize,
     }
 
@@ -1945,6 +1975,62 @@ mod tests {
         assert_eq!((v.limit, v.remaining, v.retry_after_ms), (10, 0, 100));
         // Refused every time, not only once its bucket is empty.
         assert!(!limiter.check(&format!("{longest}k"), 1).allowed);
+    }
+
+    #[test]
+    fn a_bound_on_the_response_body_holds_in_on_response() {
+        struct Bounded(usize);
+        impl Plugin for Bounded {
+            type Config = ();
+            fn new(_: ()) -> Result<Self, ConfigError> {
+                Ok(Self(0))
+            }
+            fn registration(&self) -> Registration {
+                Registration {
+                    response_body: true,
+                    ..Registration::default()
+                }
+            }
+            fn on_request(&mut self, req: &mut Request<'_>) -> Result<Decision, Error> {
+                req.limit_response_body(self.0)?;
+                Ok(Decision::Continue)
+            }
+            fn on_response(
+                &mut self,
+                _: &mut Request<'_>,
+                resp: &mut Response<'_>,
+            ) -> Result<Decision, Error> {
+                let outcome = match resp.body() {
+                    Ok(body) => format!("{} bytes", body.len()),
+                    Err(e) => e.to_string(),
+                };
+                resp.set_header("x-body", &outcome)?;
+                Ok(Decision::Continue)
+            }
+        }
+        let mut plugin = init::<Bounded>(serde_json::json!(null)).unwrap();
+        for (bound, body, outcome) in [
+            (4, "abcd", "4 bytes"),
+            (4, "abcde", "body larger than the route allows"),
+            (0, "a", "body not declared in the plugin's registration"),
+        ] {
+            plugin.0 = bound;
+            let mut req = MockRequest::new("GET", "/");
+            on_request(&mut plugin, &mut req).unwrap();
+            assert_eq!(req.response_body_bound(), Some(bound));
+            let mut resp = MockResponse::new(200).with_body(body);
+            on_response(&mut plugin, &mut req, &mut resp).unwrap();
+            assert_eq!(resp.header("x-body"), Some(outcome));
+            // Outside the hook, the test still reads the whole body.
+            assert_eq!(resp.body(), body.as_bytes());
+        }
+        // Response phase: refused.
+        let mut req = MockRequest::new("GET", "/");
+        req.phase = Phase::Response;
+        assert_eq!(
+            Request::new(&mut req).limit_response_body(1),
+            Err(HostError::NotAllowed)
+        );
     }
 
     #[test]

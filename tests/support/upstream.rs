@@ -27,6 +27,8 @@ pub enum Behaviour {
     Slow(Duration),
     /// Streams this many bytes of `x` without holding them in memory.
     Download(u64),
+    /// The same, with no `content-length`: chunked, its size unknown until the end.
+    Stream(u64),
     /// Reads the body chunk by chunk and answers with the byte count.
     Sink,
     /// Answers with this body and content-type.
@@ -146,16 +148,17 @@ async fn respond(
             tokio::time::sleep(d).await;
             echo(name, req).await
         }
-        Behaviour::Download(size) => {
+        Behaviour::Download(size) | Behaviour::Stream(size) => {
             const CHUNK: usize = 64 * 1024;
             let chunk = Bytes::from(vec![b'x'; CHUNK]);
             let n = size / CHUNK as u64;
             let frames =
                 stream::iter((0..n).map(move |_| Ok::<_, Infallible>(Frame::data(chunk.clone()))));
-            Response::builder()
-                .header("content-length", size.to_string())
-                .body(BodyExt::boxed(StreamBody::new(frames)))
-                .unwrap()
+            let mut resp = Response::builder();
+            if matches!(b, Behaviour::Download(_)) {
+                resp = resp.header("content-length", size.to_string());
+            }
+            resp.body(BodyExt::boxed(StreamBody::new(frames))).unwrap()
         }
         Behaviour::Sink => {
             let mut body = req.into_body();

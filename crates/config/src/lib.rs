@@ -373,6 +373,8 @@ pub struct Limits {
     pub outbound_per_request: Option<u32>,
     /// Largest outbound response body, in bytes (default 1 MiB).
     pub outbound_body_bytes: Option<u64>,
+    /// Largest value the plugin may store in kv, in bytes (default 64 KiB, at most 8 MiB).
+    pub kv_max_value_bytes: Option<u64>,
 }
 
 impl Limits {
@@ -389,6 +391,7 @@ impl Limits {
             outbound_in_flight: self.outbound_in_flight.or(defaults.outbound_in_flight),
             outbound_per_request: self.outbound_per_request.or(defaults.outbound_per_request),
             outbound_body_bytes: self.outbound_body_bytes.or(defaults.outbound_body_bytes),
+            kv_max_value_bytes: self.kv_max_value_bytes.or(defaults.kv_max_value_bytes),
         }
     }
 }
@@ -1148,6 +1151,14 @@ impl Config {
                     "{at}.outbound_body_bytes: must be between 1 and 67108864 (64 MiB)"
                 ));
             }
+            if l.kv_max_value_bytes
+                .is_some_and(|n| n == 0 || n > wasmgate_rules::kv::MAX_VALUE_BYTES_LIMIT as u64)
+            {
+                out.push(format!(
+                    "{at}.kv_max_value_bytes: must be between 1 and {} (8 MiB)",
+                    wasmgate_rules::kv::MAX_VALUE_BYTES_LIMIT
+                ));
+            }
             if l.fuel_per_call == Some(0) || l.max_uses == Some(0) {
                 out.push(format!(
                     "{at}: fuel_per_call and max_uses must be greater than 0"
@@ -1545,6 +1556,27 @@ mod hole_tests {
             "[plugins.p]\npath = \"p.wasm\"\noutbound = [\"https://idp.example.com/keys\"]\n",
         );
         assert!(err.contains("without a path or query"), "{err}");
+    }
+
+    #[test]
+    fn kv_value_limits_are_per_plugin_and_bounded() {
+        let ok = Config::parse(
+            &format!("{BASE}[wasm]\nkv_max_value_bytes = 1024\n[plugins.p]\npath = \"p.wasm\"\nkv_max_value_bytes = 1048576\n[plugins.q]\npath = \"q.wasm\"\n"),
+            Path::new("gw.toml"),
+        )
+        .unwrap();
+        let limits = |name: &str| ok.plugins[name].limits.or(&ok.wasm.limits);
+        assert_eq!(limits("p").kv_max_value_bytes, Some(1 << 20));
+        assert_eq!(limits("q").kv_max_value_bytes, Some(1024));
+        for bad in ["0", "8388609"] {
+            let err = problems(&format!(
+                "[plugins.p]\npath = \"p.wasm\"\nkv_max_value_bytes = {bad}\n"
+            ));
+            assert!(
+                err.contains("plugins.p.kv_max_value_bytes: must be between 1 and 8388608 (8 MiB)"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -98,11 +98,22 @@ pub mod http {
 pub mod kv {
     /// Longest key, in bytes (`too-large` past it).
     pub const MAX_KEY_BYTES: usize = 1024;
-    /// Largest value, in bytes (`too-large` past it).
+    /// Largest value, in bytes (`too-large` past it), unless the plugin's
+    /// `kv_max_value_bytes` says otherwise.
     pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+    /// The most `kv_max_value_bytes` may be.
+    pub const MAX_VALUE_BYTES_LIMIT: usize = 8 << 20;
     /// Most entries one plugin's namespace holds; past it the host evicts the least used
-    /// entries rather than refusing a write.
+    /// entries rather than refusing a write. An entry larger than [`MAX_VALUE_BYTES`] counts
+    /// as one entry per [`MAX_VALUE_BYTES`] it holds, so a namespace never holds more than
+    /// `MAX_ENTRIES × MAX_VALUE_BYTES`, whatever its values' size.
     pub const MAX_ENTRIES: u64 = 10_000;
+
+    /// How many entries a key and value count as against [`MAX_ENTRIES`].
+    pub fn weight(key: usize, value: usize) -> u32 {
+        let slots = (key + value).div_ceil(MAX_VALUE_BYTES).max(1);
+        u32::try_from(slots).unwrap_or(u32::MAX)
+    }
 }
 
 /// `wasmgate:plugin/log`: plugin lines (and stdout and stderr lines) are cut to a bounded length.

@@ -353,6 +353,23 @@ impl HostRequest for HostState {
         }))
     }
 
+    fn limit_response_body(
+        &mut self,
+        _: Resource<RequestHandle>,
+        max_bytes: u64,
+    ) -> Result<Result<(), ErrorCode>> {
+        let ex = self.exchange()?;
+        let result = if ex.phase != Phase::Request {
+            Err(ErrorCode::NotAllowed)
+        } else {
+            ex.bound_response_body(usize::try_from(max_bytes).unwrap_or(usize::MAX));
+            Ok(())
+        };
+        Ok(self.refusals.check(Refusal::Body, result, |e| {
+            refused("request.limit-response-body", &max_bytes.to_string(), e)
+        }))
+    }
+
     fn get_var(&mut self, _: Resource<RequestHandle>, name: String) -> Result<Option<String>> {
         Ok(self.exchange()?.var(&name).map(str::to_owned))
     }
@@ -558,7 +575,22 @@ impl HostResponse for HostState {
     fn body(&mut self, _: Resource<ResponseHandle>) -> Result<Result<Vec<u8>, ErrorCode>> {
         let ex = self.exchange()?;
         let allowed = ex.allow_response_body;
-        let result = read_body(allowed, &ex.response()?.body);
+        // A body past this plugin's bound: streamed on unread, or read for another plugin's
+        // larger one.
+        let bound = ex.response_body_bound(ex.stage);
+        let passed = ex.response_body_passed;
+        let resp = ex.response()?;
+        let too_large = allowed
+            && bound.is_some()
+            && match &resp.body {
+                None => passed,
+                Some(b) => bound.is_some_and(|bound| b.len() > bound),
+            };
+        let result = if too_large {
+            Err(ErrorCode::BodyTooLarge)
+        } else {
+            read_body(allowed, &resp.body)
+        };
         Ok(self
             .refusals
             .check(Refusal::Body, result, |e| refused("response.body", "", e)))

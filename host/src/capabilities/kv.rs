@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use moka::sync::Cache;
 use parking_lot::Mutex;
-use wasmgate_rules::kv::{MAX_ENTRIES, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use wasmgate_rules::kv::{MAX_ENTRIES, MAX_KEY_BYTES, weight};
 use wasmtime::Result;
 
 use crate::plugins::bindings::wasmgate::plugin::kv::{Error, Host};
@@ -55,6 +55,7 @@ impl Namespace {
         Self {
             cache: Cache::builder()
                 .max_capacity(MAX_ENTRIES)
+                .weigher(|k: &String, e: &Entry| weight(k.len(), e.value.len()))
                 .expire_after(Expiry)
                 .build(),
         }
@@ -64,8 +65,15 @@ impl Namespace {
         self.cache.get(key).map(|e| e.value)
     }
 
-    pub fn set(&self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> Result<(), Error> {
-        if key.len() > MAX_KEY_BYTES || value.len() > MAX_VALUE_BYTES {
+    /// Stores a value of at most `max_value` bytes (the plugin's `kv_max_value_bytes`).
+    pub fn set(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+        max_value: usize,
+    ) -> Result<(), Error> {
+        if key.len() > MAX_KEY_BYTES || value.len() > max_value {
             return Err(Error::TooLarge);
         }
         let ttl = ttl_ms.map(Duration::from_millis);
@@ -122,7 +130,7 @@ impl Host for HostState {
         ttl_ms: Option<u64>,
     ) -> Result<Result<(), Error>> {
         let (key_len, value_len) = (key.len(), value.len());
-        let result = self.ctx.kv.set(key, value, ttl_ms);
+        let result = self.ctx.kv.set(key, value, ttl_ms, self.ctx.kv_max_value);
         Ok(self.refusals.check(Refusal::Kv, result, |e| {
             let why = match e {
                 Error::TooLarge => "too-large",
@@ -141,22 +149,38 @@ impl Host for HostState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wasmgate_rules::kv::MAX_VALUE_BYTES;
+
+    #[test]
+    fn a_raised_limit_takes_larger_values_which_count_as_more_entries() {
+        let ns = Namespace::new();
+        let big = 200 * 1024;
+        assert!(matches!(
+            ns.set("big".into(), vec![1; big], None, MAX_VALUE_BYTES),
+            Err(Error::TooLarge)
+        ));
+        ns.set("big".into(), vec![1; big], None, 1 << 20).unwrap();
+        assert_eq!(ns.get("big").map(|v| v.len()), Some(big));
+        assert_eq!(weight(3, big), 4);
+        assert_eq!(weight(3, 10), 1);
+        assert_eq!(weight(0, MAX_VALUE_BYTES), 1);
+    }
 
     #[test]
     fn ttl_and_limits() {
         let ns = Namespace::new();
-        ns.set("a".into(), b"1".to_vec(), None).unwrap();
+        ns.set("a".into(), b"1".to_vec(), None, MAX_VALUE_BYTES).unwrap();
         assert_eq!(ns.get("a").as_deref(), Some(&b"1"[..]));
-        ns.set("b".into(), b"2".to_vec(), Some(30)).unwrap();
+        ns.set("b".into(), b"2".to_vec(), Some(30), MAX_VALUE_BYTES).unwrap();
         assert!(ns.get("b").is_some());
         std::thread::sleep(Duration::from_millis(60));
         assert!(ns.get("b").is_none());
         assert!(matches!(
-            ns.set("x".repeat(2000), vec![], None),
+            ns.set("x".repeat(2000), vec![], None, MAX_VALUE_BYTES),
             Err(Error::TooLarge)
         ));
         assert!(matches!(
-            ns.set("c".into(), vec![0; MAX_VALUE_BYTES + 1], None),
+            ns.set("c".into(), vec![0; MAX_VALUE_BYTES + 1], None, MAX_VALUE_BYTES),
             Err(Error::TooLarge)
         ));
         ns.delete("a");

@@ -44,6 +44,17 @@ impl std::fmt::Display for RequestId {
     }
 }
 
+/// How the response body is read before the response phase (`Pipeline::response_body_read`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyRead {
+    /// Not read: it streams on.
+    Not,
+    /// Read whole; a body past this many bytes fails the request.
+    Whole(usize),
+    /// Read when it is at most this many bytes; a larger one streams on.
+    UpTo(usize),
+}
+
 /// The response as the response phase sees it.
 pub struct ResponseState {
     pub parts: response::Parts,
@@ -137,6 +148,11 @@ pub struct Exchange {
     pub client_host: Option<Option<HeaderValue>>,
     /// The plugins' outbound calls so far, from the first.
     pub outbound: Option<Arc<crate::outbound::Calls>>,
+    /// The bounds plugins put on the response body they read (`limit-response-body`): the
+    /// stage and its bound in bytes, the latest call of a stage winning.
+    pub response_body_bounds: Vec<(usize, usize)>,
+    /// Whether the response body went on streamed, past every bound, rather than buffered.
+    pub response_body_passed: bool,
 }
 
 impl Exchange {
@@ -165,7 +181,25 @@ impl Exchange {
             route_h2: false,
             client_host: None,
             outbound: None,
+            response_body_bounds: Vec::new(),
+            response_body_passed: false,
         }
+    }
+
+    /// The bound stage `stage` put on the response body, if it set one.
+    pub fn response_body_bound(&self, stage: usize) -> Option<usize> {
+        self.response_body_bounds
+            .iter()
+            .rev()
+            .find(|(s, _)| *s == stage)
+            .map(|(_, bound)| *bound)
+    }
+
+    /// Sets the running stage's bound on the response body.
+    pub fn bound_response_body(&mut self, bound: usize) {
+        let stage = self.stage;
+        self.response_body_bounds.retain(|(s, _)| *s != stage);
+        self.response_body_bounds.push((stage, bound));
     }
 
     /// Whether the request goes to an HTTP/2 upstream, as things stand.
@@ -236,11 +270,23 @@ impl Pipeline {
             || ex.response_edits.iter().any(|e| e.stage < ran)
     }
 
-    /// Whether any of the first `ran` stages reads the response body.
-    pub fn needs_response_body(&self, ran: usize) -> bool {
-        self.stages[..ran]
-            .iter()
-            .any(|s| s.registration.on_response && s.registration.response_body)
+    /// How the response body is read for the response phases of the first `ran` stages:
+    /// not at all when none of them reads it; whole, within `limit` (the route's), when one
+    /// that reads it set no bound; else up to the largest bound they set (within `limit`),
+    /// streamed on past it.
+    pub fn response_body_read(&self, ran: usize, ex: &Exchange, limit: usize) -> BodyRead {
+        let mut largest = None;
+        for (i, s) in self.stages[..ran].iter().enumerate() {
+            if !(s.registration.on_response && s.registration.response_body) {
+                continue;
+            }
+            match ex.response_body_bound(i) {
+                None => return BodyRead::Whole(limit),
+                Some(0) => {}
+                Some(bound) => largest = largest.max(Some(bound.min(limit))),
+            }
+        }
+        largest.map_or(BodyRead::Not, BodyRead::UpTo)
     }
 
     /// Runs the request phase. Returns the exchange, how many stages took part (their
@@ -316,7 +362,8 @@ impl Pipeline {
             }
             ex.stage = i;
             ex.allow_request_body = false;
-            ex.allow_response_body = stage.registration.response_body;
+            ex.allow_response_body =
+                stage.registration.response_body && ex.response_body_bound(i) != Some(0);
             let (back, result) = stage.instances.on_response(ex).await;
             ex = back;
             match result {

@@ -1,4 +1,4 @@
-//! The host's bindings for `wasmgate:plugin@0.1.5`, generated once from `wit/`. Nothing else
+//! The host's bindings for `wasmgate:plugin@0.1.6`, generated once from `wit/`. Nothing else
 //! edits them; capabilities implement the generated traits in `crate::capabilities`.
 
 wasmtime::component::bindgen!({
@@ -17,7 +17,7 @@ wasmtime::component::bindgen!({
 
 /// The export every plugin has, by its name in this contract version; a component built
 /// against any earlier 0.1.x matches it by semver.
-pub const HANDLER_EXPORT: &str = "wasmgate:plugin/handler@0.1.5";
+pub const HANDLER_EXPORT: &str = "wasmgate:plugin/handler@0.1.6";
 
 pub use self::exports::wasmgate::plugin::handler::{ConfigError, Registration};
 pub use self::wasmgate::plugin::http::{Decision, ErrorCode, Reply};

@@ -19,6 +19,8 @@ pub struct StageContext {
     pub plugin: Arc<str>,
     pub route: Arc<str>,
     pub kv: Arc<kv::Namespace>,
+    /// The largest value the plugin may store in kv (its `kv_max_value_bytes`).
+    pub kv_max_value: usize,
     pub limiters: Arc<rate_limit::Registry>,
     /// The plugin's log budget, shared by every route it runs on.
     pub log: Arc<log::Budget>,

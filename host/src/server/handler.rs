@@ -14,7 +14,7 @@ use crate::config::{EscapedSlashes, HashOn};
 use crate::destination::{self, HostSource};
 use crate::error::GatewayError;
 use crate::gateway::{Gateway, Route};
-use crate::pipeline::{Exchange, Pipeline, RequestOutcome, ResponseState};
+use crate::pipeline::{BodyRead, Exchange, Pipeline, RequestOutcome, ResponseState};
 use crate::server::Downstream;
 use crate::server::admit::{admit, host_of};
 use crate::upstream::{self, Outgoing, Upstream};
@@ -232,19 +232,27 @@ async fn with_pipeline(
 
     let mut state = ResponseState { parts, body: None };
     let mut streaming_resp = None;
-    if pipeline.needs_response_body(ran) {
-        match body::collect(resp_body, route.body_limit, None).await {
-            Ok(b) => {
-                state.parts.headers.remove(header::CONTENT_LENGTH);
-                state.body = Some(b);
-            }
-            Err(e) => {
-                tracing::warn!(fault = "upstream", route = %route.name, request_id = %ex.id, error = %e, "upstream body could not be buffered for the response phase");
-                return GatewayError::UpstreamBadResponse.into_response();
-            }
+    let read = match pipeline.response_body_read(ran, &ex, route.body_limit) {
+        BodyRead::Not => Ok(body::UpTo::Larger(resp_body)),
+        BodyRead::Whole(limit) => body::collect(resp_body, limit, None)
+            .await
+            .map(body::UpTo::Whole)
+            .map_err(|e| e.to_string()),
+        BodyRead::UpTo(limit) => body::collect_up_to(resp_body, limit)
+            .await
+            .inspect(|read| ex.response_body_passed = matches!(read, body::UpTo::Larger(_)))
+            .map_err(|e| e.to_string()),
+    };
+    match read {
+        Ok(body::UpTo::Whole(b)) => {
+            state.parts.headers.remove(header::CONTENT_LENGTH);
+            state.body = Some(b);
         }
-    } else {
-        streaming_resp = Some(resp_body);
+        Ok(body::UpTo::Larger(b)) => streaming_resp = Some(b),
+        Err(e) => {
+            tracing::warn!(fault = "upstream", route = %route.name, request_id = %ex.id, error = %e, "upstream body could not be buffered for the response phase");
+            return GatewayError::UpstreamBadResponse.into_response();
+        }
     }
     ex.response = Some(state);
 
