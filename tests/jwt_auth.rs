@@ -3,11 +3,16 @@ mod support;
 // The `jwt-auth` plugin through the real gateway, with tokens and keys from an independent
 // issuer (PyJWT, `tests/peers/jwt_issuer.py`): claims reach the upstream as headers and later
 // plugins as vars, spoofed claim headers are dropped, bad tokens get 401 and missing roles 403.
+// Keys from `jwks_url` come from a real JWKS server (`tests/peers/jwks_server.py`) whose set
+// the tests rotate, take down, and count the requests of.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use http::StatusCode;
+use futures_util::future::join_all;
+use http::{Method, StatusCode};
 use serde_json::{Value, json};
+use support::config::GatewayConfig;
+use support::peers::PeerServer;
 use support::upstream::{Behaviour, Upstream};
 use support::{Client, Gateway, Resp, plugin};
 
@@ -524,6 +529,14 @@ fn bad_configs_are_refused_at_load_naming_the_key() {
             r#"{ algorithms = ["HS256"], secret = "shorter-than-32-bytes" }"#,
             "secret",
         ),
+        (
+            r#"{ algorithms = ["RS256"], jwks_url = "ftp://idp/jwks.json" }"#,
+            "jwks_url",
+        ),
+        (
+            r#"{ algorithms = ["RS256"], jwks_url = "http://idp/jwks.json", jwks_refresh_ms = 1000, min_refresh_ms = 2000 }"#,
+            "min_refresh_ms",
+        ),
     ] {
         let (ok, out) = support::check(&format!(
             r#"
@@ -541,4 +554,276 @@ targets = ["http://127.0.0.1:1"]
         assert!(!ok, "{config} was accepted");
         assert!(out.contains(key), "{config}: {out}");
     }
+}
+
+// ---- jwks_url ----
+
+/// The capabilities jwt-auth imports; a `capabilities` list must name them all.
+const CAPABILITIES: &str = r#"capabilities = ["log", "clock", "kv", "outbound"]"#;
+
+/// Sets the JWK set the JWKS server answers with, and how long it waits before answering.
+async fn publish(c: &Client, idp: &PeerServer, keys: &[&Value], delay_ms: u64) {
+    let body = json!({ "jwks": { "keys": keys }, "delay_ms": delay_ms });
+    let r = c
+        .request(
+            Method::PUT,
+            &format!("{}/control", idp.url()),
+            &[("content-type", "application/json")],
+            body.to_string(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}
+
+/// How many times the JWKS server was asked for its set.
+async fn jwks_requests(c: &Client, idp: &PeerServer) -> u64 {
+    let r = c.get(&format!("{}/control", idp.url())).await;
+    r.json()["jwks_requests"].as_u64().unwrap()
+}
+
+/// A gateway whose route `/api` runs jwt-auth with `config`, granted the upstream `idp` (at
+/// `idp_url`) to fetch keys from, with the capabilities list the README gives.
+fn jwks_gateway(up: &Upstream, idp_url: &str, server: &[&str], config: &str) -> Gateway {
+    let cfg = server
+        .iter()
+        .fold(GatewayConfig::new(), |cfg, line| cfg.server(line))
+        .plugin_with(
+            "jwt-auth",
+            &plugin("jwt_auth"),
+            &[CAPABILITIES, r#"outbound = ["upstream:idp"]"#],
+        )
+        .upstream("idp", idp_url)
+        .upstream("up", &up.url())
+        .route("api", "/api", "up")
+        .stage("jwt-auth", config);
+    Gateway::start(&cfg.to_string())
+}
+
+/// RSA keys `a` and `b` (kids `key-a`, `key-b`), and tokens signed by them: `a1`, `a2`, `b1`
+/// name their key's kid, each `unknown-N` is signed by `a` but names a kid nobody has.
+fn rotation_keys(unknown: usize) -> Value {
+    let t = now();
+    let claims = |sub: &str| json!({ "sub": sub, "exp": t + 600 });
+    let mut tokens = vec![
+        json!({ "key": "a", "alg": "RS256", "claims": claims("a1"), "headers": { "kid": "key-a" } }),
+        json!({ "key": "a", "alg": "RS256", "claims": claims("a2"), "headers": { "kid": "key-a" } }),
+        json!({ "key": "b", "alg": "RS256", "claims": claims("b1"), "headers": { "kid": "key-b" } }),
+    ];
+    for n in 0..unknown {
+        tokens.push(json!({ "key": "a", "alg": "RS256", "claims": claims("x"), "headers": { "kid": format!("unknown-{n}") } }));
+    }
+    issue(json!({
+        "keys": { "a": { "type": "RSA", "kid": "key-a" }, "b": { "type": "RSA", "kid": "key-b" } },
+        "tokens": tokens,
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_from_jwks_url_follow_a_rotation() {
+    let issued = rotation_keys(0);
+    let toks = tokens(&issued);
+    let (a1, a2, b1) = (&toks[0], &toks[1], &toks[2]);
+    let (key_a, key_b) = (&issued["keys"]["a"]["jwk"], &issued["keys"]["b"]["jwk"]);
+    let c = Client::new();
+    let idp = PeerServer::start("jwks_server.py");
+    publish(&c, &idp, &[key_a], 0).await;
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let (refresh, min_refresh) = (Duration::from_millis(2_500), Duration::from_millis(1_000));
+    let gw = jwks_gateway(
+        &up,
+        &idp.url(),
+        &[],
+        &format!(
+            r#"{{ algorithms = ["RS256"], jwks_url = "http://idp/jwks.json", jwks_refresh_ms = {}, min_refresh_ms = {}, claims_to_headers = {{ sub = "X-User-ID" }} }}"#,
+            refresh.as_millis(),
+            min_refresh.as_millis()
+        ),
+    );
+    assert_eq!(
+        jwks_requests(&c, &idp).await,
+        0,
+        "nothing is fetched at load"
+    );
+
+    // The first request fetches the set; the next use it.
+    let r = get(&c, &gw, "/api", Some(a1)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["headers"]["x-user-id"], "a1");
+    let r = get(&c, &gw, "/api", Some(a2)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(jwks_requests(&c, &idp).await, 1);
+
+    // `b` is published: its first token is accepted, without waiting for the refresh.
+    publish(&c, &idp, &[key_a, key_b], 0).await;
+    tokio::time::sleep(min_refresh).await;
+    let r = get(&c, &gw, "/api", Some(b1)).await;
+    let fetched = Instant::now();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["headers"]["x-user-id"], "b1");
+    assert_eq!(jwks_requests(&c, &idp).await, 2);
+
+    // `a` is withdrawn: once the keys are refreshed its tokens are refused, the one verified
+    // (and cached) before as well as a new one.
+    publish(&c, &idp, &[key_b], 0).await;
+    tokio::time::sleep_until((fetched + refresh).into()).await;
+    let r = get(&c, &gw, "/api", Some(b1)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(jwks_requests(&c, &idp).await, 3);
+    for token in [a1, a2] {
+        let r = get(&c, &gw, "/api", Some(token)).await;
+        assert_refused(&r, StatusCode::UNAUTHORIZED, "invalid_token");
+        assert_eq!(r.json()["message"], "no key for this token");
+    }
+    // Refused within min_refresh_ms of the refresh: no fetch for them.
+    assert_eq!(jwks_requests(&c, &idp).await, 3);
+    assert_eq!(up.hits(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_good_keys_stay_in_use_while_the_jwks_server_is_down() {
+    let issued = rotation_keys(1);
+    let toks = tokens(&issued);
+    let (a1, a2, unknown) = (&toks[0], &toks[1], &toks[3]);
+    let c = Client::new();
+    let idp = PeerServer::start("jwks_server.py");
+    publish(&c, &idp, &[&issued["keys"]["a"]["jwk"]], 0).await;
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let refresh = Duration::from_millis(300);
+    let config = |url: &str| {
+        format!(
+            r#"{{ algorithms = ["RS256"], jwks_url = "{url}", jwks_refresh_ms = {}, min_refresh_ms = 200 }}"#,
+            refresh.as_millis()
+        )
+    };
+    let cfg = GatewayConfig::new()
+        .plugin_with(
+            "jwt-auth",
+            &plugin("jwt_auth"),
+            &[
+                CAPABILITIES,
+                r#"outbound = ["upstream:idp", "upstream:gone"]"#,
+            ],
+        )
+        .upstream("idp", &idp.url())
+        .upstream(
+            "gone",
+            &format!("http://127.0.0.1:{}", support::closed_port()),
+        )
+        .upstream("up", &up.url())
+        .route("api", "/api", "up")
+        .stage("jwt-auth", &config("http://idp/jwks.json"))
+        .route("never", "/never", "up")
+        .stage("jwt-auth", &config("http://gone/jwks.json"));
+    let gw = Gateway::start(&cfg.to_string());
+
+    let r = get(&c, &gw, "/api", Some(a1)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    drop(idp);
+    tokio::time::sleep(refresh).await;
+    // The refresh fails: the keys fetched before verify a cached token and a new one.
+    for token in [a1, a2] {
+        let r = get(&c, &gw, "/api", Some(token)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    // A kid the last good set lacks is refused as ever, not answered 503.
+    let r = get(&c, &gw, "/api", Some(unknown)).await;
+    assert_refused(&r, StatusCode::UNAUTHORIZED, "invalid_token");
+    let needle = "JWKS http://idp/jwks.json: fetch failed";
+    let logs = gw.logs_containing(&[needle, "last good keys"]);
+    assert!(logs.contains(needle), "{logs}");
+
+    // Keys never fetched: 503, and a warning naming the URL.
+    let r = get(&c, &gw, "/never", Some(a1)).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.json()["error"], "keys_unavailable");
+    let needle = "JWKS http://gone/jwks.json: fetch failed";
+    let logs = gw.logs_containing(&[needle]);
+    assert!(logs.contains(needle), "{logs}");
+    assert_eq!(up.hits(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_unknown_kids_fetches_at_most_once_per_min_refresh_ms() {
+    let burst = 40;
+    let issued = rotation_keys(burst);
+    let toks = tokens(&issued);
+    let c = Client::new();
+    let idp = PeerServer::start("jwks_server.py");
+    publish(&c, &idp, &[&issued["keys"]["a"]["jwk"]], 0).await;
+    let up = Upstream::start("up", Behaviour::Echo).await;
+    let min_refresh = Duration::from_millis(1_000);
+    // One worker: its instances take turns, so the burst is spread over several of them, which
+    // share the attempt through kv. (kv has no compare-and-set: instances on two workers
+    // looking at the very same moment could both fetch.)
+    let gw = jwks_gateway(
+        &up,
+        &idp.url(),
+        &["workers = 1"],
+        &format!(
+            r#"{{ algorithms = ["RS256"], jwks_url = "http://idp/jwks.json", jwks_refresh_ms = 60000, min_refresh_ms = {} }}"#,
+            min_refresh.as_millis()
+        ),
+    );
+    let r = get(&c, &gw, "/api", Some(&toks[0])).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(jwks_requests(&c, &idp).await, 1);
+
+    // A slow answer, so that much of the burst arrives while the fetch is under way.
+    publish(&c, &idp, &[&issued["keys"]["a"]["jwk"]], 200).await;
+    tokio::time::sleep(min_refresh).await;
+    let started = Instant::now();
+    let calls = toks[3..].iter().map(|token| {
+        let (c, gw) = (c.clone(), &gw);
+        async move { get(&c, gw, "/api", Some(token)).await }
+    });
+    for r in join_all(calls).await {
+        assert_refused(&r, StatusCode::UNAUTHORIZED, "invalid_token");
+        assert_eq!(r.json()["message"], "no key for this token");
+    }
+    let took = started.elapsed();
+    let fetched = jwks_requests(&c, &idp).await - 1;
+    let allowed = 1 + took.as_millis() / min_refresh.as_millis();
+    assert!(
+        (1..=allowed as u64).contains(&fetched),
+        "{burst} unknown kids in {took:?} made {fetched} fetches"
+    );
+    // The known key works throughout.
+    let r = get(&c, &gw, "/api", Some(&toks[1])).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}
+
+#[test]
+fn a_capabilities_list_must_grant_kv_and_outbound() {
+    let config = |capabilities: &str| {
+        GatewayConfig::new()
+            .plugin_with("jwt-auth", &plugin("jwt_auth"), &[capabilities])
+            .upstream("up", "http://127.0.0.1:9")
+            .route("api", "/api", "up")
+            .stage(
+                "jwt-auth",
+                &format!(r#"{{ algorithms = ["HS256"], secret = "{SECRET}" }}"#),
+            )
+            .to_string()
+    };
+    // The component imports them whether or not a route uses `jwks_url`.
+    for (capabilities, missing) in [
+        (
+            r#"capabilities = ["log", "clock", "kv"]"#,
+            "wasi:http/outgoing-handler@",
+        ),
+        (
+            r#"capabilities = ["log", "clock", "outbound"]"#,
+            "wasmgate:plugin/kv",
+        ),
+    ] {
+        let (ok, out) = support::check(&config(capabilities));
+        assert!(!ok, "{capabilities} was accepted");
+        assert!(
+            out.contains(missing) && out.contains("which it was not granted"),
+            "{capabilities}: {out}"
+        );
+    }
+    let (ok, out) = support::check(&config(CAPABILITIES));
+    assert!(ok, "{out}");
 }

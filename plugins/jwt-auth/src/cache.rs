@@ -100,6 +100,12 @@ impl<V> Cache<V> {
         );
     }
 
+    /// Drops every entry (when a key that may have verified them is gone).
+    pub fn clear(&mut self) {
+        self.current.clear();
+        self.previous.clear();
+    }
+
     fn insert_entry(&mut self, key: u64, entry: Entry<V>) {
         if self.current.len() >= self.generation_size && !self.current.contains_key(&key) {
             self.previous = std::mem::take(&mut self.current);

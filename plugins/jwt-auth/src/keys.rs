@@ -1,5 +1,6 @@
-//! Verification keys: `secret`, `public_key` (PEM) and `jwks`, each turned at init into one
-//! ready verifier per algorithm it may verify, so a request never parses key material.
+//! Verification keys: `secret`, `public_key` (PEM) and JWK sets (`jwks`, and the sets fetched
+//! from `jwks_url`), each turned into one ready verifier per algorithm it may verify, at init
+//! or when a set is fetched, so a request never parses key material.
 
 use jsonwebtoken::crypto::JwtVerifier;
 use jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER;
@@ -192,10 +193,7 @@ fn check_rsa_size(key: &RsaPublicKey) -> Result<(), String> {
 }
 
 /// `jwks`: an object with `keys`, or that object as JSON text (what `config_files` gives).
-///
-/// Keys meant for something else (`use` other than `sig`, `key_ops` without `verify`), of a
-/// type or curve the plugin does not verify, or whose `alg` is not allowed, are skipped: a
-/// published JWKS often carries such keys. Broken key material is an error.
+/// Errors name `jwks` or the key at fault (`jwks.keys[N]`).
 pub fn from_jwks(jwks: &serde_json::Value, allowed: &[Algorithm]) -> Result<Vec<Key>, ConfigError> {
     let parsed;
     let jwks = match jwks {
@@ -206,26 +204,66 @@ pub fn from_jwks(jwks: &serde_json::Value, allowed: &[Algorithm]) -> Result<Vec<
         }
         other => other,
     };
+    match jwk_set(jwks, allowed) {
+        Ok(keys) => Ok(keys.into_iter().map(|(key, _)| key).collect()),
+        Err(SetError {
+            key: Some(i),
+            message,
+        }) => Err(ConfigError::at(format!("jwks.keys[{i}]"), message)),
+        Err(SetError { key: None, message }) => Err(ConfigError::at("jwks", message)),
+    }
+}
+
+/// Why a JWK set was refused: what is wrong, and the index of the key at fault when one is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetError {
+    pub key: Option<usize>,
+    pub message: String,
+}
+
+impl std::fmt::Display for SetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.key {
+            Some(i) => write!(f, "keys[{i}]: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// The usable keys of a JWK set, each with the JWK it was made from.
+///
+/// Keys meant for something else (`use` other than `sig`, `key_ops` without `verify`), of a
+/// type or curve the plugin does not verify, or whose `alg` is not allowed, are skipped: a
+/// published JWKS often carries such keys. Broken key material is an error, and so is a set
+/// with no usable key.
+pub fn jwk_set<'a>(
+    jwks: &'a serde_json::Value,
+    allowed: &[Algorithm],
+) -> Result<Vec<(Key, &'a serde_json::Value)>, SetError> {
     let Some(list) = jwks.get("keys").and_then(|k| k.as_array()) else {
-        return Err(ConfigError::at(
-            "jwks",
-            "must be a JWK set: an object (or JSON text of one) with a `keys` array",
-        ));
+        return Err(SetError {
+            key: None,
+            message: "must be a JWK set: an object (or JSON text of one) with a `keys` array"
+                .into(),
+        });
     };
     let mut keys = Vec::new();
     for (i, value) in list.iter().enumerate() {
-        let at = |msg: String| ConfigError::at(format!("jwks.keys[{i}]"), msg);
+        let at = |message: String| SetError {
+            key: Some(i),
+            message,
+        };
         let jwk: Jwk =
             serde_json::from_value(value.clone()).map_err(|e| at(format!("not a JWK: {e}")))?;
         if let Some(key) = from_jwk(&jwk, value, allowed).map_err(at)? {
-            keys.push(key);
+            keys.push((key, value));
         }
     }
     if keys.is_empty() {
-        return Err(ConfigError::at(
-            "jwks",
-            "has no signing key usable with `algorithms`",
-        ));
+        return Err(SetError {
+            key: None,
+            message: "has no signing key usable with `algorithms`".into(),
+        });
     }
     Ok(keys)
 }

@@ -1,12 +1,14 @@
 //! `jwt-auth`: authenticates requests with a JSON Web Token, checks its claims and roles, and
 //! hands its claims on to the upstream (as headers) and to later plugins (as vars).
 //!
-//! Keys are decoded and verifiers built once, at init. A verified token's outcome is cached
-//! under the token, so a repeated token costs a hash, a map lookup and a clock read. Time is
-//! the host's clock, never the component's own. See README.md for the config reference.
+//! Configured keys are decoded and verifiers built once, at init; keys from `jwks_url` when a
+//! set is fetched (see `remote`). A verified token's outcome is cached under the token, so a
+//! repeated token costs a hash, a map lookup and a clock read. Time is the host's clock, never
+//! the component's own. See README.md for the config reference.
 
 mod cache;
 mod keys;
+mod remote;
 mod source;
 mod verify;
 
@@ -22,6 +24,7 @@ pub mod fuzzing {
 }
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
@@ -33,6 +36,7 @@ use wasmgate_sdk::{
 
 use cache::Cache;
 use keys::Key;
+use remote::{Remote, Update};
 use source::Source;
 use verify::{Invalid, claim_text, matches_any, numeric_date_ms};
 
@@ -41,6 +45,18 @@ use verify::{Invalid, claim_text, matches_any, numeric_date_ms};
 pub const MAX_CLAIM_VARS: usize = 64;
 /// The largest `leeway_seconds`: one day.
 pub const MAX_LEEWAY_SECONDS: u64 = 86_400;
+/// `jwks_refresh_ms` when not given: five minutes.
+pub const DEFAULT_JWKS_REFRESH_MS: u64 = 300_000;
+/// The largest `jwks_refresh_ms`: one day.
+pub const MAX_JWKS_REFRESH_MS: u64 = 86_400_000;
+/// `min_refresh_ms` when not given (or `jwks_refresh_ms`, when that is shorter).
+pub const DEFAULT_MIN_REFRESH_MS: u64 = 10_000;
+/// The smallest `min_refresh_ms` and `jwks_refresh_ms`.
+pub const MIN_REFRESH_MS: u64 = 100;
+/// `jwks_timeout_ms` when not given.
+pub const DEFAULT_JWKS_TIMEOUT_MS: u64 = 2_000;
+/// The largest `jwks_timeout_ms`: the fetch holds up the request that makes it.
+pub const MAX_JWKS_TIMEOUT_MS: u64 = 60_000;
 
 /// One value or a list of them.
 #[derive(Debug, Deserialize)]
@@ -74,6 +90,18 @@ pub struct Config {
     /// A JWK set: an object with `keys`, or JSON text of one (as `config_files` gives it).
     #[serde(default)]
     pub jwks: Option<Value>,
+    /// Where to fetch a JWK set from, through the gateway's outbound calls.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// How old fetched keys may get before a request refreshes them.
+    #[serde(default)]
+    pub jwks_refresh_ms: Option<u64>,
+    /// The least time between two fetch attempts, across the plugin's instances.
+    #[serde(default)]
+    pub min_refresh_ms: Option<u64>,
+    /// The fetch's own timeout.
+    #[serde(default)]
+    pub jwks_timeout_ms: Option<u64>,
     /// Where to read the token: `header:NAME`, `cookie:NAME`, `query:NAME`, or a list tried in
     /// order.
     #[serde(default)]
@@ -198,7 +226,10 @@ struct Grant {
 
 pub struct JwtAuth {
     algorithms: Vec<Algorithm>,
+    /// The configured keys: `secret`, `public_key`, `jwks`.
     keys: Vec<Key>,
+    /// The keys from `jwks_url`.
+    remote: Option<Remote>,
     sources: Vec<Source>,
     leeway_ms: i64,
     issuers: Option<Vec<String>>,
@@ -211,6 +242,63 @@ pub struct JwtAuth {
     consumer_claim: ClaimPath,
     max_token_bytes: usize,
     cache: Cache<Outcome>,
+}
+
+/// `jwks_url` and the settings that go with it.
+fn remote_settings(
+    url: Option<String>,
+    refresh: Option<u64>,
+    min_refresh: Option<u64>,
+    timeout: Option<u64>,
+) -> Result<Option<remote::Settings>, ConfigError> {
+    let Some(url) = url else {
+        for (key, given) in [
+            ("jwks_refresh_ms", refresh.is_some()),
+            ("min_refresh_ms", min_refresh.is_some()),
+            ("jwks_timeout_ms", timeout.is_some()),
+        ] {
+            if given {
+                return Err(ConfigError::at(key, "applies only with `jwks_url`"));
+            }
+        }
+        return Ok(None);
+    };
+    remote::check_url(&url).map_err(|why| ConfigError::at("jwks_url", why))?;
+    let refresh = refresh.unwrap_or(DEFAULT_JWKS_REFRESH_MS);
+    if !(MIN_REFRESH_MS..=MAX_JWKS_REFRESH_MS).contains(&refresh) {
+        return Err(ConfigError::at(
+            "jwks_refresh_ms",
+            format!("must be from {MIN_REFRESH_MS} to {MAX_JWKS_REFRESH_MS} (one day)"),
+        ));
+    }
+    let min_refresh = min_refresh.unwrap_or(DEFAULT_MIN_REFRESH_MS.min(refresh));
+    if min_refresh < MIN_REFRESH_MS {
+        return Err(ConfigError::at(
+            "min_refresh_ms",
+            format!("must be at least {MIN_REFRESH_MS}"),
+        ));
+    }
+    if min_refresh > refresh {
+        return Err(ConfigError::at(
+            "min_refresh_ms",
+            format!("must be at most `jwks_refresh_ms` ({refresh})"),
+        ));
+    }
+    let timeout = timeout.unwrap_or(DEFAULT_JWKS_TIMEOUT_MS);
+    if !(1..=MAX_JWKS_TIMEOUT_MS).contains(&timeout) {
+        return Err(ConfigError::at(
+            "jwks_timeout_ms",
+            format!("must be from 1 to {MAX_JWKS_TIMEOUT_MS}"),
+        ));
+    }
+    // All three are at most a day, so they fit.
+    let ms = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    Ok(Some(remote::Settings {
+        url,
+        refresh_ms: ms(refresh),
+        min_refresh_ms: ms(min_refresh),
+        timeout: Duration::from_millis(timeout),
+    }))
 }
 
 fn strings(key: &str, list: Vec<String>) -> Result<Vec<String>, ConfigError> {
@@ -265,12 +353,25 @@ impl Plugin for JwtAuth {
         if let Some(jwks) = &c.jwks {
             keys.extend(keys::from_jwks(jwks, &algorithms)?);
         }
-        if keys.is_empty() {
+        let remote = remote_settings(
+            c.jwks_url,
+            c.jwks_refresh_ms,
+            c.min_refresh_ms,
+            c.jwks_timeout_ms,
+        )?
+        .map(Remote::new);
+        if keys.is_empty() && remote.is_none() {
             return Err(ConfigError::new(
-                "no key: give `secret`, `public_key` or `jwks`",
+                "no key: give `secret`, `public_key`, `jwks` or `jwks_url`",
             ));
         }
-        for (i, alg) in algorithms.iter().enumerate() {
+        // Keys from `jwks_url` arrive later: what they verify is known only then.
+        let needing_a_key = if remote.is_some() {
+            &[][..]
+        } else {
+            &algorithms[..]
+        };
+        for (i, alg) in needing_a_key.iter().enumerate() {
             if !keys.iter().any(|k| k.algorithms().any(|a| a == *alg)) {
                 let i = names
                     .iter()
@@ -378,6 +479,7 @@ impl Plugin for JwtAuth {
         Ok(Self {
             algorithms,
             keys,
+            remote,
             sources,
             leeway_ms: i64::try_from(c.leeway_seconds * 1000).unwrap_or(i64::MAX),
             issuers,
@@ -408,14 +510,26 @@ impl Plugin for JwtAuth {
             return unauthorized(Some(&Invalid::TooLarge));
         }
         let now = i64::try_from(clock::now_millis()).unwrap_or(i64::MAX);
+        // Before the cache: a token verified by a key since removed must not be served from it.
+        if let Some(remote) = &mut self.remote
+            && remote.due(now)
+        {
+            let update = remote.refresh(now, &self.algorithms);
+            if update == Update::Removed {
+                self.cache.clear();
+            }
+        }
         if let Some(outcome) = self.cache.get(&token, now) {
             return respond(req, &self.claim_headers, outcome);
         }
-        match self.check(&token, now) {
+        match self.check_or_refetch(&token, now) {
             Ok((outcome, expires_at)) => {
                 let decision = respond(req, &self.claim_headers, &outcome);
                 self.cache.insert(token, outcome, expires_at);
                 decision
+            }
+            Err(Invalid::UnknownKey) if self.remote.as_ref().is_some_and(|r| !r.has_keys()) => {
+                keys_unavailable()
             }
             Err(invalid) => {
                 if log::enabled(log::Level::Debug) {
@@ -428,10 +542,36 @@ impl Plugin for JwtAuth {
 }
 
 impl JwtAuth {
-    /// Verifies a token at `now` (ms) and decides what it grants; with the instant the
-    /// decision stops holding (the token's `exp` plus the leeway).
+    /// [`check`](Self::check), and when no key is found for the token and keys come from
+    /// `jwks_url`, again with newer keys: a set another instance fetched, else one fetched now
+    /// (unless an attempt was made within `min_refresh_ms`).
+    fn check_or_refetch(&mut self, token: &str, now: i64) -> Result<(Outcome, i64), Invalid> {
+        type Step = fn(&mut Remote, i64, &[Algorithm]) -> Update;
+        let mut result = self.check(token, now);
+        for step in [Remote::read_shared as Step, Remote::fetch_if_allowed] {
+            if !matches!(result, Err(Invalid::UnknownKey)) {
+                break;
+            }
+            let Some(remote) = self.remote.as_mut() else {
+                break;
+            };
+            let update = step(remote, now, &self.algorithms);
+            if update == Update::Removed {
+                self.cache.clear();
+            }
+            if update != Update::Same {
+                result = self.check(token, now);
+            }
+        }
+        result
+    }
+
+    /// Verifies a token at `now` (ms) against the keys in hand and decides what it grants;
+    /// with the instant the decision stops holding (the token's `exp` plus the leeway).
     fn check(&self, token: &str, now: i64) -> Result<(Outcome, i64), Invalid> {
-        let verify::Verified { claims } = verify::signature(token, &self.algorithms, &self.keys)?;
+        let fetched = self.remote.as_ref().map_or(&[][..], Remote::keys);
+        let verify::Verified { claims } =
+            verify::signature(token, &self.algorithms, self.keys.iter().chain(fetched))?;
 
         let exp = numeric_date_ms(&claims, "exp")?;
         let nbf = numeric_date_ms(&claims, "nbf")?;
@@ -570,6 +710,19 @@ fn unauthorized(invalid: Option<&Invalid>) -> Result<Decision, Error> {
         &serde_json::json!({ "error": error, "message": message }),
     )?
     .header("www-authenticate", challenge);
+    Ok(Decision::Respond(reply))
+}
+
+/// No key could be tried because the keys from `jwks_url` have never been fetched: the
+/// gateway's fault, not the token's.
+fn keys_unavailable() -> Result<Decision, Error> {
+    let reply = Reply::json(
+        503,
+        &serde_json::json!({
+            "error": "keys_unavailable",
+            "message": "the keys to verify the token are not available yet; try again later",
+        }),
+    )?;
     Ok(Decision::Respond(reply))
 }
 

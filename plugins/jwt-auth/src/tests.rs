@@ -120,8 +120,15 @@ fn run(p: &mut JwtAuth, req: &mut MockRequest) -> Option<(u16, Value)> {
                     .map(|(_, v)| v.clone())
             };
             assert_eq!(header("content-type").as_deref(), Some("application/json"));
-            let challenge = header("www-authenticate").expect("a challenge on every refusal");
             let body: Value = serde_json::from_slice(&reply.body).unwrap();
+            if reply.status == 503 {
+                // The gateway's keys are missing, not the client's credentials.
+                assert_eq!(body["error"], "keys_unavailable", "{body}");
+                assert_eq!(header("www-authenticate"), None);
+                assert!(body["message"].is_string(), "{body}");
+                return Some((reply.status, body));
+            }
+            let challenge = header("www-authenticate").expect("a challenge on every refusal");
             match reply.status {
                 401 if body["error"] == "missing_token" => assert_eq!(challenge, "Bearer"),
                 401 => assert!(
@@ -1043,7 +1050,527 @@ fn bad_configs_name_the_key() {
     let err = config_error(json!({ "algorithms": ["HS256"] }));
     assert_eq!(err.key, None);
     assert!(
-        err.message.contains("`secret`, `public_key` or `jwks`"),
+        err.message
+            .contains("`secret`, `public_key`, `jwks` or `jwks_url`"),
         "{err}"
     );
+}
+
+// ---- jwks_url ----
+
+const JWKS_URL: &str = "http://idp/.well-known/jwks.json";
+const REFRESH_MS: u64 = 60_000;
+const MIN_REFRESH_MS: u64 = 1_000;
+
+/// RS256 from `jwks_url`, refreshed every minute, at most once a second.
+fn remote_config(extra: Value) -> Value {
+    let mut config = json!({
+        "algorithms": ["RS256"],
+        "jwks_url": JWKS_URL,
+        "jwks_refresh_ms": REFRESH_MS,
+        "min_refresh_ms": MIN_REFRESH_MS,
+    });
+    config
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    config
+}
+
+/// The signing key behind kid `a` (RSA_KEY) or `b` (RSA2_KEY).
+fn rsa_key(kid: &str) -> EncodingKey {
+    match kid {
+        "a" => key(Algorithm::RS256),
+        _ => EncodingKey::from_rsa_pem(RSA2_KEY.as_bytes()).unwrap(),
+    }
+}
+
+/// A JWK set of the RSA keys with these kids.
+fn rsa_set(kids: &[&str]) -> Value {
+    let keys: Vec<Value> = kids
+        .iter()
+        .map(|kid| jwk_of(&rsa_key(kid), Algorithm::RS256, Some(kid)))
+        .collect();
+    json!({ "keys": keys })
+}
+
+/// A token signed by the key behind `kid`, naming `kid`; `n` makes tokens differ.
+fn by(kid: &str, n: u32) -> String {
+    signed_as(kid, kid, n)
+}
+
+/// A token signed by the key behind `key`, whose header names `kid`.
+fn signed_as(key: &str, kid: &str, n: u32) -> String {
+    let claims = json!({ "sub": format!("user-{n}"), "exp": NOW + 86_400 });
+    sign_with(Algorithm::RS256, &rsa_key(key), Some(kid), &claims)
+}
+
+/// The JWKS endpoint answers with `set` from now on.
+fn serve(set: &Value) {
+    testing::outbound::on(JWKS_URL).respond_json(200, set);
+}
+
+/// How many times the JWKS endpoint was called.
+fn fetches() -> usize {
+    testing::outbound::requests()
+        .iter()
+        .filter(|r| r.url == JWKS_URL)
+        .count()
+}
+
+/// The warnings logged so far that name the JWKS URL.
+fn jwks_warnings() -> Vec<String> {
+    testing::logs()
+        .into_iter()
+        .filter(|(level, line)| *level == wasmgate_sdk::log::Level::Warn && line.contains(JWKS_URL))
+        .map(|(_, line)| line)
+        .collect()
+}
+
+#[test]
+fn jwks_url_keys_are_fetched_by_the_first_request_that_needs_them_only() {
+    at_now();
+    serve(&rsa_set(&["a"]));
+    let mut p = plugin(remote_config(json!({})));
+    assert_eq!(fetches(), 0, "nothing is fetched at init");
+    // A request without a token needs no key.
+    let (status, body) = run(&mut p, &mut MockRequest::new("GET", "/")).unwrap();
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("missing_token"))
+    );
+    assert_eq!(fetches(), 0);
+
+    assert_eq!(check(&mut p, &by("a", 1)), None);
+    assert_eq!(fetches(), 1);
+    let sent = &testing::outbound::requests()[0];
+    assert_eq!(sent.method, "GET");
+    assert_eq!(sent.timeout, Some(std::time::Duration::from_millis(2_000)));
+    assert!(
+        sent.headers
+            .iter()
+            .any(|(n, v)| n == "accept" && v == "application/json"),
+        "{sent:?}"
+    );
+    // Other tokens, with the kid or without one, use the keys in hand.
+    for n in 2..10 {
+        assert_eq!(check(&mut p, &by("a", n)), None);
+    }
+    let no_kid = sign_with(Algorithm::RS256, &rsa_key("a"), None, &claims());
+    assert_eq!(check(&mut p, &no_kid), None);
+    assert_eq!(fetches(), 1);
+    // A known key's bad signature is refused as ever, without a fetch.
+    assert_eq!(
+        refusal(&mut p, &signed_as("b", "a", 1)),
+        (401, "invalid token signature".into())
+    );
+    assert_eq!(fetches(), 1);
+    assert!(jwks_warnings().is_empty(), "{:?}", testing::logs());
+}
+
+#[test]
+fn keys_are_refreshed_once_they_are_jwks_refresh_ms_old() {
+    at_now();
+    serve(&rsa_set(&["a"]));
+    let mut p = plugin(remote_config(json!({})));
+    let token = by("a", 1);
+    assert_eq!(check(&mut p, &token), None);
+    testing::advance_millis(REFRESH_MS - 1);
+    assert_eq!(check(&mut p, &token), None);
+    assert_eq!(fetches(), 1);
+    // Due: the next request refreshes, even one answered from the cache.
+    testing::advance_millis(1);
+    assert_eq!(check(&mut p, &token), None);
+    assert_eq!(fetches(), 2);
+    assert_eq!(check(&mut p, &token), None);
+    testing::advance_millis(REFRESH_MS - 1);
+    assert_eq!(check(&mut p, &token), None);
+    assert_eq!(fetches(), 2);
+    testing::advance_millis(1);
+    assert_eq!(check(&mut p, &by("a", 2)), None);
+    assert_eq!(fetches(), 3);
+}
+
+#[test]
+fn an_unknown_kid_refetches_at_most_once_per_min_refresh_ms() {
+    at_now();
+    serve(&rsa_set(&["a"]));
+    let mut p = plugin(remote_config(json!({})));
+    assert_eq!(check(&mut p, &by("a", 1)), None);
+    // The issuer adds `b`; its first token comes within min_refresh_ms of the last fetch.
+    serve(&rsa_set(&["a", "b"]));
+    assert_eq!(
+        refusal(&mut p, &by("b", 1)),
+        (401, "no key for this token".into())
+    );
+    assert_eq!(fetches(), 1);
+    testing::advance_millis(MIN_REFRESH_MS);
+    // Now it is fetched at once, not at the next refresh.
+    assert_eq!(check(&mut p, &by("b", 2)), None);
+    assert_eq!(fetches(), 2);
+    assert_eq!(check(&mut p, &by("a", 2)), None);
+
+    // A flood of kids nobody has: one fetch per min_refresh_ms, whatever the count.
+    for round in 0..3 {
+        for n in 0..50 {
+            let token = signed_as("a", &format!("nobody-{round}-{n}"), n);
+            assert_eq!(refusal(&mut p, &token).1, "no key for this token");
+            testing::advance_millis(MIN_REFRESH_MS / 100);
+        }
+        assert_eq!(fetches(), 2 + round, "round {round}");
+        testing::advance_millis(MIN_REFRESH_MS / 2);
+    }
+    // Known keys work throughout.
+    assert_eq!(check(&mut p, &by("b", 3)), None);
+}
+
+#[test]
+fn a_failing_endpoint_leaves_the_last_good_keys_in_use() {
+    at_now();
+    serve(&rsa_set(&["a"]));
+    let mut p = plugin(remote_config(json!({ "jwks_timeout_ms": 500 })));
+    assert_eq!(check(&mut p, &by("a", 0)), None);
+    let es_only = json!({ "keys": [jwk(Algorithm::ES256, Some("e"))] });
+    /// A word of the warning, and how the endpoint is made to fail.
+    type Failure = (&'static str, Box<dyn Fn()>);
+    let failures: Vec<Failure> = vec![
+        (
+            "connection-refused",
+            Box::new(|| {
+                testing::outbound::on(JWKS_URL).fail(wasmgate_sdk::outbound::Error::Other(
+                    "connection-refused".into(),
+                ));
+            }),
+        ),
+        (
+            "timed out",
+            Box::new(|| {
+                testing::outbound::on(JWKS_URL)
+                    .respond_json(200, &rsa_set(&["b"]))
+                    .delay(std::time::Duration::from_millis(600));
+            }),
+        ),
+        (
+            "status 503",
+            Box::new(|| {
+                testing::outbound::on(JWKS_URL).respond(503, "down");
+            }),
+        ),
+        (
+            "not JSON",
+            Box::new(|| {
+                testing::outbound::on(JWKS_URL).respond(200, "<html>");
+            }),
+        ),
+        (
+            "no signing key usable",
+            Box::new(|| serve(&json!({ "keys": [] }))),
+        ),
+        ("no signing key usable", Box::new(move || serve(&es_only))),
+        (
+            "keys[1]",
+            Box::new(|| {
+                let mut set = rsa_set(&["b"]);
+                set["keys"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"kty": "RSA", "kid": "x", "n": "AQAB", "e": "AQAB"}));
+                serve(&set);
+            }),
+        ),
+    ];
+    for (n, (why, script)) in (1..).zip(&failures) {
+        let (fetched, warned) = (fetches(), jwks_warnings().len());
+        script();
+        testing::advance_millis(REFRESH_MS);
+        let attempt = wasmgate_sdk::clock::now_millis();
+        // Refreshed and failed: `a` still verifies, a new token as well as a cached one.
+        assert_eq!(check(&mut p, &by("a", n)), None, "{why}");
+        assert_eq!(check(&mut p, &by("a", 0)), None, "{why}");
+        assert_eq!(fetches(), fetched + 1, "{why}");
+        let warnings = jwks_warnings();
+        assert_eq!(
+            warnings.len(),
+            warned + 1,
+            "one warning per attempt: {warnings:?}"
+        );
+        let last = warnings.last().unwrap();
+        assert!(
+            last.contains(why) && last.contains("last good keys"),
+            "{why}: {last}"
+        );
+        // The attempt counts: neither the stale keys nor an unknown kid fetch again within
+        // min_refresh_ms.
+        assert_eq!(refusal(&mut p, &by("b", n)).1, "no key for this token");
+        // (A call that times out moves the clock on; min_refresh_ms counts from its start.)
+        testing::set_now_millis(attempt + MIN_REFRESH_MS - 1);
+        assert_eq!(check(&mut p, &by("a", 100 + n)), None);
+        assert_eq!(fetches(), fetched + 1, "{why}");
+        // Then the next attempt is made, and fails the same way.
+        testing::set_now_millis(attempt + MIN_REFRESH_MS);
+        assert_eq!(check(&mut p, &by("a", 200 + n)), None);
+        assert_eq!(fetches(), fetched + 2, "{why}");
+        assert_eq!(jwks_warnings().len(), warned + 2, "{why}");
+    }
+}
+
+#[test]
+fn without_keys_a_token_gets_503_until_a_fetch_succeeds() {
+    at_now();
+    testing::outbound::on(JWKS_URL).respond(502, "");
+    let mut p = plugin(remote_config(json!({})));
+    let token = by("a", 1);
+    let (status, body) = check(&mut p, &token).unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(body["error"], "keys_unavailable");
+    assert_eq!(fetches(), 1);
+    let warnings = jwks_warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("status 502") && warnings[0].contains("503"),
+        "{}",
+        warnings[0]
+    );
+    // Within min_refresh_ms: 503 again, without a fetch.
+    assert_eq!(check(&mut p, &token).unwrap().0, 503);
+    assert_eq!(fetches(), 1);
+    // What needs no key is answered as ever.
+    let (status, body) = run(&mut p, &mut MockRequest::new("GET", "/")).unwrap();
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("missing_token"))
+    );
+    assert_eq!(refusal(&mut p, "not.a.jwt").0, 401);
+    let hs = sign(Algorithm::HS256, &claims());
+    assert_eq!(refusal(&mut p, &hs).1, "token algorithm not allowed");
+
+    testing::advance_millis(MIN_REFRESH_MS);
+    serve(&rsa_set(&["a"]));
+    assert_eq!(check(&mut p, &token), None);
+    assert_eq!(fetches(), 2);
+
+    // With a configured key beside the URL, what it verifies works while the URL is down.
+    at_now();
+    testing::outbound::on(JWKS_URL).fail(wasmgate_sdk::outbound::Error::Timeout);
+    let mut p = plugin(remote_config(
+        json!({ "algorithms": ["RS256", "HS256"], "secret": SECRET }),
+    ));
+    assert_eq!(check(&mut p, &hs), None);
+    assert_eq!(check(&mut p, &token).unwrap().0, 503);
+}
+
+#[test]
+fn instances_share_one_fetch_and_its_attempts_through_kv() {
+    at_now();
+    serve(&rsa_set(&["a"]));
+    let mut p1 = plugin(remote_config(json!({})));
+    let mut p2 = plugin(remote_config(json!({})));
+    assert_eq!(check(&mut p1, &by("a", 1)), None);
+    assert_eq!(check(&mut p2, &by("a", 2)), None);
+    assert_eq!(
+        fetches(),
+        1,
+        "the second instance takes the first one's set"
+    );
+
+    // A new kid fetched by one instance is found by the other without a fetch of its own,
+    // although min_refresh_ms has not passed.
+    serve(&rsa_set(&["a", "b"]));
+    testing::advance_millis(MIN_REFRESH_MS);
+    assert_eq!(check(&mut p1, &by("b", 1)), None);
+    assert_eq!(fetches(), 2);
+    assert_eq!(check(&mut p2, &by("b", 2)), None);
+    assert_eq!(fetches(), 2);
+
+    // A refresh made by one instance serves the other.
+    testing::advance_millis(REFRESH_MS);
+    assert_eq!(check(&mut p2, &by("a", 3)), None);
+    assert_eq!(fetches(), 3);
+    assert_eq!(check(&mut p1, &by("a", 4)), None);
+    assert_eq!(fetches(), 3);
+
+    // So does a failed attempt: the other instance does not try again within min_refresh_ms.
+    testing::outbound::on(JWKS_URL).respond(500, "");
+    testing::advance_millis(REFRESH_MS);
+    assert_eq!(check(&mut p1, &by("a", 5)), None);
+    assert_eq!(fetches(), 4);
+    assert_eq!(check(&mut p2, &by("a", 6)), None);
+    assert_eq!(refusal(&mut p2, &by("c", 6)).1, "no key for this token");
+    assert_eq!(fetches(), 4);
+    assert_eq!(jwks_warnings().len(), 1);
+    testing::advance_millis(MIN_REFRESH_MS);
+    assert_eq!(check(&mut p2, &by("a", 7)), None);
+    assert_eq!(fetches(), 5);
+    assert_eq!(check(&mut p1, &by("a", 8)), None);
+    assert_eq!(fetches(), 5);
+}
+
+#[test]
+fn a_removed_key_stops_verifying_at_once_even_cached_tokens() {
+    at_now();
+    serve(&rsa_set(&["a", "b"]));
+    let mut p = plugin(remote_config(json!({})));
+    let (a, b) = (by("a", 1), by("b", 1));
+    assert_eq!(check(&mut p, &a), None);
+    assert_eq!(check(&mut p, &b), None);
+    assert_eq!(p.cache.len(), 2);
+
+    // A key added: the cache stays.
+    serve(&rsa_set(&["b", "a", "c"]));
+    testing::advance_millis(REFRESH_MS);
+    assert_eq!(check(&mut p, &b), None);
+    assert_eq!(fetches(), 2);
+    assert_eq!(p.cache.len(), 2);
+
+    // `a` removed: its tokens are refused from the refresh on, cached or not.
+    serve(&rsa_set(&["b"]));
+    testing::advance_millis(REFRESH_MS);
+    assert_eq!(check(&mut p, &b), None);
+    assert_eq!(fetches(), 3);
+    assert_eq!(
+        p.cache.len(),
+        1,
+        "the cache was cleared, then `b` verified again"
+    );
+    assert_eq!(refusal(&mut p, &a).1, "no key for this token");
+    assert_eq!(refusal(&mut p, &by("a", 2)).1, "no key for this token");
+
+    // A key whose material changes under the same kid is a removal too.
+    let replaced = json!({ "keys": [jwk_of(&rsa_key("a"), Algorithm::RS256, Some("b"))] });
+    serve(&replaced);
+    testing::advance_millis(REFRESH_MS);
+    assert_eq!(refusal(&mut p, &b), (401, "invalid token signature".into()));
+    assert_eq!(check(&mut p, &signed_as("a", "b", 3)), None);
+}
+
+#[test]
+fn jwks_url_combines_with_configured_keys() {
+    at_now();
+    serve(&rsa_set(&["b"]));
+    let mut p = plugin(remote_config(json!({
+        "algorithms": ["RS256", "HS256"],
+        "secret": SECRET,
+        "jwks": rsa_set(&["a"]),
+    })));
+    assert_eq!(check(&mut p, &sign(Algorithm::HS256, &claims())), None);
+    assert_eq!(
+        fetches(),
+        1,
+        "the first request fetches, whatever key it needs"
+    );
+    assert_eq!(check(&mut p, &by("a", 1)), None);
+    assert_eq!(check(&mut p, &by("b", 1)), None);
+    assert_eq!(fetches(), 1);
+    // A fetched set never drops a configured key.
+    serve(&json!({ "keys": [jwk(Algorithm::RS256, Some("c"))] }));
+    testing::advance_millis(REFRESH_MS);
+    assert_eq!(check(&mut p, &by("a", 2)), None);
+    assert_eq!(fetches(), 2);
+    assert_eq!(refusal(&mut p, &by("b", 2)).1, "no key for this token");
+}
+
+#[test]
+fn jwks_url_configs_are_checked() {
+    // The URL's keys are known only once fetched, so no algorithm needs a configured key.
+    for config in [
+        json!({ "algorithms": ["RS256", "ES256", "EdDSA"], "jwks_url": JWKS_URL }),
+        json!({ "algorithms": ["HS256", "RS256"], "secret": SECRET, "jwks_url": "https://idp.example.com/keys?v=2" }),
+        // A short refresh brings the default min_refresh_ms down with it.
+        json!({ "algorithms": ["RS256"], "jwks_url": JWKS_URL, "jwks_refresh_ms": 500 }),
+        json!({ "algorithms": ["RS256"], "jwks_url": JWKS_URL, "jwks_refresh_ms": 100, "min_refresh_ms": 100 }),
+    ] {
+        plugin(config);
+    }
+    let url = |u: &str| json!({ "algorithms": ["RS256"], "jwks_url": u });
+    let long = format!("http://idp/{}", "x".repeat(1_100));
+    let cases: Vec<(Value, &str)> = vec![
+        (url(""), "jwks_url"),
+        (url("idp/jwks"), "jwks_url"),
+        (url("ftp://idp/jwks"), "jwks_url"),
+        (url("http:///jwks"), "jwks_url"),
+        (url("http://user:pw@idp/jwks"), "jwks_url"),
+        (url("http://idp?v=1"), "jwks_url"),
+        (url("http://idp/jwks#keys"), "jwks_url"),
+        (url("http://idp/j wks"), "jwks_url"),
+        (url(&long), "jwks_url"),
+        (
+            json!({ "algorithms": ["RS256"], "jwks_url": 7 }),
+            "jwks_url",
+        ),
+        (
+            remote_config(json!({ "jwks_refresh_ms": 99, "min_refresh_ms": 99 })),
+            "jwks_refresh_ms",
+        ),
+        (
+            remote_config(json!({ "jwks_refresh_ms": 86_400_001 })),
+            "jwks_refresh_ms",
+        ),
+        (
+            remote_config(json!({ "jwks_refresh_ms": -1 })),
+            "jwks_refresh_ms",
+        ),
+        (
+            remote_config(json!({ "min_refresh_ms": 99 })),
+            "min_refresh_ms",
+        ),
+        (
+            remote_config(json!({ "jwks_refresh_ms": 1_000, "min_refresh_ms": 1_001 })),
+            "min_refresh_ms",
+        ),
+        (
+            remote_config(json!({ "jwks_timeout_ms": 0 })),
+            "jwks_timeout_ms",
+        ),
+        (
+            remote_config(json!({ "jwks_timeout_ms": 60_001 })),
+            "jwks_timeout_ms",
+        ),
+        (
+            hs_config(json!({ "jwks_refresh_ms": 1_000 })),
+            "jwks_refresh_ms",
+        ),
+        (
+            hs_config(json!({ "min_refresh_ms": 1_000 })),
+            "min_refresh_ms",
+        ),
+        (
+            hs_config(json!({ "jwks_timeout_ms": 1_000 })),
+            "jwks_timeout_ms",
+        ),
+        // A configured key beside the URL is still checked.
+        (remote_config(json!({ "secret": SECRET })), "secret"),
+    ];
+    for (config, key) in cases {
+        let err = config_error(config.clone());
+        assert_eq!(err.key.as_deref(), Some(key), "{config}: {err}");
+        assert!(!err.message.is_empty());
+    }
+}
+
+#[test]
+fn a_set_too_large_for_kv_is_used_but_not_shared() {
+    at_now();
+    let mut set = rsa_set(&["a"]);
+    // Keys of a type the plugin skips, padding the set past kv's largest value.
+    let padding = "x".repeat(wasmgate_sdk::rules::kv::MAX_VALUE_BYTES / 4);
+    for n in 0..5 {
+        set["keys"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({ "kty": "foo", "kid": format!("pad-{n}"), "x": padding }));
+    }
+    serve(&set);
+    let mut p1 = plugin(remote_config(json!({})));
+    let mut p2 = plugin(remote_config(json!({})));
+    assert_eq!(check(&mut p1, &by("a", 1)), None);
+    let warnings = jwks_warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("not shared"), "{}", warnings[0]);
+    // The other instance fetches its own, at once.
+    assert_eq!(check(&mut p2, &by("a", 2)), None);
+    assert_eq!(fetches(), 2);
+    // Each still fetches at most once per min_refresh_ms.
+    assert_eq!(refusal(&mut p1, &by("c", 1)).1, "no key for this token");
+    assert_eq!(refusal(&mut p2, &by("c", 2)).1, "no key for this token");
+    assert_eq!(fetches(), 2);
 }

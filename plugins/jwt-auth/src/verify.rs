@@ -3,7 +3,7 @@
 //!
 //! `jsonwebtoken::decode` is not used: it builds a verifier (parsing the key) on every call and
 //! checks `exp`/`nbf` against the component's own clock. This uses the crate's verifiers, built
-//! once at init, and the claims are checked by the caller against the host's clock.
+//! once when a key is loaded, and the claims are checked by the caller against the host's clock.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -63,7 +63,11 @@ pub struct Verified {
 }
 
 /// Checks form, algorithm (against the allow-list) and signature (against the keys).
-pub fn signature(token: &str, allowed: &[Algorithm], keys: &[Key]) -> Result<Verified, Invalid> {
+pub fn signature<'k>(
+    token: &str,
+    allowed: &[Algorithm],
+    keys: impl IntoIterator<Item = &'k Key>,
+) -> Result<Verified, Invalid> {
     let mut parts = token.split('.');
     let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
