@@ -275,6 +275,23 @@ pub fn send_all(requests: Vec<Request>) -> Vec<Result<Response, Error>> {
     imp::send_all(requests)
 }
 
+/// Checks a URL as [`send`] needs it, for a plugin to check the URLs of its config at load:
+/// an absolute `http://` or `https://` URL of visible ASCII, with a host, no user name or
+/// password, a path before any query. A fragment is refused here (it would not be sent).
+///
+/// ```
+/// use wasmgate_sdk::outbound::check_url;
+/// assert!(check_url("http://idp/.well-known/jwks.json").is_ok());
+/// assert_eq!(check_url("idp/keys"), Err("not an absolute http:// or https:// URL"));
+/// assert_eq!(check_url("https://idp/keys#x"), Err("a fragment (it is not sent)"));
+/// ```
+pub fn check_url(url: &str) -> Result<(), &'static str> {
+    if url.contains('#') {
+        return Err("a fragment (it is not sent)");
+    }
+    split_url(url).map(|_| ())
+}
+
 /// Where a checked request goes (read on wasm; the mock only checks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]

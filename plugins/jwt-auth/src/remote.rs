@@ -295,36 +295,13 @@ fn kids(keys: &[Key]) -> String {
     ids.join(", ")
 }
 
-/// Checks `jwks_url` as the gateway needs it: an absolute `http(s)` URL of visible ASCII, with
-/// a host, no user name or password and no fragment, short enough for its kv keys.
+/// Checks `jwks_url`: a URL the SDK can send ([`outbound::check_url`]), short enough for its
+/// kv keys.
 pub fn check_url(url: &str) -> Result<(), String> {
     if url.len() > MAX_URL_BYTES {
         return Err(format!("must be at most {MAX_URL_BYTES} bytes"));
     }
-    if !url.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err("must be visible ASCII (percent-encode the rest)".into());
-    }
-    let rest = ["https://", "http://"]
-        .iter()
-        .find_map(|scheme| {
-            url.get(..scheme.len())
-                .filter(|head| head.eq_ignore_ascii_case(scheme))
-                .map(|_| &url[scheme.len()..])
-        })
-        .ok_or("must be an absolute http:// or https:// URL, e.g. \"http://idp/.well-known/jwks.json\"")?;
-    if rest.contains('#') {
-        return Err("must have no fragment (`#...`)".into());
-    }
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(end);
-    if authority.is_empty() {
-        return Err("has no host".into());
-    }
-    if authority.contains('@') {
-        return Err("must have no user name or password".into());
-    }
-    if path.starts_with('?') {
-        return Err("needs a path before the query (http://host/?...)".into());
-    }
-    Ok(())
+    outbound::check_url(url).map_err(|why| {
+        format!("{why}: give an absolute URL, e.g. \"http://idp/.well-known/jwks.json\"")
+    })
 }

@@ -169,7 +169,12 @@ impl Plugin for Introspect {
                 "required: the authorization server's RFC 7662 endpoint",
             )
         })?;
-        check_url(&url).map_err(|why| ConfigError::at("introspection_url", why))?;
+        outbound::check_url(&url).map_err(|why| {
+            ConfigError::at(
+                "introspection_url",
+                format!("{why}: give the endpoint's absolute URL"),
+            )
+        })?;
         let client_id = c
             .client_id
             .filter(|id| !id.is_empty())
@@ -546,29 +551,6 @@ fn sha256_hex(parts: &[&str]) -> String {
         let _ = write!(out, "{b:02x}");
     }
     out
-}
-
-/// An absolute `http(s)` URL with a host, no credentials, no fragment.
-fn check_url(url: &str) -> Result<(), &'static str> {
-    let rest = ["https://", "http://"]
-        .iter()
-        .find_map(|scheme| {
-            url.get(..scheme.len())
-                .filter(|head| head.eq_ignore_ascii_case(scheme))
-                .map(|_| &url[scheme.len()..])
-        })
-        .ok_or("must be an absolute http:// or https:// URL")?;
-    if !url.bytes().all(|b| b.is_ascii_graphic()) || url.contains('#') {
-        return Err("must be visible ASCII, percent-encoded, with no fragment");
-    }
-    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-    if authority.is_empty() {
-        return Err("has no host");
-    }
-    if authority.contains('@') {
-        return Err("must not hold a user name or password: give client_id and client_secret");
-    }
-    Ok(())
 }
 
 wasmgate_sdk::export!(Introspect);
