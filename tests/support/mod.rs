@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod config;
 pub mod dns;
 pub mod h2raw;

@@ -29,10 +29,12 @@ impl Tool {
     }
 }
 
-/// What the end-to-end tests run: curl and openssl s_client, the clients of the TLS tests.
+/// What the end-to-end tests run: curl and openssl s_client, the clients of the TLS tests, and
+/// headless Chromium, the browser of the CORS test.
 pub const TEST_TOOLS: &[Tool] = &[
     Tool::Command("curl", "curl"),
     Tool::Command("openssl", "openssl"),
+    Tool::Command("chromium", "chromium"),
 ];
 
 fn have(cmd: &str) -> bool {
