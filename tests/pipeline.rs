@@ -467,7 +467,11 @@ async fn a_response_body_past_a_plugins_bound_streams_through_unread() {
         route("small", "small", bounded),
         route("sized", "sized", bounded),
         route("chunked", "chunked", bounded),
-        route("declined", "small", r#"{ response_body = "upper", response_body_bound = 0 }"#),
+        route(
+            "declined",
+            "small",
+            r#"{ response_body = "upper", response_body_bound = 0 }"#
+        ),
         route("unbounded", "sized", r#"{ response_body = "upper" }"#),
     );
     let gw = Gateway::start(&cfg);

@@ -169,9 +169,11 @@ mod tests {
     #[test]
     fn ttl_and_limits() {
         let ns = Namespace::new();
-        ns.set("a".into(), b"1".to_vec(), None, MAX_VALUE_BYTES).unwrap();
+        ns.set("a".into(), b"1".to_vec(), None, MAX_VALUE_BYTES)
+            .unwrap();
         assert_eq!(ns.get("a").as_deref(), Some(&b"1"[..]));
-        ns.set("b".into(), b"2".to_vec(), Some(30), MAX_VALUE_BYTES).unwrap();
+        ns.set("b".into(), b"2".to_vec(), Some(30), MAX_VALUE_BYTES)
+            .unwrap();
         assert!(ns.get("b").is_some());
         std::thread::sleep(Duration::from_millis(60));
         assert!(ns.get("b").is_none());
@@ -180,7 +182,12 @@ mod tests {
             Err(Error::TooLarge)
         ));
         assert!(matches!(
-            ns.set("c".into(), vec![0; MAX_VALUE_BYTES + 1], None, MAX_VALUE_BYTES),
+            ns.set(
+                "c".into(),
+                vec![0; MAX_VALUE_BYTES + 1],
+                None,
+                MAX_VALUE_BYTES
+            ),
             Err(Error::TooLarge)
         ));
         ns.delete("a");
