@@ -1,8 +1,10 @@
 //! `docs/plugins.md` shows only code the tests build or check. Every fenced block carries a
 //! marker comment right above it:
-//! - `<!-- sample: PATH -->`: the block is a verbatim excerpt of PATH, either `wit/plugin.wit`
-//!   or a template file (`host/src/scaffold/templates/...`) as `wasmgate plugin new hello`
-//!   writes it (`tests/scaffold.rs` builds and tests those plugins);
+//! - `<!-- sample: PATH -->`: the block is a verbatim excerpt of PATH, either `wit/plugin.wit`,
+//!   a template file (`host/src/scaffold/templates/...`) as `wasmgate plugin new hello`
+//!   writes it (`tests/scaffold.rs` builds and tests those plugins), or a file of one of the
+//!   repository's plugins (`plugins/...` or `tests/plugins/...`, which `cargo xtask build`
+//!   builds and the end-to-end tests run);
 //! - `<!-- run: wasmgate -->`: every line is a `wasmgate plugin new` command, run here for real;
 //! - `<!-- check -->`: a complete gateway config, which `wasmgate check` must accept with the
 //!   Rust template's component as `hello.wasm`.
@@ -148,12 +150,18 @@ fn samples_are_verbatim_excerpts_of_their_files() {
         else {
             continue;
         };
-        let (_, text) = sources
+        let plugin_file = (path.starts_with("plugins/") || path.starts_with("tests/plugins/"))
+            .then(|| std::fs::read_to_string(workspace_root().join(path)).ok())
+            .flatten();
+        let text = sources
             .iter()
             .find(|(source, _)| *source == path)
+            .map(|(_, text)| text)
+            .or(plugin_file.as_ref())
             .unwrap_or_else(|| {
                 panic!(
-                    "docs/plugins.md:{}: {path} is neither wit/plugin.wit nor a template",
+                    "docs/plugins.md:{}: {path} is neither wit/plugin.wit, a template nor a \
+                     plugin's file",
                     b.line
                 )
             });

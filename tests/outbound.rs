@@ -2,7 +2,9 @@
 //! the aggregate plugin against real servers: parts fanned out at once, upstreams called by
 //! name, grants (an ungranted origin, a granted name that resolves to a private address, a
 //! plugin without the capability), and the limits (a slow server, a huge body, too many
-//! calls), each a failure the plugin sees while the gateway goes on serving.
+//! calls), each a failure the plugin sees while the gateway goes on serving. Then the same
+//! calls from Python (componentize-py's wasi:http bindings) and JavaScript (componentize-js's
+//! `fetch`): an upstream by name, an ungranted destination, a slow upstream.
 
 mod support;
 
@@ -305,5 +307,180 @@ async fn slow_servers_huge_bodies_and_too_many_calls_fail_the_call_and_nothing_e
         "destination=\"upstream:fine\",outcome=\"limited\"} 13",
     ] {
         assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+}
+
+/// The Python and JavaScript fixtures (`tests/plugins/fetch-py`, `tests/plugins/fetch-js`):
+/// each calls `http://users/users/<x-user>` with its language's own client (the wasi:http
+/// bindings and `fetch`), and answers 200 with the body it got, or 502 `call failed: ...`.
+const FETCHERS: [&str; 2] = ["fetch-py", "fetch-js"];
+
+/// What each fixture answers when its call fails: componentize-py's bindings hand the plugin
+/// wasi:http's error code; componentize-js's `fetch` rejects every failure with the same
+/// `TypeError`, without the code.
+fn failure(plugin: &str, code: &str) -> String {
+    match plugin {
+        "fetch-py" => format!("call failed: ErrorCode_{code}"),
+        _ => "call failed: TypeError: NetworkError when attempting to fetch resource".to_owned(),
+    }
+}
+
+/// Both fixtures, granted `grants`, each on a route `/NAME` to the upstream `users`.
+fn fetchers(mut cfg: GatewayConfig, grants: &str, lines: &[&str]) -> GatewayConfig {
+    let grants = format!("outbound = [{grants}]");
+    for name in FETCHERS {
+        // Python's first calls on an instance take longer than the default 50 ms of running.
+        let mut all = vec![
+            "capabilities = [\"log\", \"clock\", \"rate-limit\", \"kv\", \"outbound\"]",
+            "call_timeout_ms = 1000",
+            grants.as_str(),
+        ];
+        all.extend_from_slice(lines);
+        cfg = cfg
+            .plugin_with(name, &plugin(name), &all)
+            .route(name, &format!("/{name}"), "users")
+            .stage(name, "{}");
+    }
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_javascript_clients_call_an_upstream_by_name() {
+    let users = Upstream::start("users", Behaviour::Echo).await;
+    let cfg = fetchers(GatewayConfig::new().admin(), "\"upstream:users\"", &[])
+        .upstream("users", &users.url());
+    let gw = Gateway::start(&cfg.to_string());
+    let client = Client::new();
+    for name in FETCHERS {
+        for user in ["al ice", "bob"] {
+            let r = client
+                .get_with(&gw.url(&format!("/{name}")), &[("x-user", user)])
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{name}: {}", r.text());
+            // The upstream's own answer: the echo of the request the plugin sent it.
+            let body = r.json();
+            assert_eq!(body["upstream"], "users", "{name}: {body}");
+            assert_eq!(body["method"], "GET", "{name}: {body}");
+            let path = format!("/users/{}", user.replace(' ', "%20"));
+            assert_eq!(body["path"], path, "{name}: {body}");
+            // Sent the upstream's target as `Host`, not the name the plugin used.
+            assert_eq!(
+                body["headers"]["host"],
+                users.addr.to_string(),
+                "{name}: {body}"
+            );
+        }
+    }
+    // The plugins answered: the route's upstream was only called by them.
+    assert_eq!(users.hits(), 4);
+    let metrics = client.get(&gw.admin_url("/metrics")).await.text();
+    for name in FETCHERS {
+        let line = format!(
+            "wasmgate_plugin_outbound_requests_total{{plugin=\"{name}\",destination=\"upstream:users\",outcome=\"ok\"}} 2"
+        );
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_javascript_calls_to_an_ungranted_destination_are_refused() {
+    let users = Upstream::start("users", Behaviour::Echo).await;
+    let orders = Upstream::start("orders", Behaviour::Echo).await;
+    // `users` is in the config, but the plugins may call `orders` only.
+    let cfg = fetchers(GatewayConfig::new().admin(), "\"upstream:orders\"", &[])
+        .upstream("users", &users.url())
+        .upstream("orders", &orders.url());
+    let gw = Gateway::start(&cfg.to_string());
+    let client = Client::new();
+    for name in FETCHERS {
+        let r = client
+            .get_with(&gw.url(&format!("/{name}")), &[("x-user", "7")])
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{name}: {}", r.text());
+        assert_eq!(r.text(), failure(name, "HttpRequestDenied"), "{name}");
+    }
+    assert_eq!(
+        (users.hits(), orders.hits()),
+        (0, 0),
+        "no socket opened for a refused call"
+    );
+    let needles = [
+        "outbound call refused: not granted",
+        "\"plugin\":\"fetch-py\"",
+        "\"plugin\":\"fetch-js\"",
+    ];
+    let logs = gw.logs_containing(&needles);
+    for needle in needles {
+        assert!(logs.contains(needle), "{needle} not in the log:\n{logs}");
+    }
+    let metrics = client.get(&gw.admin_url("/metrics")).await.text();
+    for name in FETCHERS {
+        let line = format!(
+            "wasmgate_plugin_outbound_requests_total{{plugin=\"{name}\",destination=\"ungranted\",outcome=\"denied\"}} 1"
+        );
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
+
+    // Without the capability, neither component loads: both import wasi:http.
+    for name in FETCHERS {
+        let cfg = GatewayConfig::new()
+            .plugin_with(
+                name,
+                &plugin(name),
+                &["capabilities = [\"log\", \"clock\", \"rate-limit\", \"kv\"]"],
+            )
+            .upstream("users", &users.url())
+            .route(name, "/", "users")
+            .stage(name, "{}");
+        let (ok, out) = support::check(&cfg.to_string());
+        assert!(!ok, "{name}: {out}");
+        assert!(
+            out.contains("imports wasi:http/outgoing-handler@")
+                && out.contains("which it was not granted"),
+            "{name}: {out}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_javascript_calls_past_the_outbound_timeout_fail_and_the_gateway_serves_on() {
+    let users = Upstream::start("users", Behaviour::Slow(Duration::from_secs(5))).await;
+    let fine = Upstream::start("fine", Behaviour::Echo).await;
+    let cfg = fetchers(
+        GatewayConfig::new().admin(),
+        "\"upstream:users\"",
+        &["outbound_timeout_ms = 300"],
+    )
+    .upstream("users", &users.url())
+    .upstream("fine", &fine.url())
+    .route("plain", "/plain", "fine");
+    let gw = Gateway::start(&cfg.to_string());
+    let client = Client::new();
+    for name in FETCHERS {
+        for _ in 0..2 {
+            let started = Instant::now();
+            let r = client
+                .get_with(&gw.url(&format!("/{name}")), &[("x-user", "7")])
+                .await;
+            let took = started.elapsed();
+            assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{name}: {}", r.text());
+            assert_eq!(r.text(), failure(name, "ConnectionReadTimeout"), "{name}");
+            assert!(
+                took < Duration::from_secs(3),
+                "{name}: the 300 ms outbound timeout let the call take {took:?}"
+            );
+        }
+    }
+    // The gateway serves on, plain routes and the plugins' alike.
+    let r = client.get(&gw.url("/plain/x")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let metrics = client.get(&gw.admin_url("/metrics")).await.text();
+    for name in FETCHERS {
+        let line = format!(
+            "wasmgate_plugin_outbound_requests_total{{plugin=\"{name}\",destination=\"upstream:users\",outcome=\"timeout\"}} 2"
+        );
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+        let r = client.get(&gw.url(&format!("/{name}"))).await;
+        assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{name}: {}", r.text());
     }
 }

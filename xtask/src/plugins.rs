@@ -7,6 +7,14 @@
 //! - JavaScript when it has a `package.json` whose `main` is the module (built with
 //!   componentize-js).
 //!
+//! A plugin that makes outbound calls (`wasi:http/outgoing-handler`) says so: a Python one in its
+//! `pyproject.toml` (`[tool.wasmgate]` `outbound = true`), a JavaScript one in its `package.json`
+//! (`"wasmgate": { "outbound": true }`). The others are built without wasi:http, which would
+//! otherwise be among their imports whether or not their code calls it (componentize-py imports
+//! every interface of the world it is given; componentize-js imports it with its `http` feature),
+//! and a plugin importing it must be granted `"outbound"`. Rust plugins import it only when they
+//! call the SDK's `outbound`.
+//!
 //! The Python and JavaScript tools are pinned in `xtask/tools/` and installed on first use into
 //! `target/tools/` (a venv and a `node_modules`), so nothing global is assumed.
 
@@ -31,6 +39,8 @@ pub struct PluginDir {
     pub lang: Lang,
     /// The component's file stem (the Rust package's lib name, or the directory name).
     pub name: String,
+    /// A Python or JavaScript plugin built with wasi:http, for outbound calls.
+    pub outbound: bool,
 }
 
 /// Every plugin directory, in a stable order.
@@ -53,24 +63,65 @@ pub fn discover() -> Result<Vec<PluginDir>> {
                     dir,
                     lang: Lang::Rust,
                     name,
+                    outbound: false,
                 });
             } else if dir.join("app.py").exists() {
+                let outbound = python_outbound(&dir)?;
                 found.push(PluginDir {
                     dir,
                     lang: Lang::Python,
                     name: dir_name,
+                    outbound,
                 });
             } else if dir.join("package.json").exists() {
+                let outbound = js_outbound(&js_manifest(&dir)?);
                 found.push(PluginDir {
                     dir,
                     lang: Lang::Js,
                     name: dir_name,
+                    outbound,
                 });
             }
         }
     }
     found.sort_by(|a, b| a.dir.cmp(&b.dir));
     Ok(found)
+}
+
+/// Whether a Python plugin's `pyproject.toml`, if it has one, sets `[tool.wasmgate]`
+/// `outbound = true`.
+fn python_outbound(dir: &Path) -> Result<bool> {
+    let path = dir.join("pyproject.toml");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(false);
+    };
+    let project: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let flag = project
+        .get("tool")
+        .and_then(|t| t.get("wasmgate"))
+        .and_then(|w| w.get("outbound"));
+    match flag {
+        None => Ok(false),
+        Some(toml::Value::Boolean(b)) => Ok(*b),
+        Some(_) => bail!(
+            "{}: tool.wasmgate.outbound must be true or false",
+            path.display()
+        ),
+    }
+}
+
+/// A JavaScript plugin's `package.json`.
+fn js_manifest(dir: &Path) -> Result<serde_json::Value> {
+    let path = dir.join("package.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Whether a `package.json` sets `"wasmgate": { "outbound": true }`.
+fn js_outbound(manifest: &serde_json::Value) -> bool {
+    manifest["wasmgate"]["outbound"] == true
 }
 
 fn rust_package_name(manifest: &Path) -> Result<String> {
@@ -131,8 +182,10 @@ pub fn build_all() -> Result<()> {
 pub fn native_tests() -> Result<()> {
     for p in discover()? {
         match p.lang {
+            // Python 3.12's unittest fails a run that finds no tests.
+            Lang::Python if !has_python_tests(&p.dir)? => {}
             Lang::Python => {
-                let bindings = python_bindings()?;
+                let bindings = python_bindings(p.outbound)?;
                 exec(
                     Command::new(python())
                         .args(["-m", "unittest", "discover", "--start-directory"])
@@ -152,26 +205,128 @@ pub fn native_tests() -> Result<()> {
 
 /// The Python bindings of the WIT world (`wit_world`, plain Python), which a Python plugin's
 /// native tests import; the host's resources are stood in for by the tests' own fakes.
-pub fn python_bindings() -> Result<PathBuf> {
+pub fn python_bindings(outbound: bool) -> Result<PathBuf> {
     let tool = ensure_python_tools()?;
     let dir = tools_dir().join("py-bindings");
     let _ = std::fs::remove_dir_all(&dir);
-    exec(
-        Command::new(tool)
-            .arg("--wit-path")
-            .arg(root().join("wit"))
-            .args(["--world", "plugin", "bindings"])
-            .arg(&dir),
-    )?;
+    let mut cmd = Command::new(tool);
+    python_world(&mut cmd, outbound)?;
+    exec(cmd.arg("bindings").arg(&dir))?;
     Ok(dir)
+}
+
+/// Whether a directory has a `test_*.py`.
+fn has_python_tests(dir: &Path) -> Result<bool> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let name = e?.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("test_") && name.ends_with(".py") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// componentize-py's `--wit-path` and `--world` arguments: the world `plugin`, or for a plugin
+/// that calls out, the world [`OutboundWorld`] writes.
+fn python_world(cmd: &mut Command, outbound: bool) -> Result<()> {
+    cmd.arg("--wit-path").arg(root().join("wit"));
+    if outbound {
+        let world = OutboundWorld::find()?;
+        world.write()?;
+        cmd.arg("--wit-path")
+            .arg(&world.wasi_http)
+            .arg("--wit-path")
+            .arg(OutboundWorld::dir())
+            .args(["--world", OutboundWorld::NAME]);
+    } else {
+        cmd.args(["--world", "plugin"]);
+    }
+    Ok(())
+}
+
+/// The world a Python plugin that calls out is built for: `plugin`, and
+/// `wasi:http/outgoing-handler` in the version the gateway implements (wasmtime-wasi-http's,
+/// whose WIT, with its WASI dependencies, comes from the crate's source).
+///
+/// (componentize-py can merge two worlds given as two `--world`s, but 0.25.1 panics on the
+/// union of `plugin` and `wasi:http/imports`; one world that includes `plugin` builds.)
+struct OutboundWorld {
+    /// wasmtime-wasi-http's `wit/` directory.
+    wasi_http: PathBuf,
+    text: String,
+}
+
+impl OutboundWorld {
+    const NAME: &str = "wasmgate:outbound/plugin";
+
+    fn find() -> Result<Self> {
+        let out = cargo()
+            .args(["metadata", "--format-version", "1"])
+            .output()
+            .context("running cargo metadata")?;
+        if !out.status.success() {
+            bail!(
+                "cargo metadata failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let metadata: serde_json::Value =
+            serde_json::from_slice(&out.stdout).context("parsing cargo metadata")?;
+        let manifest = metadata["packages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["name"] == "wasmtime-wasi-http")
+            .and_then(|p| p["manifest_path"].as_str())
+            .context("wasmtime-wasi-http is not among the workspace's packages")?;
+        let wasi_http = Path::new(manifest)
+            .parent()
+            .context("wasmtime-wasi-http's manifest has no directory")?
+            .join("wit");
+        let plugin = package_version(&root().join("wit/plugin.wit"), "wasmgate:plugin")?;
+        let http = package_version(&wasi_http.join("deps/http.wit"), "wasi:http")?;
+        let text = format!(
+            "// Written by `cargo xtask build` (xtask/src/plugins.rs).\n\
+             package wasmgate:outbound;\n\n\
+             /// `plugin`, with the standard `wasi:http/outgoing-handler` for outbound calls.\n\
+             world plugin {{\n    \
+             include wasmgate:plugin/plugin@{plugin};\n    \
+             import wasi:http/outgoing-handler@{http};\n\
+             }}\n"
+        );
+        Ok(Self { wasi_http, text })
+    }
+
+    fn dir() -> PathBuf {
+        tools_dir().join("wit-outbound")
+    }
+
+    fn write(&self) -> Result<()> {
+        std::fs::create_dir_all(Self::dir())?;
+        std::fs::write(Self::dir().join("world.wit"), &self.text)?;
+        Ok(())
+    }
+}
+
+/// The version in a WIT file's `package NAME@VERSION;` line.
+fn package_version(file: &Path, name: &str) -> Result<String> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let prefix = format!("package {name}@");
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(&prefix))
+        .and_then(|rest| rest.strip_suffix(';'))
+        .map(str::to_owned)
+        .with_context(|| format!("no `package {name}@...;` in {}", file.display()))
 }
 
 fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
-/// The SHA-256 of what a Python or JavaScript plugin's component is built from: its files
-/// (paths and contents), the WIT contract and the build tool's pin.
+/// The SHA-256 of what a Python or JavaScript plugin's component is built from: whether it
+/// calls out, its files (paths and contents), the WIT contract and the build tool's pin.
 fn inputs_digest(p: &PluginDir) -> Result<String> {
     use sha2::{Digest, Sha256};
     let pin = match p.lang {
@@ -182,6 +337,13 @@ fn inputs_digest(p: &PluginDir) -> Result<String> {
     collect_files(&p.dir, &mut files)?;
     collect_files(&root().join("wit"), &mut files)?;
     let mut hash = Sha256::new();
+    // How it is built: with or without wasi:http (and for Python, against which world).
+    let world = match (p.lang, p.outbound) {
+        (Lang::Python, true) => OutboundWorld::find()?.text,
+        (_, outbound) => format!("outbound: {outbound}"),
+    };
+    hash.update(world.as_bytes());
+    hash.update([0]);
     for f in &files {
         let rel = f.strip_prefix(root()).unwrap_or(f);
         let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
@@ -268,11 +430,10 @@ pub fn ensure_js_tools() -> Result<PathBuf> {
 
 fn build_python(p: &PluginDir, out: &Path) -> Result<()> {
     let tool = ensure_python_tools()?;
+    let mut cmd = Command::new(tool);
+    python_world(&mut cmd, p.outbound)?;
     exec(
-        Command::new(tool)
-            .arg("--wit-path")
-            .arg(root().join("wit"))
-            .args(["--world", "plugin", "componentize", "app", "--python-path"])
+        cmd.args(["componentize", "app", "--python-path"])
             .arg(&p.dir)
             .arg("--output")
             .arg(out)
@@ -283,11 +444,7 @@ fn build_python(p: &PluginDir, out: &Path) -> Result<()> {
 
 fn build_js(p: &PluginDir, out: &Path) -> Result<()> {
     let tool = ensure_js_tools()?;
-    let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(p.dir.join("package.json"))
-            .with_context(|| format!("reading {}/package.json", p.dir.display()))?,
-    )
-    .with_context(|| format!("parsing {}/package.json", p.dir.display()))?;
+    let manifest = js_manifest(&p.dir)?;
     let Some(main) = manifest["main"].as_str() else {
         bail!(
             "{}/package.json has no \"main\" naming the plugin's module",
@@ -300,9 +457,15 @@ fn build_js(p: &PluginDir, out: &Path) -> Result<()> {
             .arg("--wit")
             .arg(root().join("wit"))
             .args(["--world-name", "plugin"])
-            // The gateway links no wasi:http: a plugin reaches the network only through the
-            // host's interfaces.
-            .args(["--disable", "http", "fetch-event"])
+            // `fetch-event` would export wasi:http's incoming handler, which a plugin does not
+            // have; `http` is `fetch`, through wasi:http/outgoing-handler, for plugins that
+            // call out.
+            .arg("--disable")
+            .args(if p.outbound {
+                &["fetch-event"][..]
+            } else {
+                &["http", "fetch-event"][..]
+            })
             .arg("--out")
             .arg(out)
             .current_dir(&p.dir),
@@ -324,6 +487,7 @@ mod tests {
             dir: dir.clone(),
             lang: Lang::Python,
             name: "digest".into(),
+            outbound: false,
         };
         let first = inputs_digest(&p).unwrap();
         // Written again with the same bytes (a new mtime), and a cache file beside it.
