@@ -81,6 +81,7 @@ const QUICK: &[&str] = &[
     "S3-lua",
     "S4",
     "S10",
+    "S10-part",
     "S10-lua",
 ];
 
@@ -302,6 +303,13 @@ const SCENARIOS: &[Scenario] = &[
         "aggregate: three 1 KiB JSON parts fetched at once through the upstream, merged",
         "/aggregate",
         1,
+    ),
+    // One of S10's parts, proxied: what S10 is measured against.
+    Scenario::new(
+        "S10-part",
+        "one of S10's parts (1 KiB JSON), proxied",
+        "/plain/a/users.json",
+        0,
     ),
     // S10's work in nginx's Lua module, for comparison.
     Scenario::new(
