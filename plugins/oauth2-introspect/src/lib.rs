@@ -11,8 +11,6 @@
 //!
 //! See README.md for the config reference.
 
-use std::fmt::Write as _;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
@@ -546,11 +544,7 @@ fn sha256_hex(parts: &[&str]) -> String {
         hasher.update(part.as_bytes());
         hasher.update([0]);
     }
-    let mut out = String::with_capacity(64);
-    for b in hasher.finalize() {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
+    format!("{:x}", hasher.finalize())
 }
 
 wasmgate_sdk::export!(Introspect);
