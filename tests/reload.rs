@@ -611,7 +611,8 @@ config = {{ respond = {{ status = 200, body = "{body}" }} }}
     let (ok, failed) = load.finish().await;
     assert!(failed.is_empty(), "{failed:?}");
     assert!(ok > 0);
-    assert!(gw.logs().contains("config reloaded"), "{}", gw.logs());
+    let logs = gw.logs_containing(&["config reloaded"]);
+    assert!(logs.contains("config reloaded"), "{logs}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

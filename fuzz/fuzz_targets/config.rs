@@ -1,7 +1,7 @@
 //! The config loader, fed any text: it never panics, an error names a place inside the text,
 //! and a config it accepts holds what the gateway relies on without checking again (every
-//! route's prefix in normal form, every upstream it names defined, every target and trusted
-//! network readable, every plugin's config sendable as JSON).
+//! route's paths in normal form, every upstream it names defined, every fixed answer valid,
+//! every target and trusted network readable, every plugin's config sendable as JSON).
 
 #![no_main]
 
@@ -34,16 +34,20 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => panic!("parsing reads no file: {e}"),
     };
     for r in &config.routes {
-        assert!(
-            wasmgate_uri::is_normal_path(&r.path_prefix),
-            "{:?}",
-            r.path_prefix
-        );
-        assert!(
-            config.upstreams.contains_key(&r.upstream),
-            "{:?}",
-            r.upstream
-        );
+        assert!(r.path_match().is_some(), "one way of matching paths");
+        for p in [&r.path_prefix, &r.path, &r.path_pattern, &r.rewrite_prefix]
+            .into_iter()
+            .flatten()
+        {
+            assert!(wasmgate_uri::is_normal_path(p), "{p:?}");
+        }
+        match (&r.upstream, &r.respond) {
+            (Some(u), None) => assert!(config.upstreams.contains_key(u), "{u:?}"),
+            (None, Some(respond)) => {
+                respond.parts().expect("an accepted answer is valid");
+            }
+            _ => panic!("an upstream or an answer"),
+        }
         for entry in &r.pipeline {
             assert!(
                 config.plugins.contains_key(&entry.plugin),

@@ -19,7 +19,7 @@ use wasmgate::plugins::bindings::{Decision, Registration};
 use wasmgate::plugins::pool::Instances;
 use wasmgate::plugins::state::StageContext;
 use wasmgate::plugins::{LoadedPlugin, Runtime, Sandbox};
-use wasmgate::router::{Matcher, Router};
+use wasmgate::router::{Matcher, Request, Router};
 use wasmgate::wire::Peer;
 
 fn wasm(name: &str) -> PathBuf {
@@ -290,26 +290,31 @@ fn other_languages(c: &mut Criterion) {
 fn route_match(c: &mut Criterion) {
     let routes: Vec<(Matcher, usize)> = (0..1000)
         .map(|i| {
-            let host = (i % 4 == 0).then(|| format!("svc{i}.example.com"));
-            (
-                Matcher::new(
-                    host.as_deref(),
-                    &format!("/api/v{}/svc{i}/items", i % 3),
-                    None,
-                ),
-                i,
-            )
+            let host = if i % 4 == 0 {
+                format!("host = \"svc{i}.example.com\"\n")
+            } else {
+                String::new()
+            };
+            let route: wasmgate::config::RouteConfig = toml::from_str(&format!(
+                "name = \"r{i}\"\nupstream = \"u\"\n{host}path_prefix = \"/api/v{}/svc{i}/items\"",
+                i % 3
+            ))
+            .unwrap();
+            (Matcher::new(&route).unwrap(), i)
         })
         .collect();
     let router = Router::new(routes);
     let get = http::Method::GET;
+    let headers = http::HeaderMap::new();
     c.bench_function("route_match/1000_routes", |b| {
         b.iter(|| {
-            black_box(router.find(
-                Some("svc998.example.com"),
-                black_box("/api/v2/svc998/items/12345/details"),
-                &get,
-            ))
+            black_box(router.find(&Request {
+                host: Some("svc998.example.com"),
+                method: &get,
+                path: black_box("/api/v2/svc998/items/12345/details"),
+                query: None,
+                headers: &headers,
+            }))
         })
     });
 }
@@ -422,8 +427,97 @@ fn balancers(c: &mut Criterion) {
     group.finish();
 }
 
+/// A local upstream answering every request with a small JSON body, on `rt`.
+fn json_upstream(rt: &tokio::runtime::Runtime) -> std::net::SocketAddr {
+    use hyper::service::service_fn;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service = service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(
+                            br#"{"id":7,"name":"alice","tier":"gold"}"#,
+                        )),
+                    ))
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// What an outbound call costs: the aggregate plugin answering from one part fetched through
+/// an upstream by name (the plugin call, the `wasi:http` request and response, the upstream's
+/// pooled connection, the JSON merge), against the same request made straight with hyper's
+/// pooled client. The difference is the call's own overhead.
+fn outbound_calls(c: &mut Criterion) {
+    let rt = runtime();
+    let addr = json_upstream(&rt);
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\
+         [plugins.aggregate]\npath = \"{}\"\ncapabilities = [\"log\", \"outbound\"]\noutbound = [\"upstream:up\"]\n\
+         [upstreams.up]\ntargets = [\"http://{addr}\"]\n\
+         [[routes]]\nname = \"agg\"\npath_prefix = \"/agg\"\nupstream = \"up\"\n\
+         [[routes.pipeline]]\nplugin = \"aggregate\"\nconfig = {{ parts = {{ user = {{ url = \"http://up/users/7\" }} }} }}\n",
+        wasm("aggregate").display()
+    );
+    let config =
+        wasmgate::config::Config::parse(&text, std::path::Path::new("bench.toml")).unwrap();
+    let (shared, table) = wasmgate::run::build(&config).unwrap();
+    let table = table.unwrap();
+    let route = table
+        .router
+        .routes()
+        .map(|(_, r)| r)
+        .find(|r| &*r.name == "agg")
+        .unwrap()
+        .clone();
+    let pipeline = route.pipeline.as_ref().unwrap();
+    let metrics = &shared.metrics;
+    let mut group = c.benchmark_group("outbound");
+    group.bench_function("aggregate_one_part", |b| {
+        b.iter(|| {
+            let (_, _, outcome) = rt.block_on(pipeline.on_request(exchange(), metrics));
+            let RequestOutcome::Reply(parts, body) = outcome else {
+                panic!("the plugin answers");
+            };
+            assert_eq!(parts.status, 200, "{body:?}");
+            black_box(body)
+        })
+    });
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let uri: http::Uri = format!("http://{addr}/users/7").parse().unwrap();
+    group.bench_function("hyper_get_baseline", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let resp = client.get(uri.clone()).await.unwrap();
+                assert_eq!(resp.status(), 200);
+                black_box(
+                    http_body_util::BodyExt::collect(resp.into_body())
+                        .await
+                        .unwrap(),
+                )
+            })
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    outbound_calls,
     balancers,
     plugin_calls,
     header_rules,

@@ -8,14 +8,16 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::capabilities::{kv, log, rate_limit};
-use crate::config::{Config, EscapedSlashes, HostHeader, InstanceMode, UpstreamProtocol};
+use crate::config::{
+    Config, EscapedSlashes, HostHeader, InstanceMode, PathMatch, UpstreamProtocol, ValueMatch,
+};
 use crate::destination::{Destination, Destinations};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::pipeline::{Pipeline, Stage};
 use crate::plugins::pool::Instances;
 use crate::plugins::state::StageContext;
 use crate::plugins::{LoadedPlugin, Runtime, Sandbox};
-use crate::router::{Matcher, Router};
+use crate::router::{Matcher, Rewrite, Router};
 use crate::upstream::Upstream;
 use crate::wire::TrustedProxies;
 
@@ -38,17 +40,14 @@ pub struct Shared {
 /// One route, ready to serve.
 pub struct Route {
     pub name: Arc<str>,
-    /// The route's upstream (`destination.upstream`).
-    pub upstream: Arc<Upstream>,
-    /// The route's upstream with the `Host` policy of the route's requests: the route's
-    /// `host_header`, else the upstream's.
-    pub destination: Arc<Destination>,
+    /// Where its requests go: an upstream, or the route's own answer.
+    pub target: Target,
     /// The route's own `host_header`, which also applies to an upstream a plugin chooses.
     pub host_override: Option<HostHeader>,
     /// Every upstream of the config, which a plugin's `set-upstream` chooses from.
     pub destinations: Arc<Destinations>,
-    /// The prefix to remove before forwarding, when `strip_prefix` is set.
-    pub strip: Option<String>,
+    /// `rewrite_prefix` (or `strip_prefix`), applied when the request is forwarded.
+    pub rewrite: Option<Rewrite>,
     pub pipeline: Option<Pipeline>,
     pub body_limit: usize,
     /// `server.body_read_timeout_ms`: the client's body, streamed or buffered, is bounded by it.
@@ -60,6 +59,57 @@ pub struct Route {
     /// `compress = true`: the least length a response is compressed at.
     pub compress: Option<u64>,
     pub metrics: RouteMetrics,
+}
+
+/// Where a route's requests go.
+pub enum Target {
+    /// `upstream`: with the `Host` policy of the route's requests (the route's `host_header`,
+    /// else the upstream's).
+    Upstream(Arc<Destination>),
+    /// `respond`: the answer the route gives itself, as if an upstream had given it.
+    Respond(Fixed),
+}
+
+impl Route {
+    /// The route's own upstream, when it has one.
+    pub fn destination(&self) -> Option<&Arc<Destination>> {
+        match &self.target {
+            Target::Upstream(d) => Some(d),
+            Target::Respond(_) => None,
+        }
+    }
+}
+
+/// A fixed answer: `respond = { status, headers, body }`, checked at load.
+pub struct Fixed {
+    status: http::StatusCode,
+    headers: http::HeaderMap,
+    body: bytes::Bytes,
+}
+
+impl Fixed {
+    fn new(r: &crate::config::Respond) -> Result<Self, String> {
+        let (status, headers) = r.parts()?;
+        let mut headers: http::HeaderMap = headers.into_iter().collect();
+        headers.insert(http::header::CONTENT_LENGTH, r.body.len().into());
+        Ok(Self {
+            status,
+            headers,
+            body: bytes::Bytes::from(r.body.clone()),
+        })
+    }
+
+    pub fn status(&self) -> http::StatusCode {
+        self.status
+    }
+
+    /// The answer, for one request.
+    pub fn response(&self) -> http::Response<crate::body::Body> {
+        let mut resp = http::Response::new(crate::body::full(self.body.clone()));
+        *resp.status_mut() = self.status;
+        *resp.headers_mut() = self.headers.clone();
+        resp
+    }
 }
 
 /// Everything a config produces.
@@ -347,31 +397,50 @@ impl Gateway {
                     Err(e) => problems.push(format!("{at}: {e}")),
                 }
             }
-            let (Some(upstream), Some(upstream_cfg)) = (
-                upstreams.get(r.upstream.as_str()),
-                config.upstreams.get(&r.upstream),
-            ) else {
-                continue;
+            let target = match (&r.upstream, &r.respond) {
+                (Some(u), _) => {
+                    let (Some(upstream), Some(upstream_cfg)) =
+                        (upstreams.get(u.as_str()), config.upstreams.get(u))
+                    else {
+                        continue;
+                    };
+                    let own = destination(upstream, upstream_cfg, r.host_header.as_ref());
+                    if own.h2
+                        && let Some(stage) = stages.iter().find(|s| s.rules.writes_host())
+                    {
+                        problems.push(format!(
+                            "route `{}`, plugin `{}`: a header rule writes `host`, but upstream \
+                             `{u}` speaks HTTP/2, which sends its target as `:authority` and no \
+                             `Host`",
+                            r.name, stage.plugin
+                        ));
+                    }
+                    Target::Upstream(own)
+                }
+                (None, Some(respond)) => match Fixed::new(respond) {
+                    Ok(f) => Target::Respond(f),
+                    Err(e) => {
+                        problems.push(format!("route `{}`, respond: {e}", r.name));
+                        continue;
+                    }
+                },
+                (None, None) => continue, // refused by the config's checks
             };
-            let own = destination(upstream, upstream_cfg, r.host_header.as_ref());
-            if own.h2
-                && let Some(stage) = stages.iter().find(|s| s.rules.writes_host())
-            {
-                problems.push(format!(
-                    "route `{}`, plugin `{}`: a header rule writes `host`, but upstream `{}` \
-                     speaks HTTP/2, which sends its target as `:authority` and no `Host`",
-                    r.name, stage.plugin, r.upstream
-                ));
-            }
-            let matcher = Matcher::new(r.host.as_deref(), &r.path_prefix, r.methods.as_deref());
-            let strip = (r.strip_prefix && matcher.prefix != "/").then(|| matcher.prefix.clone());
+            let Some(matcher) = Matcher::new(r) else {
+                continue; // refused by the config's checks
+            };
+            let rewrite = match (&matcher.path, r.rewrite()) {
+                (PathMatch::Prefix(from) | PathMatch::Exact(from), Some(to)) => {
+                    Rewrite::new(from, to)
+                }
+                _ => None,
+            };
             let route = Route {
                 name: name.clone(),
-                upstream: upstream.clone(),
-                destination: own,
+                target,
                 host_override: r.host_header.clone(),
                 destinations: destinations.clone(),
-                strip,
+                rewrite,
                 pipeline: (!stages.is_empty()).then_some(Pipeline { stages }),
                 body_limit,
                 body_read_timeout: std::time::Duration::from_millis(
@@ -429,15 +498,39 @@ impl Gateway {
                         })
                     })
                     .collect();
-                serde_json::json!({
+                let (path_key, path) = match &m.path {
+                    PathMatch::Exact(p) => ("path", p),
+                    PathMatch::Pattern(p) => ("path_pattern", p),
+                    PathMatch::Prefix(p) => ("path_prefix", p),
+                };
+                let matchers = |ms: Vec<(&str, &ValueMatch)>| {
+                    ms.into_iter()
+                        .map(|(n, v)| {
+                            let v = match v {
+                                ValueMatch::Exact(v) => serde_json::json!(v),
+                                ValueMatch::Prefix(p) => serde_json::json!({ "prefix": p }),
+                                ValueMatch::Present => serde_json::json!({ "present": true }),
+                            };
+                            (n.to_owned(), v)
+                        })
+                        .collect::<serde_json::Map<_, _>>()
+                };
+                let mut route = serde_json::json!({
                     "name": &*r.name,
                     "host": m.host.as_ref().map(ToString::to_string),
-                    "path_prefix": m.prefix,
                     "methods": m.methods.as_ref().map(|ms| ms.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
-                    "upstream": &*r.upstream.name,
-                    "strip_prefix": r.strip.is_some(),
+                    "headers": matchers(m.headers.iter().map(|(n, v)| (n.as_str(), v)).collect()),
+                    "query": matchers(m.query.iter().map(|(n, v)| (n.as_str(), v)).collect()),
+                    "upstream": r.destination().map(|d| &*d.upstream.name),
+                    "respond": match &r.target {
+                        Target::Respond(f) => Some(f.status().as_u16()),
+                        Target::Upstream(_) => None,
+                    },
+                    "rewrite_prefix": r.rewrite.as_ref().map(Rewrite::to),
                     "pipeline": pipeline,
-                })
+                });
+                route[path_key] = path.as_str().into();
+                route
             })
             .collect();
         let plugins: serde_json::Map<String, serde_json::Value> = table

@@ -11,6 +11,7 @@ pub use wasmgate_uri::EscapedSlashes;
 mod failure;
 pub mod net;
 mod outbound;
+mod routes;
 mod targets;
 
 pub use failure::{
@@ -20,6 +21,10 @@ pub use failure::{
 pub use outbound::{
     OUTBOUND_BODY_BYTES, OUTBOUND_IN_FLIGHT, OUTBOUND_PER_REQUEST, OUTBOUND_TIMEOUT_MS, Origin,
     OutboundGrant,
+};
+pub use routes::{
+    HostMatch, MAX_RESPOND_BODY_BYTES, PathMatch, Precedence, Respond, RouteConfig, ValueMatch,
+    trim_prefix,
 };
 pub use targets::{
     Balance, DiscoveryConfig, DnsConfig, HashOn, HostHeader, MAX_WEIGHT, PassiveConfig,
@@ -518,41 +523,6 @@ impl UpstreamConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    pub name: String,
-    #[serde(default)]
-    pub host: Option<String>,
-    pub path_prefix: String,
-    #[serde(default)]
-    pub methods: Option<Vec<String>>,
-    pub upstream: String,
-    #[serde(default)]
-    pub strip_prefix: bool,
-    /// Overrides the upstream's `host_header` for this route.
-    #[serde(default)]
-    pub host_header: Option<HostHeader>,
-    /// The longest the route waits for a response head, every attempt and backoff included;
-    /// each attempt has its upstream's `timeout_ms` when unset.
-    #[serde(default)]
-    pub timeout_ms: Option<u64>,
-    #[serde(default)]
-    pub max_body_bytes: Option<usize>,
-    /// A WebSocket tunnel through this route is closed when no byte has moved either way for
-    /// this long.
-    #[serde(default = "defaults::websocket_idle_timeout_ms")]
-    pub websocket_idle_timeout_ms: u64,
-    /// Compress textual responses with brotli or gzip, by the client's `Accept-Encoding`.
-    #[serde(default)]
-    pub compress: bool,
-    /// Responses known to be shorter than this are not compressed.
-    #[serde(default = "defaults::compress_min_bytes")]
-    pub compress_min_bytes: u64,
-    #[serde(default)]
-    pub pipeline: Vec<PipelineEntry>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PipelineEntry {
     pub plugin: String,
     /// Handed to the plugin's `init` as JSON.
@@ -1026,72 +996,7 @@ impl Config {
                 out.push(e);
             }
         }
-        let mut routes_seen = std::collections::HashMap::new();
-        let mut seen = std::collections::HashSet::new();
-        for (i, r) in self.routes.iter().enumerate() {
-            let at = format!("routes[{i}] (\"{}\")", r.name);
-            if r.name.is_empty() {
-                out.push(format!("routes[{i}].name: must not be empty"));
-            } else if !seen.insert(r.name.as_str()) {
-                out.push(format!("{at}.name: duplicate route name"));
-            }
-            match wasmgate_uri::normalise_path(&r.path_prefix, EscapedSlashes::Reject) {
-                Err(e) => out.push(format!("{at}.path_prefix: `{}`: {e}", r.path_prefix)),
-                Ok(n) if n != r.path_prefix => out.push(format!(
-                    "{at}.path_prefix: `{}` is not in normal form, so no request could match it (write `{n}`)",
-                    r.path_prefix
-                )),
-                Ok(_) => {}
-            }
-            if let Some(h) = &r.host
-                && let Err(e) = check_route_host(h)
-            {
-                out.push(format!("{at}.host: `{h}` {e}"));
-            }
-            if let Some(ms) = r.timeout_ms {
-                check_timeout(&mut out, &format!("{at}.timeout_ms"), ms);
-            }
-            if r.methods.as_ref().is_some_and(Vec::is_empty) {
-                out.push(format!(
-                    "{at}.methods: an empty list matches nothing (leave it out to match every method)"
-                ));
-            }
-            for m in r.methods.iter().flatten() {
-                if http::Method::from_bytes(m.as_bytes()).is_err() || m.is_empty() {
-                    out.push(format!("{at}.methods: `{m}` is not an HTTP method"));
-                }
-            }
-            let key = route_key(r);
-            if let Some(first) = routes_seen.insert(key, i) {
-                out.push(format!(
-                    "{at}: same host, path_prefix and methods as routes[{first}] (\"{}\"), so it could never match",
-                    self.routes[first].name
-                ));
-            }
-            if !self.upstreams.contains_key(&r.upstream) {
-                out.push(format!(
-                    "{at}.upstream: unknown upstream `{}` (defined: {})",
-                    r.upstream,
-                    names(self.upstreams.keys())
-                ));
-            }
-            for (j, p) in r.pipeline.iter().enumerate() {
-                for key in p.config_files.keys() {
-                    if p.config.contains_key(key) {
-                        out.push(format!(
-                            "{at}.pipeline[{j}].config_files.{key}: `{key}` is also set in config"
-                        ));
-                    }
-                }
-                if !self.plugins.contains_key(&p.plugin) {
-                    out.push(format!(
-                        "{at}.pipeline[{j}].plugin: unknown plugin `{}` (defined: {})",
-                        p.plugin,
-                        names(self.plugins.keys())
-                    ));
-                }
-            }
-        }
+        routes::problems(self, &mut out);
         for (name, p) in &self.plugins {
             for g in &p.outbound {
                 if let OutboundGrant::Upstream(u) = g
@@ -1186,35 +1091,6 @@ fn check_timeout(out: &mut Vec<String>, at: &str, ms: u64) {
             "{at}: must be between 1 and {MAX_TIMEOUT_MS} (a day), in milliseconds"
         ));
     }
-}
-
-/// A route's `host`: a host name, or `*.` and a host name to match its subdomains.
-fn check_route_host(host: &str) -> Result<(), String> {
-    let name = host.strip_prefix("*.").unwrap_or(host);
-    if name.contains('*') {
-        return Err("is not a host name: `*` may only stand first, as in `*.example.com`".into());
-    }
-    match wasmgate_uri::parse_host(name.as_bytes()) {
-        Ok(Some(h)) if h.port.is_none() && !name.contains(':') => Ok(()),
-        Ok(_) => Err("is not a host name (give it without a port)".into()),
-        Err(e) => Err(format!("is not a host name: {e}")),
-    }
-}
-
-/// What makes two routes the same to the router: host, prefix and method set.
-fn route_key(r: &RouteConfig) -> (Option<String>, String, Option<Vec<String>>) {
-    let prefix = r.path_prefix.trim_end_matches('/');
-    let methods = r.methods.as_ref().map(|ms| {
-        let mut ms: Vec<String> = ms.iter().map(|m| m.to_ascii_uppercase()).collect();
-        ms.sort();
-        ms.dedup();
-        ms
-    });
-    (
-        r.host.as_ref().map(|h| h.to_ascii_lowercase()),
-        if prefix.is_empty() { "/" } else { prefix }.to_owned(),
-        methods,
-    )
 }
 
 fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
@@ -1636,9 +1512,7 @@ mod hole_tests {
         );
         let err = problems(&two);
         assert!(
-            err.contains(
-                "routes[1] (\"b\"): same host, path_prefix and methods as routes[0] (\"a\")"
-            ),
+            err.contains("routes[0] (\"a\") and routes[1] (\"b\") tie"),
             "{err}"
         );
         let other_host = format!(

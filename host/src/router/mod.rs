@@ -1,56 +1,54 @@
-//! Route matching: by host, path prefix (the longest wins) and method.
+//! Route matching, in this order:
+//! 1. the path: routes with that exact `path` (one hash lookup), then `path_pattern` routes
+//!    whose pattern fits it (a segment trie, literal segments before `*`), then `path_prefix`
+//!    routes, the longest prefix first. A prefix matches at segment boundaries: `/api/users`
+//!    matches `/api/users` and `/api/users/7`, never `/api/usersX`. The prefixes are found by
+//!    walking the request path's own prefixes from the longest, one hash lookup each, so the
+//!    cost follows the path's depth, not the route count;
+//! 2. among the routes on one path, their [`Precedence`]: the host (exact, then the longest
+//!    `*.` suffix, then none), then the most matchers among `methods`, `headers` and `query`.
+//!    The config refuses two routes with the same path and precedence that a request could
+//!    match both of, so the first route whose matchers all hold is the only one that could be.
 //!
-//! A prefix matches at segment boundaries: `/api/users` matches `/api/users` and
-//! `/api/users/7`, never `/api/usersX`. Lookup walks the request path's own prefixes from the
-//! longest, one hash lookup each, so its cost follows the path's depth, not the route count.
-//! The path is already in normal form (`wasmgate_uri::normalise_path`) and the host already
-//! checked and lower-cased, without its port (`wasmgate_uri::parse_host`).
+//! When no route on a path holds, the next path in that order is tried. The path is already in
+//! normal form (`wasmgate_uri::normalise_path`) and the host already checked and lower-cased,
+//! without its port (`wasmgate_uri::parse_host`). Headers are looked up by name (any case) and
+//! matched on their first value; the query is read at most once per request ([`query`]).
 
 use std::collections::HashMap;
 
 use foldhash::fast::RandomState;
-use http::Method;
+use http::{HeaderMap, HeaderName, Method};
+pub use wasmgate_config::HostMatch;
+use wasmgate_config::{PathMatch, Precedence, RouteConfig, ValueMatch};
 
-/// Which hosts a route accepts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostMatch {
-    /// One host, lower-case.
-    Exact(String),
-    /// `*.example.com`: any subdomain of it (`a.example.com`, `a.b.example.com`), not
-    /// `example.com` itself. Holds the suffix with its dot, lower-case (`.example.com`).
-    Suffix(String),
+mod pattern;
+mod query;
+mod rewrite;
+
+pub use rewrite::Rewrite;
+
+/// What the router reads of a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// Lower-case, without its port.
+    pub host: Option<&'a str>,
+    pub method: &'a Method,
+    /// In normal form.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
 }
 
-impl HostMatch {
-    fn new(host: &str) -> Self {
-        let host = host.to_ascii_lowercase();
-        match host.strip_prefix('*') {
-            Some(suffix) => Self::Suffix(suffix.to_owned()),
-            None => Self::Exact(host),
-        }
-    }
-
-    fn accepts(&self, host: &str) -> bool {
-        match self {
-            Self::Exact(h) => h == host,
-            Self::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()),
-        }
-    }
-
-    /// Exact hosts first, then the longest suffix: the most specific route wins.
-    fn rank(&self) -> (u8, usize) {
-        match self {
-            Self::Exact(_) => (0, 0),
-            Self::Suffix(s) => (1, usize::MAX - s.len()),
-        }
-    }
-}
-
-impl std::fmt::Display for HostMatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Exact(h) => f.write_str(h),
-            Self::Suffix(s) => write!(f, "*{s}"),
+impl<'a> Request<'a> {
+    /// A request's method, path, query and headers, with its routing `host`.
+    pub fn of(parts: &'a http::request::Parts, host: Option<&'a str>) -> Self {
+        Self {
+            host,
+            method: &parts.method,
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            headers: &parts.headers,
         }
     }
 }
@@ -60,71 +58,108 @@ impl std::fmt::Display for HostMatch {
 pub struct Matcher {
     /// `None` matches any host.
     pub host: Option<HostMatch>,
-    /// Normalised: starts with `/`, no trailing `/` except for the root.
-    pub prefix: String,
+    pub path: PathMatch,
     /// `None` matches any method.
     pub methods: Option<Vec<Method>>,
+    pub headers: Vec<(HeaderName, ValueMatch)>,
+    pub query: Vec<(String, ValueMatch)>,
+    precedence: Precedence,
+    /// Each `query` entry's slot in the router's [`query::Names`], set by [`Router::new`].
+    query_slots: Vec<usize>,
 }
 
 impl Matcher {
-    pub fn new(host: Option<&str>, prefix: &str, methods: Option<&[String]>) -> Self {
-        Self {
-            host: host.map(HostMatch::new),
-            prefix: normalise_prefix(prefix).to_owned(),
-            methods: methods.map(|ms| {
+    /// The matcher of a route that passed the config's checks (`None` for one without a path).
+    pub fn new(route: &RouteConfig) -> Option<Self> {
+        Some(Self {
+            host: route.host_match(),
+            path: route.path_match()?,
+            methods: route.methods.as_ref().map(|ms| {
                 ms.iter()
                     .filter_map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
                     .collect()
             }),
-        }
+            headers: route
+                .headers
+                .iter()
+                .filter_map(|(n, m)| Some((HeaderName::from_bytes(n.as_bytes()).ok()?, m.clone())))
+                .collect(),
+            query: route
+                .query
+                .iter()
+                .map(|(n, m)| (n.clone(), m.clone()))
+                .collect(),
+            precedence: route.precedence(),
+            query_slots: Vec::new(),
+        })
     }
 
-    fn accepts(&self, host: Option<&str>, method: &Method) -> bool {
+    fn accepts(&self, req: &Request<'_>, host: Option<&str>, query: &mut query::Values) -> bool {
         let host_ok = match (&self.host, host) {
             (None, _) => true,
             (Some(want), Some(got)) => want.accepts(got),
             (Some(_), None) => false,
         };
-        host_ok && self.methods.as_ref().is_none_or(|ms| ms.contains(method))
+        host_ok
+            && self
+                .methods
+                .as_ref()
+                .is_none_or(|ms| ms.contains(req.method))
+            && self
+                .headers
+                .iter()
+                .all(|(name, want)| want.accepts(req.headers.get(name).map(|v| v.as_bytes())))
+            && self
+                .query
+                .iter()
+                .zip(&self.query_slots)
+                .all(|((_, want), &slot)| want.accepts(query.get(slot)))
     }
-}
-
-fn normalise_prefix(p: &str) -> &str {
-    let t = p.trim_end_matches('/');
-    if t.is_empty() { "/" } else { t }
 }
 
 /// A table of routes of type `T`, built once per config.
 #[derive(Debug)]
 pub struct Router<T> {
     routes: Vec<(Matcher, T)>,
-    /// prefix → indices into `routes`, host-specific routes first, then config order. The keys
-    /// come from the config, so a fast hash is safe here.
+    /// Each map's lists hold indices into `routes`, in the order they are tried. The keys come
+    /// from the config, so a fast hash is safe here.
+    exact: HashMap<Box<str>, Vec<usize>, RandomState>,
+    patterns: pattern::Node,
     by_prefix: HashMap<Box<str>, Vec<usize>, RandomState>,
     /// Whether any route names a host; when none does, the Host header is never looked at.
     any_host: bool,
+    query_names: query::Names,
 }
 
 impl<T> Router<T> {
-    pub fn new(routes: Vec<(Matcher, T)>) -> Self {
+    pub fn new(mut routes: Vec<(Matcher, T)>) -> Self {
+        let mut query_names = query::Names::default();
+        for (m, _) in &mut routes {
+            m.query_slots = m.query.iter().map(|(n, _)| query_names.slot(n)).collect();
+        }
+        let mut exact: HashMap<Box<str>, Vec<usize>, RandomState> = HashMap::default();
+        let mut patterns = pattern::Node::default();
         let mut by_prefix: HashMap<Box<str>, Vec<usize>, RandomState> = HashMap::default();
         for (i, (m, _)) in routes.iter().enumerate() {
-            by_prefix
-                .entry(m.prefix.as_str().into())
-                .or_default()
-                .push(i);
+            match &m.path {
+                PathMatch::Exact(p) => exact.entry(p.as_str().into()).or_default().push(i),
+                PathMatch::Pattern(p) => patterns.insert(p, i),
+                PathMatch::Prefix(p) => by_prefix.entry(p.as_str().into()).or_default().push(i),
+            }
         }
-        for ids in by_prefix.values_mut() {
-            ids.sort_by_key(|&i| {
-                let rank = routes[i].0.host.as_ref().map_or((2, 0), HostMatch::rank);
-                (rank, i)
-            });
+        let order = |i: usize| (routes[i].0.precedence, i);
+        for ids in exact.values_mut().chain(by_prefix.values_mut()) {
+            ids.sort_by_key(|&i| order(i));
         }
+        patterns.sort_routes(&order);
         let any_host = routes.iter().any(|(m, _)| m.host.is_some());
         Self {
             routes,
+            exact,
+            patterns,
             by_prefix,
             any_host,
+            query_names,
         }
     }
 
@@ -137,22 +172,31 @@ impl<T> Router<T> {
         self.any_host
     }
 
-    /// The route for a request: `host` lower-case and without a port, `path` in normal form.
-    pub fn find(&self, host: Option<&str>, path: &str, method: &Method) -> Option<&T> {
-        let host = if self.any_host { host } else { None };
+    /// The route for a request.
+    pub fn find(&self, req: &Request<'_>) -> Option<&T> {
+        let path = req.path;
         if !path.starts_with('/') {
             return None;
+        }
+        let host = if self.any_host { req.host } else { None };
+        let mut query = query::Values::new(&self.query_names, req.query);
+        let mut holds = |i: usize| self.routes[i].0.accepts(req, host, &mut query);
+        let found = |i: usize| Some(&self.routes[i].1);
+        if let Some(ids) = self.exact.get(path)
+            && let Some(i) = ids.iter().copied().find(|&i| holds(i))
+        {
+            return found(i);
+        }
+        if let Some(i) = self.patterns.find(path, &mut holds) {
+            return found(i);
         }
         let mut cand = path.trim_end_matches('/');
         loop {
             let key = if cand.is_empty() { "/" } else { cand };
-            if let Some(ids) = self.by_prefix.get(key) {
-                for &i in ids {
-                    let (m, t) = &self.routes[i];
-                    if m.accepts(host, method) {
-                        return Some(t);
-                    }
-                }
+            if let Some(ids) = self.by_prefix.get(key)
+                && let Some(i) = ids.iter().copied().find(|&i| holds(i))
+            {
+                return found(i);
             }
             if cand.is_empty() {
                 return None;
@@ -166,56 +210,229 @@ impl<T> Router<T> {
 mod tests {
     use super::*;
 
-    fn r(host: Option<&str>, prefix: &str, methods: Option<&[&str]>, id: u32) -> (Matcher, u32) {
-        let ms: Option<Vec<String>> = methods.map(|m| m.iter().map(|s| s.to_string()).collect());
-        (Matcher::new(host, prefix, ms.as_deref()), id)
+    /// A router of routes given by their TOML lines, each route's index its value. The config
+    /// must pass its checks, ties included, as a served one does.
+    fn router(routes: &[&str]) -> Router<usize> {
+        let mut text = "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.u]\ntargets = [\"http://127.0.0.1:1\"]\n".to_owned();
+        for (i, r) in routes.iter().enumerate() {
+            text.push_str(&format!(
+                "[[routes]]\nname = \"r{i}\"\nupstream = \"u\"\n{r}\n"
+            ));
+        }
+        let config = wasmgate_config::Config::parse(&text, std::path::Path::new("gw.toml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        Router::new(
+            config
+                .routes
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (Matcher::new(r).unwrap(), i))
+                .collect(),
+        )
+    }
+
+    fn prefix(host: Option<&str>, prefix: &str, methods: Option<&[&str]>) -> String {
+        let mut s = format!("path_prefix = \"{prefix}\"\n");
+        if let Some(h) = host {
+            s.push_str(&format!("host = \"{h}\"\n"));
+        }
+        if let Some(ms) = methods {
+            s.push_str(&format!("methods = {ms:?}\n"));
+        }
+        s
+    }
+
+    /// A request: `target` is a path with an optional query.
+    struct Req {
+        host: Option<&'static str>,
+        method: Method,
+        target: String,
+        headers: HeaderMap,
+    }
+
+    fn req(target: &str) -> Req {
+        Req {
+            host: None,
+            method: Method::GET,
+            target: target.into(),
+            headers: HeaderMap::new(),
+        }
+    }
+
+    impl Req {
+        fn host(mut self, h: &'static str) -> Self {
+            self.host = Some(h);
+            self
+        }
+        fn method(mut self, m: Method) -> Self {
+            self.method = m;
+            self
+        }
+        fn header(mut self, n: &'static str, v: &'static str) -> Self {
+            self.headers.append(n, http::HeaderValue::from_static(v));
+            self
+        }
+        fn find(&self, r: &Router<usize>) -> Option<usize> {
+            let (path, query) = match self.target.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (self.target.as_str(), None),
+            };
+            r.find(&Request {
+                host: self.host,
+                method: &self.method,
+                path,
+                query,
+                headers: &self.headers,
+            })
+            .copied()
+        }
     }
 
     #[test]
     fn longest_prefix_wins_at_segment_boundaries() {
-        let router = Router::new(vec![
-            r(None, "/", None, 0),
-            r(None, "/api", None, 1),
-            r(None, "/api/users/", None, 2),
+        let r = router(&[
+            &prefix(None, "/", None),
+            &prefix(None, "/api", None),
+            &prefix(None, "/api/users/", None),
         ]);
-        let get = Method::GET;
-        assert_eq!(router.find(None, "/api/users/7", &get), Some(&2));
-        assert_eq!(router.find(None, "/api/users", &get), Some(&2));
-        assert_eq!(router.find(None, "/api/usersX", &get), Some(&1));
-        assert_eq!(router.find(None, "/other", &get), Some(&0));
-        assert_eq!(router.find(None, "/", &get), Some(&0));
-        assert_eq!(router.find(None, "*", &get), None);
+        assert_eq!(req("/api/users/7").find(&r), Some(2));
+        assert_eq!(req("/api/users").find(&r), Some(2));
+        assert_eq!(req("/api/usersX").find(&r), Some(1));
+        assert_eq!(req("/other").find(&r), Some(0));
+        assert_eq!(req("/").find(&r), Some(0));
+        assert_eq!(req("*").find(&r), None);
     }
 
     #[test]
     fn host_and_method_filter() {
-        let router = Router::new(vec![
-            r(None, "/a", Some(&["GET"]), 0),
-            r(Some("API.example.com"), "/a", None, 1),
+        let r = router(&[
+            &prefix(None, "/a", Some(&["GET"])),
+            &prefix(Some("API.example.com"), "/a", None),
         ]);
-        assert_eq!(
-            router.find(Some("api.example.com"), "/a", &Method::POST),
-            Some(&1)
-        );
-        assert_eq!(router.find(Some("other"), "/a", &Method::GET), Some(&0));
-        assert_eq!(router.find(Some("other"), "/a", &Method::POST), None);
+        let post = |host| req("/a").host(host).method(Method::POST);
+        assert_eq!(post("api.example.com").find(&r), Some(1));
+        assert_eq!(req("/a").host("other").find(&r), Some(0));
+        assert_eq!(post("other").find(&r), None);
     }
 
     #[test]
     fn wildcard_hosts_match_subdomains_and_exact_hosts_win() {
-        let router = Router::new(vec![
-            r(None, "/", None, 0),
-            r(Some("*.example.com"), "/", None, 1),
-            r(Some("api.example.com"), "/", None, 2),
-            r(Some("*.eu.example.com"), "/", None, 3),
+        let r = router(&[
+            &prefix(None, "/", None),
+            &prefix(Some("*.example.com"), "/", None),
+            &prefix(Some("api.example.com"), "/", None),
+            &prefix(Some("*.eu.example.com"), "/", None),
         ]);
-        let get = Method::GET;
-        assert_eq!(router.find(Some("api.example.com"), "/x", &get), Some(&2));
-        assert_eq!(router.find(Some("www.example.com"), "/x", &get), Some(&1));
-        assert_eq!(router.find(Some("a.b.example.com"), "/x", &get), Some(&1));
-        assert_eq!(router.find(Some("a.eu.example.com"), "/x", &get), Some(&3));
-        assert_eq!(router.find(Some("example.com"), "/x", &get), Some(&0));
-        assert_eq!(router.find(Some("badexample.com"), "/x", &get), Some(&0));
-        assert_eq!(router.find(None, "/x", &get), Some(&0));
+        assert_eq!(req("/x").host("api.example.com").find(&r), Some(2));
+        assert_eq!(req("/x").host("www.example.com").find(&r), Some(1));
+        assert_eq!(req("/x").host("a.b.example.com").find(&r), Some(1));
+        assert_eq!(req("/x").host("a.eu.example.com").find(&r), Some(3));
+        assert_eq!(req("/x").host("example.com").find(&r), Some(0));
+        assert_eq!(req("/x").host("badexample.com").find(&r), Some(0));
+        assert_eq!(req("/x").find(&r), Some(0));
+    }
+
+    #[test]
+    fn exact_paths_then_patterns_then_prefixes() {
+        let r = router(&[
+            "path_prefix = \"/api\"",
+            "path_prefix = \"/api/users/7/profile\"",
+            "path_pattern = \"/api/users/*/profile\"",
+            "path = \"/api/users/me/profile\"",
+            "path = \"/api/auth/login\"\nmethods = [\"POST\"]",
+        ]);
+        assert_eq!(req("/api/users/me/profile").find(&r), Some(3));
+        assert_eq!(
+            req("/api/users/7/profile").find(&r),
+            Some(2),
+            "a pattern beats a longer prefix"
+        );
+        assert_eq!(req("/api/users/7/profile/x").find(&r), Some(1));
+        assert_eq!(req("/api/users/7").find(&r), Some(0));
+        // An exact path is that path: not its children, not with a trailing slash.
+        assert_eq!(req("/api/users/me/profile/").find(&r), Some(0));
+        assert_eq!(req("/api/auth/login/x").find(&r), Some(0));
+        // An exact route whose method does not hold falls through to the prefix.
+        assert_eq!(
+            req("/api/auth/login").method(Method::POST).find(&r),
+            Some(4)
+        );
+        assert_eq!(req("/api/auth/login").find(&r), Some(0));
+        // The query is not part of the path.
+        assert_eq!(req("/api/users/me/profile?x=1").find(&r), Some(3));
+    }
+
+    #[test]
+    fn the_route_with_most_matchers_that_hold_wins() {
+        let r = router(&[
+            "path_prefix = \"/api\"",
+            "path_prefix = \"/api\"\nheaders = { X-Api-Version = \"2\" }",
+            "path_prefix = \"/api\"\nquery = { version = { prefix = \"3\" } }",
+            "path_prefix = \"/api\"\nheaders = { x-api-version = \"2\" }\nquery = { version = { prefix = \"3\" } }",
+            "path_prefix = \"/api\"\nheaders = { x-beta = { present = true } }\nmethods = [\"GET\"]",
+            "path_prefix = \"/api\"\nheaders = { x-api-version = \"2\", x-beta = { present = true } }\nmethods = [\"GET\"]",
+        ]);
+        assert_eq!(req("/api/x").find(&r), Some(0));
+        assert_eq!(req("/api/x").header("x-api-version", "2").find(&r), Some(1));
+        assert_eq!(
+            req("/api/x").header("x-api-version", "20").find(&r),
+            Some(0)
+        );
+        assert_eq!(req("/api/x?version=3.1").find(&r), Some(2));
+        assert_eq!(req("/api/x?version=2").find(&r), Some(0));
+        assert_eq!(
+            req("/api/x?version=3")
+                .header("X-API-VERSION", "2")
+                .find(&r),
+            Some(3)
+        );
+        assert_eq!(req("/api/x").header("x-beta", "").find(&r), Some(4));
+        assert_eq!(
+            req("/api/x")
+                .header("x-beta", "")
+                .method(Method::POST)
+                .find(&r),
+            Some(0)
+        );
+        assert_eq!(
+            req("/api/x")
+                .header("x-beta", "1")
+                .header("x-api-version", "2")
+                .find(&r),
+            Some(5)
+        );
+        // The first value of a header counts.
+        assert_eq!(
+            req("/api/x")
+                .header("x-api-version", "1")
+                .header("x-api-version", "2")
+                .find(&r),
+            Some(0)
+        );
+        // Query names and values are compared decoded.
+        assert_eq!(req("/api/x?ver%73ion=%33").find(&r), Some(2));
+    }
+
+    #[test]
+    fn matchers_narrow_a_path_but_never_widen_it() {
+        let r = router(&[
+            "path_prefix = \"/\"",
+            "path_prefix = \"/admin\"\nheaders = { x-admin = \"yes\" }",
+        ]);
+        assert_eq!(req("/admin").find(&r), Some(0));
+        assert_eq!(req("/admin/x").header("x-admin", "yes").find(&r), Some(1));
+        assert_eq!(req("/adminx").header("x-admin", "yes").find(&r), Some(0));
+    }
+
+    #[test]
+    fn the_query_is_read_only_when_a_route_asks() {
+        let r = router(&[
+            "path_prefix = \"/\"",
+            "path = \"/q\"\nquery = { a = \"1\" }",
+        ]);
+        let long = format!("/q?{}a=1", "x=y&".repeat(50_000));
+        assert_eq!(req(&long).find(&r), Some(1));
+        assert_eq!(req("/q?a=2&a=1").find(&r), Some(0));
+        assert_eq!(req("/other?a=1").find(&r), Some(0));
     }
 }

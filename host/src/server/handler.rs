@@ -1,5 +1,6 @@
-//! One request's journey: match a route, run its pipeline, forward upstream, run the response
-//! phase, answer. Routes without plugins take a path that never touches the plugin machinery.
+//! One request's journey: match a route, run its pipeline, forward upstream (or take the
+//! route's own answer), run the response phase, answer. Routes without plugins take a path that
+//! never touches the plugin machinery.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,9 +12,9 @@ use hyper::body::Incoming;
 use crate::body::{self, Body};
 use crate::client_body::ClientBody;
 use crate::config::{EscapedSlashes, HashOn};
-use crate::destination::{self, HostSource};
+use crate::destination::{self, Destination, HostSource};
 use crate::error::GatewayError;
-use crate::gateway::{Gateway, Route};
+use crate::gateway::{Fixed, Gateway, Route, Target};
 use crate::pipeline::{BodyRead, Exchange, Pipeline, RequestOutcome, ResponseState};
 use crate::server::Downstream;
 use crate::server::admit::{admit, host_of};
@@ -52,7 +53,7 @@ async fn route_and_serve(
         };
         let route = table
             .router
-            .find(host.as_deref(), parts.uri.path(), &parts.method)
+            .find(&crate::router::Request::of(&parts, host.as_deref()))
             .cloned();
         (route, table.escaped_slashes)
     };
@@ -73,9 +74,10 @@ async fn route_and_serve(
         }
         None => {
             let req = Request::from_parts(parts, incoming);
-            match &route.pipeline {
-                None => forward(&gw, &route, req, down).await,
-                Some(p) => with_pipeline(&gw, &route, p, req, down, escaped).await,
+            match (&route.pipeline, &route.target) {
+                (None, Target::Upstream(d)) => forward(&gw, &route, d, req, down).await,
+                (None, Target::Respond(fixed)) => fixed.response(),
+                (Some(p), _) => with_pipeline(&gw, &route, p, req, down, escaped).await,
             }
         }
     };
@@ -91,13 +93,14 @@ async fn route_and_serve(
 async fn forward(
     gw: &Gateway,
     route: &Route,
+    dest: &Destination,
     req: Request<Incoming>,
     down: Downstream,
 ) -> Response<Body> {
     let (mut parts, incoming) = req.into_parts();
     let https = down.tls.is_some();
     let key = affinity(
-        &route.upstream,
+        &dest.upstream,
         &parts.headers,
         parts.uri.path(),
         &[],
@@ -110,10 +113,10 @@ async fn forward(
         },
     );
     prepare_upstream_request(route, &mut parts.uri, &mut parts.headers, &down.peer, https);
-    let policy = HostSource::Policy(&route.destination.host_header);
+    let policy = HostSource::Policy(&dest.host_header);
     destination::set_host(&mut parts.headers, policy);
     let body = Outgoing::stream(ClientBody::new(incoming, route.body_read_timeout));
-    match route
+    match dest
         .upstream
         .send(Request::from_parts(parts, body), key, route.timeout)
         .await
@@ -149,37 +152,16 @@ fn prepare_upstream_request(
     client: &Peer,
     https: bool,
 ) {
-    if let Some(prefix) = &route.strip {
-        strip_prefix(uri, prefix);
+    if let Some(rewrite) = &route.rewrite
+        && let Some(path) = rewrite.apply(uri.path())
+    {
+        *uri = crate::server::admit::origin_form(&path, uri.query());
     }
     if route.compress.is_some() {
         // The gateway compresses, after the response phase: the upstream sends identity.
         headers.remove(header::ACCEPT_ENCODING);
     }
     upstream::forwarded_headers(headers, client, https);
-}
-
-/// `/api/users/7` less `/api/users` is `/7`; the prefix itself becomes `/`.
-fn strip_prefix(uri: &mut http::Uri, prefix: &str) {
-    let path = uri.path();
-    let Some(rest) = path.strip_prefix(prefix) else {
-        return;
-    };
-    if !(rest.is_empty() || rest.starts_with('/')) {
-        return;
-    }
-    let new_path = if rest.is_empty() { "/" } else { rest };
-    let pq = match uri.query() {
-        Some(q) => format!("{new_path}?{q}"),
-        None => new_path.to_owned(),
-    };
-    if let Ok(pq) = pq.parse() {
-        let mut parts = std::mem::take(uri).into_parts();
-        parts.path_and_query = Some(pq);
-        if let Ok(u) = http::Uri::from_parts(parts) {
-            *uri = u;
-        }
-    }
 }
 
 async fn with_pipeline(
@@ -215,15 +197,18 @@ async fn with_pipeline(
     let (parts, resp_body): (http::response::Parts, Body) = match outcome {
         RequestOutcome::Failed => return GatewayError::PluginFailed.into_response(),
         RequestOutcome::Reply(parts, bytes) => (parts, body::full(bytes)),
-        RequestOutcome::Forward => {
-            let upstream = upstream_of(route, &ex);
-            let key = exchange_affinity(&upstream, &ex);
-            let upstream_req = upstream_request(route, &mut ex, streaming.take(), response_phase);
-            match upstream.send(upstream_req, key, route.timeout).await {
-                Ok(r) => r.map(Body::Upstream).into_parts(),
-                Err(e) => GatewayError::from(&e).into_response().into_parts(),
+        RequestOutcome::Forward => match next_of(route, &ex) {
+            Next::Upstream(dest) => {
+                let key = exchange_affinity(&dest.upstream, &ex);
+                let upstream_req =
+                    upstream_request(route, &dest, &mut ex, streaming.take(), response_phase);
+                match dest.upstream.send(upstream_req, key, route.timeout).await {
+                    Ok(r) => r.map(Body::Upstream).into_parts(),
+                    Err(e) => GatewayError::from(&e).into_response().into_parts(),
+                }
             }
-        }
+            Next::Respond(fixed) => fixed.response().into_parts(),
+        },
     };
 
     if !response_phase {
@@ -289,7 +274,7 @@ fn exchange(
     ex.escaped_slashes = escaped;
     ex.tls = down.tls;
     ex.destinations = Some(route.destinations.clone());
-    ex.route_h2 = route.destination.h2;
+    ex.route_h2 = route.destination().is_some_and(|d| d.h2);
     if ex.peer.trusted() {
         ex.client = gw.shared.trusted.client(&ex.peer, &ex.request.headers);
     }
@@ -307,7 +292,9 @@ fn websocket_upgrade(
     let wants = parts.version == http::Version::HTTP_11
         && has_token(&parts.headers, header::CONNECTION, "upgrade")
         && has_token(&parts.headers, header::UPGRADE, "websocket")
-        && route.upstream.can_upgrade();
+        && route
+            .destination()
+            .is_some_and(|d| d.upstream.can_upgrade());
     if !wants {
         return None;
     }
@@ -361,9 +348,13 @@ async fn upgrade(
             RequestOutcome::Forward => {}
         }
     }
-    let upstream = upstream_of(route, &ex);
-    let key = exchange_affinity(&upstream, &ex);
-    let req = upstream_request(route, &mut ex, None, false);
+    let dest = match next_of(route, &ex) {
+        Next::Upstream(dest) => dest,
+        Next::Respond(fixed) => return fixed.response(),
+    };
+    let upstream = &dest.upstream;
+    let key = exchange_affinity(upstream, &ex);
+    let req = upstream_request(route, &dest, &mut ex, None, false);
     if !upstream.can_upgrade() {
         // A plugin chose an HTTP/2 upstream: the handshake goes as an ordinary request,
         // without its `Upgrade`, as it would on a route to that upstream.
@@ -407,12 +398,18 @@ async fn upgrade(
     resp.map(|()| body::empty())
 }
 
-/// The upstream a request the pipeline has seen goes to: the one a plugin chose, else the
-/// route's.
-fn upstream_of(route: &Route, ex: &Exchange) -> Arc<Upstream> {
-    match &ex.chosen {
-        Some(d) => d.upstream.clone(),
-        None => route.upstream.clone(),
+/// Where a request the pipeline has seen goes.
+enum Next<'a> {
+    Upstream(Arc<Destination>),
+    /// The route's own answer, which the response phase sees as an upstream's.
+    Respond(&'a Fixed),
+}
+
+/// The upstream a plugin chose, else the route's target.
+fn next_of<'a>(route: &'a Route, ex: &Exchange) -> Next<'a> {
+    match (&ex.chosen, &route.target) {
+        (Some(d), _) | (None, Target::Upstream(d)) => Next::Upstream(d.clone()),
+        (None, Target::Respond(fixed)) => Next::Respond(fixed),
     }
 }
 
@@ -428,6 +425,7 @@ fn exchange_affinity(upstream: &Upstream, ex: &Exchange) -> Option<u64> {
 /// exchange keeps a copy of the request headers so plugins can still read them.
 fn upstream_request(
     route: &Route,
+    dest: &Destination,
     ex: &mut Exchange,
     streaming: Option<Incoming>,
     keep_copy: bool,
@@ -451,10 +449,8 @@ fn upstream_request(
             }
             HostSource::Written(written)
         }
-        None => HostSource::Policy(match &ex.chosen {
-            Some(d) => route.host_override.as_ref().unwrap_or(&d.host_header),
-            None => &route.destination.host_header,
-        }),
+        // The route's own destination already has the route's `host_header`.
+        None => HostSource::Policy(route.host_override.as_ref().unwrap_or(&dest.host_header)),
     };
     prepare_upstream_request(route, &mut parts.uri, &mut parts.headers, &ex.peer, https);
     destination::set_host(&mut parts.headers, host);
