@@ -7,7 +7,6 @@ mod support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,6 +15,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body_util::Full;
 use support::config::GatewayConfig;
+use support::curl::{curl, header};
 use support::upstream::{Behaviour, Upstream};
 use support::{Client, Gateway, Resp, plugin};
 use tokio::net::TcpListener;
@@ -59,35 +59,6 @@ fn x_cache(r: &Resp) -> &str {
         .unwrap_or_else(|| panic!("no x-cache on {r:?}"))
 }
 
-/// curl's view of a GET: the status line and headers (names lower-case), and the body.
-fn curl(url: &str) -> (String, Vec<u8>) {
-    let dir = tempfile::tempdir().unwrap();
-    let headers = dir.path().join("headers");
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-D"])
-        .arg(&headers)
-        .arg(url)
-        .output()
-        .expect("curl is installed");
-    assert!(
-        out.status.success(),
-        "curl {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let headers = std::fs::read_to_string(headers)
-        .unwrap()
-        .to_ascii_lowercase();
-    (headers, out.stdout)
-}
-
-fn header<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
-    headers.lines().find_map(|l| {
-        l.strip_prefix(name)
-            .and_then(|r| r.strip_prefix(':'))
-            .map(str::trim)
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hit_is_answered_by_the_gateway_with_x_cache_and_age() {
     let _serial = one_at_a_time().await;
@@ -115,7 +86,7 @@ async fn a_hit_is_answered_by_the_gateway_with_x_cache_and_age() {
 
     // As a client sees it, a second later.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let (headers, body) = curl(&url);
+    let (headers, body) = curl(&[&url]);
     assert!(headers.starts_with("http/1.1 200"), "{headers}");
     assert_eq!(header(&headers, "x-cache"), Some("hit"), "{headers}");
     let age: u64 = header(&headers, "age").unwrap().parse().unwrap();

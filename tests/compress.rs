@@ -5,41 +5,11 @@
 
 mod support;
 
-use std::process::Command;
-
 use serde_json::Value;
 use support::config::GatewayConfig;
+use support::curl::{curl, header};
 use support::upstream::{Behaviour, Upstream};
 use support::{Gateway, plugin};
-
-/// curl with these arguments; returns (response headers, lowercased, and body).
-fn curl(args: &[&str]) -> (String, Vec<u8>) {
-    let dir = tempfile::tempdir().unwrap();
-    let headers = dir.path().join("headers");
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-D"])
-        .arg(&headers)
-        .args(args)
-        .output()
-        .expect("curl is installed");
-    assert!(
-        out.status.success(),
-        "curl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let headers = std::fs::read_to_string(headers)
-        .unwrap()
-        .to_ascii_lowercase();
-    (headers, out.stdout)
-}
-
-fn header<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
-    headers.lines().find_map(|l| {
-        l.strip_prefix(name)
-            .and_then(|r| r.strip_prefix(':'))
-            .map(str::trim)
-    })
-}
 
 /// A JSON document of some 20 KiB, with a field for redact to mask.
 fn document() -> &'static str {

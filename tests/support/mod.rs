@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod config;
+pub mod curl;
 pub mod dns;
 pub mod h2raw;
 pub mod peers;
