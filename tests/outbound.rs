@@ -484,3 +484,319 @@ async fn python_and_javascript_calls_past_the_outbound_timeout_fail_and_the_gate
         assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{name}: {}", r.text());
     }
 }
+
+/// The enrich plugin (`plugins/enrich`, JavaScript: componentize-js's `fetch`), granted
+/// `grants` (TOML strings), with more lines of its table. A JavaScript component imports every
+/// interface of the world, so `capabilities` lists them all.
+fn enrich(cfg: GatewayConfig, grants: &[&str], lines: &[&str]) -> GatewayConfig {
+    let grants = format!(
+        "outbound = [{}]",
+        grants
+            .iter()
+            .map(|g| format!("\"{g}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut all = vec![
+        "capabilities = [\"log\", \"clock\", \"rate-limit\", \"kv\", \"outbound\"]",
+        grants.as_str(),
+    ];
+    all.extend_from_slice(lines);
+    cfg.plugin_with("enrich", &plugin("enrich"), &all)
+}
+
+/// The users service's answer the enrich tests look up.
+const USER: &str =
+    r#"{"id":7,"tier":"gold","address":{"region":"eu-west"},"score":42,"beta":true}"#;
+
+/// An enrich config looking up `http://LOOKUP/users/${header.x-user-id}` and setting
+/// `x-user-tier` from `tier`, with more keys (`on_error = "deny"`).
+fn enrich_tier(lookup: &str, more: &str) -> String {
+    format!(
+        r#"{{ url = "http://{lookup}/users/${{header.x-user-id}}", headers = {{ "x-user-tier" = "tier" }}{more} }}"#
+    )
+}
+
+/// The request headers the route's upstream (an echo) was sent.
+fn sent_headers(r: &support::Resp) -> serde_json::Map<String, Value> {
+    let body = r.json();
+    assert_eq!(body["upstream"], "app", "not the upstream's echo: {body}");
+    body["headers"].as_object().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrich_sends_the_upstream_looked_up_headers_and_never_a_clients_own() {
+    let users = Upstream::start("users", Behaviour::Fixed("application/json", USER)).await;
+    // Answers with the request it was sent, so the lookup's own request can be read back.
+    let lookup = Upstream::start("lookup", Behaviour::Echo).await;
+    let app = Upstream::start("app", Behaviour::Echo).await;
+    let cfg = enrich(
+        GatewayConfig::new().admin(),
+        &["upstream:users", "upstream:lookup"],
+        &[],
+    )
+    .upstream("users", &users.url())
+    .upstream("lookup", &lookup.url())
+    .upstream("app", &app.url())
+    .route("api", "/api", "app")
+    .stage(
+        "enrich",
+        r#"{ url = "http://users/users/${header.x-user-id}", headers = { "x-user-tier" = "tier", "X-User-Region" = "address.region", "x-user-score" = "score", "x-user-beta" = "beta", "x-user-plan" = "plan" }, timeout_ms = 1000 }"#,
+    )
+    .route("echoed", "/echoed", "app")
+    .stage(
+        "enrich",
+        r#"{ url = "http://lookup/users/${header.x-user-id}?via=${route}", headers = { "x-lookup-path" = "path", "x-lookup-query" = "query", "x-lookup-accept" = "headers.accept", "x-lookup-host" = "headers.host" } }"#,
+    );
+    let gw = Gateway::start(&cfg.to_string());
+    let client = Client::new();
+
+    // The client's own tier and plan are spoofs: the upstream gets the looked-up tier, and no
+    // plan at all (the answer has none).
+    let r = client
+        .get_with(
+            &gw.url("/api/orders"),
+            &[
+                ("x-user-id", "7"),
+                ("x-user-tier", "platinum"),
+                ("X-User-Plan", "enterprise"),
+                ("x-user-region", "anywhere"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let sent = sent_headers(&r);
+    assert_eq!(sent["x-user-tier"], "gold", "{sent:?}");
+    assert_eq!(sent["x-user-region"], "eu-west", "{sent:?}");
+    assert_eq!(sent["x-user-score"], "42", "{sent:?}");
+    assert_eq!(sent["x-user-beta"], "true", "{sent:?}");
+    assert!(!sent.contains_key("x-user-plan"), "{sent:?}");
+    assert_eq!(sent["x-user-id"], "7", "{sent:?}");
+    assert_eq!((users.hits(), app.hits()), (1, 1));
+
+    // A request goes on as soon as its lookup answers, not at `timeout_ms`.
+    let started = Instant::now();
+    let r = client
+        .get_with(&gw.url("/api/orders"), &[("x-user-id", "7")])
+        .await;
+    let took = started.elapsed();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(sent_headers(&r)["x-user-tier"], "gold");
+    assert!(
+        took < Duration::from_millis(700),
+        "a request with a 1 s lookup timeout took {took:?}"
+    );
+    assert_eq!((users.hits(), app.hits()), (2, 2));
+
+    // Without the value the URL needs, there is no lookup, and still no spoof gets through.
+    let r = client
+        .get_with(
+            &gw.url("/api/orders"),
+            &[("x-user-tier", "platinum"), ("x-user-plan", "enterprise")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let sent = sent_headers(&r);
+    assert!(
+        !sent.contains_key("x-user-tier") && !sent.contains_key("x-user-plan"),
+        "{sent:?}"
+    );
+    assert_eq!((users.hits(), app.hits()), (2, 3));
+
+    // The lookup's request: the value percent-encoded as one path segment, JSON asked for,
+    // sent the upstream's target as `Host`.
+    let r = client
+        .get_with(&gw.url("/echoed"), &[("x-user-id", "al ice/7")])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let sent = sent_headers(&r);
+    assert_eq!(sent["x-lookup-path"], "/users/al%20ice%2F7", "{sent:?}");
+    assert_eq!(sent["x-lookup-query"], "via=echoed", "{sent:?}");
+    assert_eq!(sent["x-lookup-accept"], "application/json", "{sent:?}");
+    assert_eq!(sent["x-lookup-host"], lookup.addr.to_string(), "{sent:?}");
+    assert_eq!(lookup.hits(), 1);
+
+    let metrics = client.get(&gw.admin_url("/metrics")).await.text();
+    for (destination, calls) in [("upstream:users", 2), ("upstream:lookup", 1)] {
+        let line = format!(
+            "wasmgate_plugin_outbound_requests_total{{plugin=\"enrich\",destination=\"{destination}\",outcome=\"ok\"}} {calls}"
+        );
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrich_on_a_failed_lookup_goes_on_without_the_headers_or_answers_502() {
+    let slow = Upstream::start("slow", Behaviour::Slow(Duration::from_secs(5))).await;
+    let html = Upstream::start("html", Behaviour::Fixed("text/html", "<h1>users</h1>")).await;
+    let app = Upstream::start("app", Behaviour::Echo).await;
+    let gone = format!("http://127.0.0.1:{}", support::closed_port());
+    let cfg = enrich(
+        GatewayConfig::new(),
+        &["upstream:gone", "upstream:slow", "upstream:html"],
+        &[],
+    )
+    .upstream("gone", &gone)
+    .upstream("slow", &slow.url())
+    .upstream("html", &html.url())
+    .upstream("app", &app.url())
+    .route("down", "/down", "app")
+    .stage("enrich", &enrich_tier("gone", ""))
+    .route("down-deny", "/down-deny", "app")
+    .stage("enrich", &enrich_tier("gone", r#", on_error = "deny""#))
+    .route("html", "/html", "app")
+    .stage("enrich", &enrich_tier("html", r#", on_error = "continue""#))
+    .route("html-deny", "/html-deny", "app")
+    .stage("enrich", &enrich_tier("html", r#", on_error = "deny""#))
+    .route("slow-deny", "/slow-deny", "app")
+    .stage(
+        "enrich",
+        &enrich_tier("slow", r#", timeout_ms = 300, on_error = "deny""#),
+    );
+    let gw = Gateway::start(&cfg.to_string());
+    let client = Client::new();
+    let spoofed = [("x-user-id", "7"), ("x-user-tier", "platinum")];
+
+    // `continue`: proxied, without the header (the client's value is gone too).
+    for path in ["/down", "/html"] {
+        let hits = app.hits();
+        let r = client.get_with(&gw.url(path), &spoofed).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text());
+        let sent = sent_headers(&r);
+        assert!(!sent.contains_key("x-user-tier"), "{path}: {sent:?}");
+        assert_eq!(app.hits(), hits + 1, "{path}");
+    }
+    // `deny`: a 502 of the plugin's, and the upstream is not called.
+    let hits = app.hits();
+    for path in ["/down-deny", "/html-deny", "/slow-deny"] {
+        let started = Instant::now();
+        let r = client.get_with(&gw.url(path), &spoofed).await;
+        let took = started.elapsed();
+        assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{path}: {}", r.text());
+        assert_eq!(r.header("content-type"), Some("application/json"), "{path}");
+        assert_eq!(
+            r.json(),
+            serde_json::json!({
+                "error": "enrichment_failed",
+                "message": "the request could not be enriched",
+            }),
+            "{path}"
+        );
+        // The plugin's own 300 ms, well before the gateway's outbound timeout of 2 s.
+        assert!(
+            took < Duration::from_millis(1500),
+            "{path}: the lookup took {took:?}"
+        );
+    }
+    assert_eq!(app.hits(), hits, "a denied request is not proxied");
+    assert_eq!(slow.hits(), 1);
+
+    let needles = [
+        "enrich: lookup http://gone/users/${header.x-user-id} failed: the call failed (TypeError: NetworkError when attempting to fetch resource; the gateway's log says why); the request goes on without its headers",
+        "enrich: lookup http://html/users/${header.x-user-id} failed: answered a body that is not JSON; the request goes on without its headers",
+        "enrich: lookup http://html/users/${header.x-user-id} failed: answered a body that is not JSON; answered 502",
+        "enrich: lookup http://slow/users/${header.x-user-id} failed: timed out after 300 ms; answered 502",
+    ];
+    let logs = gw.logs_containing(&needles);
+    for needle in needles {
+        assert!(logs.contains(needle), "{needle} not in the log:\n{logs}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrich_lookups_to_an_ungranted_destination_are_refused_and_logged() {
+    let users = Upstream::start("users", Behaviour::Fixed("application/json", USER)).await;
+    let app = Upstream::start("app", Behaviour::Echo).await;
+    // `users` is in the config, but the plugin may call `orders` only.
+    let cfg = enrich(GatewayConfig::new().admin(), &["upstream:orders"], &[])
+        .upstream("users", &users.url())
+        .upstream("orders", &users.url())
+        .upstream("app", &app.url())
+        .route("api", "/api", "app")
+        .stage("enrich", &enrich_tier("users", ""))
+        .route("strict", "/strict", "app")
+        .stage("enrich", &enrich_tier("users", r#", on_error = "deny""#));
+    let gw = Gateway::start(&cfg.to_string());
+    let client = Client::new();
+    let spoofed = [("x-user-id", "7"), ("x-user-tier", "platinum")];
+
+    let r = client.get_with(&gw.url("/api"), &spoofed).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(
+        !sent_headers(&r).contains_key("x-user-tier"),
+        "{}",
+        r.text()
+    );
+    let r = client.get_with(&gw.url("/strict"), &spoofed).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+    assert_eq!(r.json()["error"], "enrichment_failed", "{}", r.text());
+    assert_eq!(
+        (users.hits(), app.hits()),
+        (0, 1),
+        "no socket opened for a refused call"
+    );
+
+    let needles = [
+        "outbound call refused: not granted",
+        "enrich: lookup http://users/users/${header.x-user-id} failed: the call failed (TypeError",
+        "\"plugin\":\"enrich\"",
+    ];
+    let logs = gw.logs_containing(&needles);
+    for needle in needles {
+        assert!(logs.contains(needle), "{needle} not in the log:\n{logs}");
+    }
+    let metrics = client.get(&gw.admin_url("/metrics")).await.text();
+    let line = "wasmgate_plugin_outbound_requests_total{plugin=\"enrich\",destination=\"ungranted\",outcome=\"denied\"} 2";
+    assert!(metrics.contains(line), "{line} not in\n{metrics}");
+}
+
+#[test]
+fn enrich_configs_are_checked_at_load_naming_the_key() {
+    let check = |config: &str| {
+        let cfg = enrich(GatewayConfig::new(), &["upstream:users"], &[])
+            .upstream("users", "http://127.0.0.1:9")
+            .route("api", "/api", "users")
+            .stage("enrich", config);
+        support::check(&cfg.to_string())
+    };
+    let (ok, out) = check(&enrich_tier(
+        "users",
+        r#", timeout_ms = 300, on_error = "deny""#,
+    ));
+    assert!(ok, "{out}");
+    for (config, needle) in [
+        (
+            r#"{ headers = { "x-user-tier" = "tier" } }"#,
+            "config key `url`: is required",
+        ),
+        (
+            r#"{ url = "http://${header.x-host}/users", headers = { "x-user-tier" = "tier" } }"#,
+            "config key `url`: the host must be written out",
+        ),
+        (
+            r#"{ url = "http://users/u/${header.x-user-id}", headers = { "x-user-id" = "id" } }"#,
+            "config key `headers.x-user-id`: `x-user-id` is also read by `url`",
+        ),
+        (
+            r#"{ url = "http://users/u", headers = { "host" = "host" } }"#,
+            "config key `headers.host`",
+        ),
+        (
+            &enrich_tier("users", ", timeout_ms = 0"),
+            "config key `timeout_ms`: must be an integer from 1 to 300000",
+        ),
+        (
+            &enrich_tier("users", r#", on_error = "skip""#),
+            "config key `on_error`: must be \"continue\" or \"deny\"",
+        ),
+        (
+            &enrich_tier("users", ", cache_ttl_ms = 100"),
+            "config key `cache_ttl_ms`: unknown key",
+        ),
+    ] {
+        let (ok, out) = check(config);
+        assert!(!ok, "{config}: {out}");
+        let at = format!("route `api`, pipeline[0], plugin `enrich`: {needle}");
+        assert!(out.contains(&at), "{config}: {at} not in\n{out}");
+    }
+}
