@@ -180,10 +180,7 @@ async fn only_granted_destinations_are_called_and_a_granted_name_cannot_point_in
         "not granted",
         "resolves to 127.0.0.1, which is not a public address",
     ];
-    let logs = gw.logs_containing(&needles);
-    for needle in needles {
-        assert!(logs.contains(needle), "{needle} not in the log:\n{logs}");
-    }
+    gw.assert_logged(&needles);
     let metrics = client.get(&gw.admin_url("/metrics")).await.text();
     for line in [
         "destination=\"ungranted\",outcome=\"denied\"} 1",
@@ -409,10 +406,7 @@ async fn python_and_javascript_calls_to_an_ungranted_destination_are_refused() {
         "\"plugin\":\"fetch-py\"",
         "\"plugin\":\"fetch-js\"",
     ];
-    let logs = gw.logs_containing(&needles);
-    for needle in needles {
-        assert!(logs.contains(needle), "{needle} not in the log:\n{logs}");
-    }
+    gw.assert_logged(&needles);
     let metrics = client.get(&gw.admin_url("/metrics")).await.text();
     for name in FETCHERS {
         let line = format!(
@@ -697,10 +691,7 @@ async fn enrich_on_a_failed_lookup_goes_on_without_the_headers_or_answers_502() 
         "enrich: lookup http://html/users/${header.x-user-id} failed: answered a body that is not JSON; answered 502",
         "enrich: lookup http://slow/users/${header.x-user-id} failed: timed out after 300 ms; answered 502",
     ];
-    let logs = gw.logs_containing(&needles);
-    for needle in needles {
-        assert!(logs.contains(needle), "{needle} not in the log:\n{logs}");
-    }
+    gw.assert_logged(&needles);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -741,10 +732,7 @@ async fn enrich_lookups_to_an_ungranted_destination_are_refused_and_logged() {
         "enrich: lookup http://users/users/${header.x-user-id} failed: the call failed (TypeError",
         "\"plugin\":\"enrich\"",
     ];
-    let logs = gw.logs_containing(&needles);
-    for needle in needles {
-        assert!(logs.contains(needle), "{needle} not in the log:\n{logs}");
-    }
+    gw.assert_logged(&needles);
     let metrics = client.get(&gw.admin_url("/metrics")).await.text();
     let line = "wasmgate_plugin_outbound_requests_total{plugin=\"enrich\",destination=\"ungranted\",outcome=\"denied\"} 2";
     assert!(metrics.contains(line), "{line} not in\n{metrics}");

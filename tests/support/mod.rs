@@ -155,6 +155,16 @@ impl Gateway {
         }
     }
 
+    /// The log once it holds every one of `needles` (see [`Gateway::logs_containing`]);
+    /// fails naming the first one still missing.
+    pub fn assert_logged(&self, needles: &[&str]) -> String {
+        let logs = self.logs_containing(needles);
+        for needle in needles {
+            assert!(logs.contains(needle), "{needle} not in the log:\n{logs}");
+        }
+        logs
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
