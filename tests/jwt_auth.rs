@@ -125,7 +125,8 @@ async fn valid_token_reaches_the_upstream_with_claim_headers_and_spoofs_dropped(
         "tokens": [
             { "key": "h", "alg": "HS256",
               "claims": { "sub": "alice", "tenant": "acme", "exp": t + 600,
-                          "name": "Jos\u{e9}", "note": "a\r\nX-Injected: 1", "groups": ["a"] } },
+                          "name": "Jos\u{e9}", "note": "a\r\nX-Injected: 1", "groups": ["a", "b"],
+                          "nested": [{ "a": 1 }] } },
             { "key": "h", "alg": "HS256", "claims": { "tenant": "no-subject", "exp": t + 600 } },
         ],
     }));
@@ -138,7 +139,7 @@ async fn valid_token_reaches_the_upstream_with_claim_headers_and_spoofs_dropped(
         &route(
             "api",
             &format!(
-                r#"{{ algorithms = ["HS256"], secret = "{SECRET}", claims_to_headers = {{ sub = "X-User-ID", tenant = "X-Tenant", name = "X-Name", note = "X-Note", groups = "X-Groups" }} }}"#
+                r#"{{ algorithms = ["HS256"], secret = "{SECRET}", claims_to_headers = {{ sub = "X-User-ID", tenant = "X-Tenant", name = "X-Name", note = "X-Note", groups = "X-Groups", nested = "X-Nested" }} }}"#
             ),
         ),
     );
@@ -163,8 +164,11 @@ async fn valid_token_reaches_the_upstream_with_claim_headers_and_spoofs_dropped(
         assert_eq!(h["x-user-id"], "alice", "{h}");
         assert_eq!(h["x-tenant"], "acme");
         assert_eq!(h["x-kept"], "1");
-        // Claims no header can carry (non-ASCII, CR/LF, arrays) leave their header unset.
-        for absent in ["x-name", "x-note", "x-groups", "x-injected"] {
+        // A list claim is joined by commas.
+        assert_eq!(h["x-groups"], "a,b");
+        // Claims no header can carry (non-ASCII, CR/LF, a list of objects) leave their header
+        // unset.
+        for absent in ["x-name", "x-note", "x-nested", "x-injected"] {
             assert!(h.get(absent).is_none(), "{absent}: {h}");
         }
     }

@@ -118,6 +118,12 @@ pub struct Config {
     pub roles_claim: String,
     #[serde(default)]
     pub required_roles: Vec<String>,
+    /// The claim holding the token's permissions (a list, or one space-separated string).
+    #[serde(default = "default_permissions_claim")]
+    pub permissions_claim: String,
+    /// Every one of these must be held (a held `orders:*` holds `orders:read`).
+    #[serde(default)]
+    pub required_permissions: Vec<String>,
     /// Claim name to upstream header name.
     #[serde(default)]
     pub claims_to_headers: BTreeMap<String, String>,
@@ -131,6 +137,10 @@ pub struct Config {
 
 fn default_roles_claim() -> String {
     "roles".into()
+}
+
+fn default_permissions_claim() -> String {
+    "permissions".into()
 }
 
 fn default_consumer_claim() -> String {
@@ -213,7 +223,7 @@ impl Role {
 enum Outcome {
     Granted(Grant),
     /// Valid, but without any of the required roles.
-    Forbidden,
+    Forbidden(&'static str),
 }
 
 struct Grant {
@@ -237,6 +247,8 @@ pub struct JwtAuth {
     required_claims: Vec<ClaimPath>,
     roles_claim: ClaimPath,
     required_roles: Vec<Role>,
+    permissions_claim: ClaimPath,
+    required_permissions: Vec<String>,
     /// (claim, lower-cased header name).
     claim_headers: Vec<(ClaimPath, String)>,
     consumer_claim: ClaimPath,
@@ -445,6 +457,17 @@ impl Plugin for JwtAuth {
             }
             required_roles.push(Role::new(role));
         }
+        if c.permissions_claim.is_empty() {
+            return Err(ConfigError::at("permissions_claim", "must not be empty"));
+        }
+        for (i, p) in c.required_permissions.iter().enumerate() {
+            if p.is_empty() {
+                return Err(ConfigError::at(
+                    format!("required_permissions[{i}]"),
+                    "must not be empty",
+                ));
+            }
+        }
         let mut claim_headers: Vec<(ClaimPath, String)> = Vec::new();
         for (claim, header) in &c.claims_to_headers {
             let at = format!("claims_to_headers.{claim}");
@@ -491,6 +514,8 @@ impl Plugin for JwtAuth {
                 .collect(),
             roles_claim: ClaimPath::new(&c.roles_claim),
             required_roles,
+            permissions_claim: ClaimPath::new(&c.permissions_claim),
+            required_permissions: c.required_permissions,
             claim_headers,
             consumer_claim: ClaimPath::new(&c.consumer_claim),
             max_token_bytes: c.max_token_bytes,
@@ -601,7 +626,16 @@ impl JwtAuth {
         }
 
         if !self.required_roles.is_empty() && !self.has_required_role(&claims) {
-            return Ok((Outcome::Forbidden, expires_at));
+            return Ok((
+                Outcome::Forbidden("the token lacks a required role"),
+                expires_at,
+            ));
+        }
+        if !self.required_permissions.is_empty() && !self.holds_permissions(&claims) {
+            return Ok((
+                Outcome::Forbidden("the token lacks a required permission"),
+                expires_at,
+            ));
         }
 
         let headers = self
@@ -609,7 +643,7 @@ impl JwtAuth {
             .iter()
             .enumerate()
             .filter_map(|(i, (claim, _))| {
-                let text = claim_text(claim.get(&claims)?)?;
+                let text = header_text(claim.get(&claims)?)?;
                 is_header_value(&text).then_some((i, text))
             })
             .collect();
@@ -630,15 +664,24 @@ impl JwtAuth {
     }
 
     fn has_required_role(&self, claims: &Map<String, Value>) -> bool {
-        let held: Vec<&str> = match self.roles_claim.get(claims) {
-            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
-            // OAuth's `scope` is one space-separated string.
-            Some(Value::String(s)) => s.split_whitespace().collect(),
-            _ => return false,
-        };
+        let held = held(self.roles_claim.get(claims));
         self.required_roles
             .iter()
             .any(|r| held.iter().any(|h| r.satisfied_by(h)))
+    }
+
+    /// Whether every required permission is held. A wildcard counts on the held side only: a
+    /// held `orders:*` (or `*`) holds `orders:read`, while a required `admin:*` is held only
+    /// as `admin:*` itself (or a wider held wildcard).
+    fn holds_permissions(&self, claims: &Map<String, Value>) -> bool {
+        let held = held(self.permissions_claim.get(claims));
+        self.required_permissions.iter().all(|r| {
+            held.iter().any(|h| {
+                h == r
+                    || h.strip_suffix('*')
+                        .is_some_and(|prefix| r.starts_with(prefix))
+            })
+        })
     }
 }
 
@@ -652,7 +695,7 @@ fn respond(
             apply(req, claim_headers, grant);
             Ok(Decision::Continue)
         }
-        Outcome::Forbidden => forbidden(),
+        Outcome::Forbidden(message) => forbidden(message),
     }
 }
 
@@ -726,10 +769,33 @@ fn keys_unavailable() -> Result<Decision, Error> {
     Ok(Decision::Respond(reply))
 }
 
-fn forbidden() -> Result<Decision, Error> {
+/// The roles or permissions a claim holds: a list of strings, or one space-separated string
+/// (like OAuth's `scope`).
+fn held(claim: Option<&Value>) -> Vec<&str> {
+    match claim {
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+        Some(Value::String(s)) => s.split_whitespace().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A claim as a header value: its text form, or a list of text forms joined by commas
+/// (`["admin", "ops"]` is `admin,ops`); none for objects, `null` or a list holding one.
+fn header_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .map(claim_text)
+            .collect::<Option<Vec<_>>>()
+            .map(|texts| texts.join(",")),
+        other => claim_text(other),
+    }
+}
+
+fn forbidden(message: &str) -> Result<Decision, Error> {
     let reply = Reply::json(
         403,
-        &serde_json::json!({ "error": "forbidden", "message": "the token lacks a required role" }),
+        &serde_json::json!({ "error": "forbidden", "message": message }),
     )?
     .header("www-authenticate", "Bearer error=\"insufficient_scope\"");
     Ok(Decision::Respond(reply))

@@ -562,19 +562,77 @@ fn required_roles_any_of_with_wildcards() {
 }
 
 #[test]
+fn required_permissions_are_all_of_with_wildcards_on_the_held_side_only() {
+    at_now();
+    let mut p = plugin(hs_config(
+        json!({ "required_permissions": ["orders:read", "users:read"] }),
+    ));
+    let perms = |v: Value| hs(&json!({"sub": "a", "exp": NOW + 60, "permissions": v}));
+    for ok in [
+        json!(["orders:read", "users:read"]),
+        json!(["orders:*", "users:read", "extra"]),
+        json!("users:read orders:read"),
+        json!(["*"]),
+    ] {
+        assert_eq!(check(&mut p, &perms(ok.clone())), None, "{ok}");
+    }
+    for denied in [
+        json!(["orders:read"]),
+        json!(["orders:*"]),
+        json!([]),
+        json!(["Orders:read", "users:read"]),
+    ] {
+        let (status, body) = check(&mut p, &perms(denied.clone())).expect("refused");
+        assert_eq!(status, 403, "{denied}");
+        assert_eq!(body["message"], "the token lacks a required permission");
+    }
+    // A required wildcard is met only by a held wildcard that covers it.
+    let mut p = plugin(hs_config(json!({ "required_permissions": ["admin:*"] })));
+    assert_eq!(check(&mut p, &perms(json!(["admin:*"]))), None);
+    assert_eq!(check(&mut p, &perms(json!(["*"]))), None);
+    assert_eq!(check(&mut p, &perms(json!(["admin:read"]))).unwrap().0, 403);
+    // Roles (any of) and permissions (all of) together; another claim.
+    let mut p = plugin(hs_config(json!({
+        "required_roles": ["staff"], "permissions_claim": "scope",
+        "required_permissions": ["orders:write"],
+    })));
+    let token = |roles: Value, scope: &str| {
+        hs(&json!({"sub": "a", "exp": NOW + 60, "roles": roles, "scope": scope}))
+    };
+    assert_eq!(
+        check(&mut p, &token(json!(["staff"]), "orders:write")),
+        None
+    );
+    let (_, body) = check(&mut p, &token(json!(["guest"]), "orders:write")).unwrap();
+    assert_eq!(body["message"], "the token lacks a required role");
+    let (_, body) = check(&mut p, &token(json!(["staff"]), "orders:read")).unwrap();
+    assert_eq!(body["message"], "the token lacks a required permission");
+    for (bad, key) in [
+        (
+            json!({ "required_permissions": [""] }),
+            "required_permissions[0]",
+        ),
+        (json!({ "permissions_claim": "" }), "permissions_claim"),
+    ] {
+        assert_eq!(config_error(hs_config(bad)).key.as_deref(), Some(key));
+    }
+}
+
+#[test]
 fn claims_become_headers_and_spoofed_ones_are_stripped() {
     at_now();
     let mut p = plugin(hs_config(json!({
         "claims_to_headers": {
             "sub": "X-User-ID", "tenant": "X-Tenant", "admin": "X-Admin", "n": "X-N",
             "groups": "X-Groups", "org.name": "X-Org", "evil": "X-Evil", "name": "X-Name",
+            "mixed": "X-Mixed",
         },
         "consumer_claim": "email",
     })));
     let token = hs(&json!({
         "sub": "alice", "exp": NOW + 60, "admin": true, "n": 42.5, "groups": ["a", "b"],
         "org": {"name": "acme"}, "evil": "a\r\nX-Injected: 1", "name": "Jos\u{e9}",
-        "email": "alice@example.com",
+        "email": "alice@example.com", "mixed": ["a", {"b": 1}],
     }));
     let mut req = bearer(&token)
         .with_header("X-User-ID", "root")
@@ -589,8 +647,11 @@ fn claims_become_headers_and_spoofed_ones_are_stripped() {
     assert_eq!(req.header("x-admin"), Some("true"));
     assert_eq!(req.header("x-n"), Some("42.5"));
     assert_eq!(req.header("x-org"), Some("acme"));
-    // Missing claims, arrays, and values no header may carry leave the header absent.
-    for gone in ["x-tenant", "x-groups", "x-evil", "x-name", "x-injected"] {
+    // A list of text forms is joined by commas.
+    assert_eq!(req.header_values("x-groups"), ["a,b"]);
+    // Missing claims, objects, lists holding one, and values no header may carry leave the
+    // header absent.
+    for gone in ["x-tenant", "x-mixed", "x-evil", "x-name", "x-injected"] {
         assert_eq!(req.header(gone), None, "{gone}");
     }
     assert_eq!(req.header("x-other"), Some("kept"));
