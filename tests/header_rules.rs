@@ -2,8 +2,9 @@
 //! `headers` plugin declares its whole config at init and the gateway makes the changes itself,
 //! on the upstream's answer and on its own errors; a rule's template is checked once and its
 //! rendering per request; rules are taken only at init; and components built against 0.1.2
-//! (the plugin's calls), 0.1.3 (its header rules) and 0.1.4 (the last contract before
-//! `set-upstream`), kept in `tests/fixtures/`, still load and work beside the current build.
+//! (the plugin's calls), 0.1.3 (its header rules), 0.1.4 (the last contract before
+//! `set-upstream`) and 0.1.5 (the last before `limit-response-body`), kept in
+//! `tests/fixtures/`, still load and work beside the current build.
 
 mod support;
 
@@ -72,7 +73,7 @@ async fn check_headers_route(gw: &Gateway, prefix: &str, route: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_headers_plugin_is_made_of_rules_and_its_0_1_2_to_0_1_4_builds_still_work_beside_it() {
+async fn the_headers_plugin_is_made_of_rules_and_its_0_1_2_to_0_1_5_builds_still_work_beside_it() {
     let up = Upstream::start("up", Behaviour::Echo).await;
     let gw = Gateway::start(
         &GatewayConfig::new()
@@ -88,6 +89,11 @@ async fn the_headers_plugin_is_made_of_rules_and_its_0_1_2_to_0_1_4_builds_still
                 &old_headers("0.1.4"),
                 &["capabilities = []"],
             )
+            .plugin_with(
+                "headers-v015",
+                &old_headers("0.1.5"),
+                &["capabilities = []"],
+            )
             .upstream("up", &up.url())
             .route("new", "/new", "up")
             .stage("headers", HEADERS)
@@ -97,12 +103,15 @@ async fn the_headers_plugin_is_made_of_rules_and_its_0_1_2_to_0_1_4_builds_still
             .stage("headers-v013", HEADERS)
             .route("v014", "/v014", "up")
             .stage("headers-v014", HEADERS)
+            .route("v015", "/v015", "up")
+            .stage("headers-v015", HEADERS)
             .to_string(),
     );
     check_headers_route(&gw, "/new", "new").await;
     check_headers_route(&gw, "/old", "old").await;
     check_headers_route(&gw, "/v013", "v013").await;
     check_headers_route(&gw, "/v014", "v014").await;
+    check_headers_route(&gw, "/v015", "v015").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
