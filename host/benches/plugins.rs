@@ -62,6 +62,7 @@ fn init(
         kv: kv::Namespaces::default().get(&loaded.name),
         kv_max_value: wasmgate_rules::kv::MAX_VALUE_BYTES,
         limiters: Arc::new(rate_limit::Registry::default()),
+        redis: None,
         log: log::Budgets::default().get(&loaded.name, &Limits::default(), &Metrics::new()),
         outbound: None,
     });
@@ -351,6 +352,7 @@ fn sandbox_overhead(c: &mut Criterion) {
             kv: kv::Namespaces::default().get("transform"),
             kv_max_value: wasmgate_rules::kv::MAX_VALUE_BYTES,
             limiters: Arc::new(rate_limit::Registry::default()),
+            redis: None,
             log: log::Budgets::default().get(&transform.name, &Limits::default(), &Metrics::new()),
             outbound: None,
         });

@@ -26,6 +26,8 @@ pub struct Shared {
     pub runtime: Arc<Runtime>,
     pub limiters: Arc<rate_limit::Registry>,
     pub kv: kv::Namespaces,
+    /// `[state] backend = "redis"`, fixed at start.
+    pub redis: Option<Arc<crate::state::Redis>>,
     /// Each plugin's log budget.
     pub log_budgets: log::Budgets,
     pub metrics: Arc<Metrics>,
@@ -329,6 +331,7 @@ impl Gateway {
                         .kv_max_value_bytes
                         .map_or(wasmgate_rules::kv::MAX_VALUE_BYTES, |n| n as usize),
                     limiters: shared.limiters.clone(),
+                    redis: shared.redis.clone(),
                     log: shared
                         .log_budgets
                         .get(&plugin.name, &limits, &shared.metrics),

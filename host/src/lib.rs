@@ -4,7 +4,7 @@
 //! The modules follow a request's journey: [`config`] is read into a [`gateway::Table`];
 //! [`server`] accepts connections; [`router`] picks a route; [`pipeline`] runs the route's
 //! plugins (instances from [`plugins`], host functions from [`capabilities`]); [`upstream`]
-//! forwards to the upstream; [`error`] turns every failure into a JSON answer; [`admin`]
+//! forwards to the upstream; [`state`] holds what the capabilities share through Redis; [`error`] turns every failure into a JSON answer; [`admin`]
 //! serves health, metrics and the route table.
 
 pub mod admin;
@@ -28,5 +28,6 @@ pub mod run;
 pub mod scaffold;
 pub mod server;
 pub mod silence;
+pub mod state;
 pub mod upstream;
 pub mod wire;

@@ -242,11 +242,11 @@ impl Metrics {
 
     /// The Prometheus text exposition, with the metrics of `live` (made as they stand when
     /// asked) after the process's own.
-    pub fn encode(&self, live: &Registry) -> String {
+    pub fn encode(&self, live: &[Registry]) -> String {
         use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
         let encoded = encode_registry(&mut out, &self.registry)
-            .and_then(|()| encode_registry(&mut out, live))
+            .and_then(|()| live.iter().try_for_each(|r| encode_registry(&mut out, r)))
             .and_then(|()| encode_eof(&mut out));
         if encoded.is_err() {
             out.clear();

@@ -29,12 +29,18 @@ pub fn workers(config: &Config) -> usize {
 
 /// Builds the shared state and the first table. Blocking.
 pub fn build(config: &Config) -> anyhow::Result<(Shared, Result<Table, Vec<String>>)> {
-    let runtime =
-        Runtime::new(&config.wasm, config.wants_fuel()).context("starting the Wasm engine")?;
+    let redis = config
+        .state
+        .redis()
+        .map(|r| crate::state::Redis::start(r, &config.base_dir, workers(config)))
+        .transpose()?;
+    let runtime = Runtime::with_state(&config.wasm, config.wants_fuel(), redis.is_some())
+        .context("starting the Wasm engine")?;
     let shared = Shared {
         runtime,
         limiters: Default::default(),
         kv: Default::default(),
+        redis,
         log_budgets: Default::default(),
         metrics: Metrics::new(),
         workers: workers(config),

@@ -11,6 +11,7 @@ pub mod h2raw;
 pub mod peers;
 pub mod pki;
 pub mod raw;
+pub mod redis;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader};

@@ -29,12 +29,14 @@ impl Tool {
     }
 }
 
-/// What the end-to-end tests run: curl and openssl s_client, the clients of the TLS tests, and
-/// headless Chromium, the browser of the CORS test.
+/// What the end-to-end tests run: curl and openssl s_client, the clients of the TLS tests;
+/// headless Chromium, the browser of the CORS test; and redis-server (with redis-cli), the
+/// shared state of the `[state]` tests.
 pub const TEST_TOOLS: &[Tool] = &[
     Tool::Command("curl", "curl"),
     Tool::Command("openssl", "openssl"),
     Tool::Command("chromium", "chromium"),
+    Tool::Command("redis-server", "redis-server"),
 ];
 
 fn have(cmd: &str) -> bool {

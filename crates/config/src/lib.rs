@@ -12,6 +12,7 @@ mod failure;
 pub mod net;
 mod outbound;
 mod routes;
+mod state;
 mod targets;
 
 pub use failure::{
@@ -25,6 +26,10 @@ pub use outbound::{
 pub use routes::{
     HostMatch, MAX_RESPOND_BODY_BYTES, PathMatch, Precedence, Respond, RouteConfig, ValueMatch,
     trim_prefix,
+};
+pub use state::{
+    MAX_REDIS_POOL, MAX_REDIS_TIMEOUT_MS, OnUnavailable, RedisConfig, StateBackend, StateConfig,
+    redact_redis_url,
 };
 pub use targets::{
     Balance, DiscoveryConfig, DnsConfig, HashOn, HostHeader, MAX_WEIGHT, PassiveConfig,
@@ -51,6 +56,9 @@ pub struct Config {
     /// The resolver for `[upstreams.NAME.discovery]`.
     #[serde(default)]
     pub dns: Option<DnsConfig>,
+    /// Where rate limits and kv entries are kept.
+    #[serde(default)]
+    pub state: StateConfig,
     /// Directory the config was read from; plugin paths are relative to it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -855,7 +863,7 @@ impl Config {
 
     /// Every semantic problem, each naming its key path.
     fn problems(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = self.state.problems();
         for (name, up) in &self.upstreams {
             let from_file = up.discovery.as_ref().is_some_and(|d| d.file.is_some());
             if up.targets.is_empty() && !from_file {

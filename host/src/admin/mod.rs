@@ -58,7 +58,10 @@ pub async fn handle(
     match req.uri().path() {
         "/health" => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
         "/metrics" => {
-            let live = crate::upstream::status::registry(&gw.table.load().upstreams);
+            let mut live = vec![crate::upstream::status::registry(
+                &gw.table.load().upstreams,
+            )];
+            live.extend(gw.shared.redis.as_ref().map(|r| r.registry()));
             let mut resp = Response::new(body::full(gw.shared.metrics.encode(&live)));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -71,7 +74,14 @@ pub async fn handle(
             StatusCode::OK,
             crate::upstream::status::json(&gw.table.load().upstreams).to_string(),
         ),
-        "/admin/status" => json(StatusCode::OK, reload.status_json().to_string()),
+        "/admin/status" => {
+            let mut status = reload.status_json();
+            status["state"] = gw.shared.redis.as_ref().map_or_else(
+                || serde_json::json!({ "backend": "memory" }),
+                |r| r.status_json(),
+            );
+            json(StatusCode::OK, status.to_string())
+        }
         _ => json(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#.into()),
     }
 }

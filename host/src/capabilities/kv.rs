@@ -1,6 +1,14 @@
 //! Implements `wasmgate:plugin/kv`: a bounded in-memory store per plugin, with per-entry
 //! expiry. Namespaces outlive config reloads. When a namespace is full, the least useful
 //! entries are evicted (moka's TinyLFU), so a plugin can never grow host memory without bound.
+//!
+//! With `[state] backend = "redis"` the entries live in Redis instead, under
+//! `PREFIX kv:LEN:PLUGIN:KEY` (the plugin name's length keeps one plugin out of another's
+//! keys), with `SET … PX` for TTLs and the same size limits; Redis's own memory policy bounds
+//! their number. Those functions await Redis, so they are linked for calls on fibers only
+//! ([`add_redis_to_linker`]). When Redis cannot answer within `timeout_ms`, `on_unavailable`
+//! applies: `local` uses this process's namespace until Redis is back; `allow` and `deny`
+//! make reads miss and writes fail with `full` (not stored).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,9 +20,14 @@ use parking_lot::Mutex;
 use wasmgate_rules::kv::{MAX_ENTRIES, MAX_KEY_BYTES, weight};
 use wasmtime::Result;
 
+use wasmtime::StoreContextMut;
+use wasmtime::component::Linker;
+
+use crate::config::OnUnavailable;
 use crate::plugins::bindings::wasmgate::plugin::kv::{Error, Host};
 use crate::plugins::refusals::Refusal;
 use crate::plugins::state::HostState;
+use crate::state::Redis;
 
 #[derive(Clone)]
 struct Entry {
@@ -73,9 +86,7 @@ impl Namespace {
         ttl_ms: Option<u64>,
         max_value: usize,
     ) -> Result<(), Error> {
-        if key.len() > MAX_KEY_BYTES || value.len() > max_value {
-            return Err(Error::TooLarge);
-        }
+        fits(&key, &value, max_value)?;
         let ttl = ttl_ms.map(Duration::from_millis);
         if ttl == Some(Duration::ZERO) {
             self.cache.invalidate(&key);
@@ -94,6 +105,14 @@ impl Namespace {
     pub fn delete(&self, key: &str) {
         self.cache.invalidate(key);
     }
+}
+
+/// The size limits, whatever the backend.
+fn fits(key: &str, value: &[u8], max_value: usize) -> Result<(), Error> {
+    if key.len() > MAX_KEY_BYTES || value.len() > max_value {
+        return Err(Error::TooLarge);
+    }
+    Ok(())
 }
 
 /// Every plugin's namespace, by plugin name.
@@ -118,6 +137,24 @@ impl Namespaces {
     }
 }
 
+impl HostState {
+    /// Notes a refused `kv.set`, and returns its result.
+    fn kv_set_result(
+        &mut self,
+        key_len: usize,
+        value_len: usize,
+        result: Result<(), Error>,
+    ) -> Result<(), Error> {
+        self.refusals.check(Refusal::Kv, result, |e| {
+            let why = match e {
+                Error::TooLarge => "too-large",
+                Error::Full => "full",
+            };
+            format!("kv.set: key of {key_len} bytes, value of {value_len} bytes: {why}")
+        })
+    }
+}
+
 impl Host for HostState {
     fn get(&mut self, key: String) -> Result<Option<Vec<u8>>> {
         Ok(self.ctx.kv.get(&key).map(|b| b.to_vec()))
@@ -131,19 +168,94 @@ impl Host for HostState {
     ) -> Result<Result<(), Error>> {
         let (key_len, value_len) = (key.len(), value.len());
         let result = self.ctx.kv.set(key, value, ttl_ms, self.ctx.kv_max_value);
-        Ok(self.refusals.check(Refusal::Kv, result, |e| {
-            let why = match e {
-                Error::TooLarge => "too-large",
-                Error::Full => "full",
-            };
-            format!("kv.set: key of {key_len} bytes, value of {value_len} bytes: {why}")
-        }))
+        Ok(self.kv_set_result(key_len, value_len, result))
     }
 
     fn delete(&mut self, key: String) -> Result<()> {
         self.ctx.kv.delete(&key);
         Ok(())
     }
+}
+
+/// The Redis key of a plugin's kv key.
+fn redis_key(redis: &Redis, plugin: &str, key: &str) -> String {
+    redis.key(&["kv", &plugin.len().to_string(), plugin, key])
+}
+
+fn redis_of(store: &StoreContextMut<'_, HostState>) -> Result<Arc<Redis>> {
+    store
+        .data()
+        .ctx
+        .redis
+        .clone()
+        .ok_or_else(|| wasmtime::format_err!("kv on Redis called without a Redis backend"))
+}
+
+/// Links kv's functions to Redis, shadowing the in-memory ones, in the linker of calls on
+/// fibers.
+pub fn add_redis_to_linker(linker: &mut Linker<HostState>, interface: &str) -> Result<()> {
+    let mut kv = linker.instance(interface)?;
+    kv.func_wrap_async(
+        "get",
+        |store: StoreContextMut<'_, HostState>, (key,): (String,)| {
+            Box::new(async move {
+                let redis = redis_of(&store)?;
+                let ctx = store.data().ctx.clone();
+                let answer = match redis.get(&redis_key(&redis, &ctx.plugin, &key)).await {
+                    Ok(v) => v,
+                    Err(_) if redis.policy == OnUnavailable::Local => {
+                        ctx.kv.get(&key).map(|b| b.to_vec())
+                    }
+                    Err(_) => None,
+                };
+                Ok((answer,))
+            })
+        },
+    )?;
+    kv.func_wrap_async(
+        "set",
+        |mut store: StoreContextMut<'_, HostState>,
+         (key, value, ttl_ms): (String, Vec<u8>, Option<u64>)| {
+            Box::new(async move {
+                let redis = redis_of(&store)?;
+                let ctx = store.data().ctx.clone();
+                let (key_len, value_len) = (key.len(), value.len());
+                let result = match fits(&key, &value, ctx.kv_max_value) {
+                    Err(e) => Err(e),
+                    Ok(()) => {
+                        let rkey = redis_key(&redis, &ctx.plugin, &key);
+                        match redis.set(&rkey, &value, ttl_ms).await {
+                            Ok(()) => Ok(()),
+                            Err(_) if redis.policy == OnUnavailable::Local => {
+                                ctx.kv.set(key, value, ttl_ms, ctx.kv_max_value)
+                            }
+                            Err(_) => Err(Error::Full),
+                        }
+                    }
+                };
+                Ok((store.data_mut().kv_set_result(key_len, value_len, result),))
+            })
+        },
+    )?;
+    kv.func_wrap_async(
+        "delete",
+        |store: StoreContextMut<'_, HostState>, (key,): (String,)| {
+            Box::new(async move {
+                let redis = redis_of(&store)?;
+                let ctx = store.data().ctx.clone();
+                if redis
+                    .delete(&redis_key(&redis, &ctx.plugin, &key))
+                    .await
+                    .is_err()
+                    && redis.policy == OnUnavailable::Local
+                {
+                    ctx.kv.delete(&key);
+                }
+                Ok(())
+            })
+        },
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

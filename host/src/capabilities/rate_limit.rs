@@ -3,6 +3,17 @@
 //! Limiters live in a registry that outlives config reloads, keyed by plugin, name and quota:
 //! every instance of a plugin, on every worker, shares one bucket per key, and a reload that
 //! keeps the quota keeps the state.
+//!
+//! With `[state] backend = "redis"`, `limiter.check` runs GCRA in Redis instead (one EVALSHA,
+//! see `state/gcra.lua`), on the key `PREFIX rl:LEN:PLUGIN:LEN:NAME:COUNT/PERIOD/BURST:KEY`:
+//! every gateway using that Redis shares one bucket per key, and a changed quota starts
+//! fresh, as it does here. That check awaits Redis, so it is linked for calls on fibers only
+//! ([`add_redis_to_linker`]). When Redis cannot answer within `timeout_ms`, `on_unavailable`
+//! applies: `local` checks this process's own bucket, `allow` lets the request pass (with
+//! the quota's full burst as remaining), `deny` refuses it (retry after one interval). With
+//! `sync_ms`, a key's checks after its first are against this gateway's estimate, settled
+//! with Redis in the background (`state::Approx`); with Redis down, `local` keeps counting on
+//! the estimate.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -15,12 +26,14 @@ use governor::state::keyed::DashMapStateStore;
 use governor::{Quota as GQuota, RateLimiter};
 use parking_lot::Mutex;
 use wasmgate_rules::rate_limit::{MAX_KEY_BYTES, MAX_PERIOD_MS};
-use wasmtime::Result;
-use wasmtime::component::Resource;
+use wasmtime::component::{Linker, Resource};
+use wasmtime::{Result, StoreContextMut};
 
+use crate::config::OnUnavailable;
 use crate::plugins::bindings::wasmgate::plugin::rate_limit::{Host, HostLimiter, Quota, Verdict};
 use crate::plugins::refusals::Refusal;
 use crate::plugins::state::HostState;
+use crate::state::Redis;
 
 type Keyed =
     RateLimiter<String, DashMapStateStore<String>, DefaultClock, StateInformationMiddleware>;
@@ -30,6 +43,8 @@ pub struct Limiter {
     limiter: Keyed,
     burst: u32,
     interval: Duration,
+    /// Its Redis key, less the prefix and the checked key.
+    shared_key: String,
 }
 
 pub struct LimiterHandle(Arc<Limiter>);
@@ -78,7 +93,17 @@ impl Registry {
             burst: q.burst,
         };
         let mut map = self.limiters.lock();
-        let limiter = map.entry(key).or_insert_with(|| {
+        let limiter = map.entry(key).or_insert_with_key(|k| {
+            let shared_key = format!(
+                "rl:{}:{}:{}:{}:{}/{}/{}",
+                k.plugin.len(),
+                k.plugin,
+                k.name.len(),
+                k.name,
+                k.count,
+                k.period_ms,
+                k.burst
+            );
             let quota = GQuota::with_period(interval)
                 .expect("interval is non-zero")
                 .allow_burst(burst);
@@ -87,6 +112,7 @@ impl Registry {
                     .with_middleware::<StateInformationMiddleware>(),
                 burst: burst.get(),
                 interval,
+                shared_key,
             })
         });
         Ok(limiter.clone())
@@ -144,6 +170,97 @@ impl Limiter {
     }
 }
 
+impl Limiter {
+    /// The verdict of `on_unavailable = "allow"` or `"deny"` when Redis cannot answer.
+    fn fallback(&self, allowed: bool) -> Verdict {
+        let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
+        Verdict {
+            allowed,
+            limit: self.burst,
+            remaining: if allowed { self.burst } else { 0 },
+            reset_after_ms: 0,
+            retry_after_ms: if allowed { 0 } else { ms(self.interval).max(1) },
+        }
+    }
+
+    /// The check on Redis, with `on_unavailable` when it cannot answer.
+    async fn check_shared(&self, redis: &Arc<Redis>, key: &str, cost: u32) -> Verdict {
+        if key.len() > MAX_KEY_BYTES || cost == 0 {
+            return self.check(key, cost);
+        }
+        let rkey = redis.key(&[&self.shared_key, key]);
+        if let Some(approx) = &redis.approx
+            && (redis.is_up() || redis.policy == OnUnavailable::Local)
+            && let Some(v) = approx.check(&rkey, self.interval, self.burst, cost)
+        {
+            return Verdict {
+                allowed: v.allowed,
+                limit: self.burst,
+                remaining: v.remaining,
+                reset_after_ms: v.reset_after_ms,
+                retry_after_ms: v.retry_after_ms,
+            };
+        }
+        match redis
+            .gcra(&rkey, self.interval, self.burst, cost, false)
+            .await
+        {
+            Ok(v) => {
+                if let Some(approx) = &redis.approx {
+                    approx.seed(&rkey, self.interval, self.burst, &v);
+                }
+                Verdict {
+                    allowed: v.allowed,
+                    limit: self.burst,
+                    remaining: v.remaining,
+                    reset_after_ms: v.reset_after_ms,
+                    retry_after_ms: v.retry_after_ms,
+                }
+            }
+            Err(_) => match redis.policy {
+                OnUnavailable::Local => self.check(key, cost),
+                OnUnavailable::Allow => self.fallback(true),
+                OnUnavailable::Deny => self.fallback(false),
+            },
+        }
+    }
+}
+
+/// Links `limiter.check` to Redis, shadowing the in-memory one, in the linker of calls on
+/// fibers.
+pub fn add_redis_to_linker(linker: &mut Linker<HostState>, interface: &str) -> Result<()> {
+    linker.instance(interface)?.func_wrap_async(
+        "[method]limiter.check",
+        |mut store: StoreContextMut<'_, HostState>,
+         (this, key, cost): (Resource<LimiterHandle>, String, u32)| {
+            Box::new(async move {
+                let redis = store.data().ctx.redis.clone().ok_or_else(|| {
+                    wasmtime::format_err!("rate-limit on Redis called without a Redis backend")
+                })?;
+                let limiter = store.data().table.get(&this)?.0.clone();
+                let verdict = limiter.check_shared(&redis, &key, cost).await;
+                store.data_mut().note_oversized_key(&key, cost);
+                Ok((verdict,))
+            })
+        },
+    )
+}
+
+impl HostState {
+    /// A check with a key over the limit is refused, and noted.
+    fn note_oversized_key(&mut self, key: &str, cost: u32) {
+        // A zero-cost check takes nothing and looks at no key.
+        if cost > 0 && key.len() > MAX_KEY_BYTES {
+            self.refusals.note(Refusal::RateLimit, || {
+                format!(
+                    "limiter.check: key of {} bytes, over {MAX_KEY_BYTES}",
+                    key.len()
+                )
+            });
+        }
+    }
+}
+
 impl Host for HostState {}
 
 impl HostLimiter for HostState {
@@ -165,15 +282,7 @@ impl HostLimiter for HostState {
 
     fn check(&mut self, this: Resource<LimiterHandle>, key: String, cost: u32) -> Result<Verdict> {
         let verdict = self.table.get(&this)?.0.check(&key, cost);
-        // A zero-cost check takes nothing and looks at no key.
-        if cost > 0 && key.len() > MAX_KEY_BYTES {
-            self.refusals.note(Refusal::RateLimit, || {
-                format!(
-                    "limiter.check: key of {} bytes, over {MAX_KEY_BYTES}",
-                    key.len()
-                )
-            });
-        }
+        self.note_oversized_key(&key, cost);
         Ok(verdict)
     }
 

@@ -18,6 +18,9 @@ wasmtime::component::bindgen!({
 /// The export every plugin has, by its name in this contract version; a component built
 /// against any earlier 0.1.x matches it by semver.
 pub const HANDLER_EXPORT: &str = "wasmgate:plugin/handler@0.1.6";
+/// The capabilities the Redis backend links anew, by their names in this contract version.
+pub const KV_INTERFACE: &str = "wasmgate:plugin/kv@0.1.6";
+pub const RATE_LIMIT_INTERFACE: &str = "wasmgate:plugin/rate-limit@0.1.6";
 
 pub use self::exports::wasmgate::plugin::handler::{ConfigError, Registration};
 pub use self::wasmgate::plugin::http::{Decision, ErrorCode, Reply};

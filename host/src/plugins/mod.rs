@@ -100,7 +100,14 @@ impl Runtime {
     /// `fuel` turns on fuel metering for the engine's whole life (it costs every plugin some
     /// speed, so it is only on when some plugin asks for a fuel limit).
     pub fn new(cfg: &WasmConfig, fuel: bool) -> anyhow::Result<Arc<Self>> {
-        Self::with_interruption(cfg, fuel, true)
+        Self::build(cfg, fuel, true, false)
+    }
+
+    /// Like [`Runtime::new`]; with `redis`, kv and rate-limit are linked to the Redis backend
+    /// of `[state]`. Their functions then wait on the network, so only calls on fibers have
+    /// them: a plugin importing either is called on fibers.
+    pub fn with_state(cfg: &WasmConfig, fuel: bool, redis: bool) -> anyhow::Result<Arc<Self>> {
+        Self::build(cfg, fuel, true, redis)
     }
 
     /// Like [`Runtime::new`], with epoch interruption optional: only the benchmarks that
@@ -110,6 +117,10 @@ impl Runtime {
         fuel: bool,
         epoch: bool,
     ) -> anyhow::Result<Arc<Self>> {
+        Self::build(cfg, fuel, epoch, false)
+    }
+
+    fn build(cfg: &WasmConfig, fuel: bool, epoch: bool, redis: bool) -> anyhow::Result<Arc<Self>> {
         let mut pool = PoolingAllocationConfig::new();
         let instances = cfg.max_instances;
         pool.total_component_instances(instances)
@@ -146,8 +157,29 @@ impl Runtime {
             .map_err(anyhow::Error::from)?;
         let mut direct_linker = Linker::<HostState>::new(&engine);
         sync_wasi::add_to_linker(&mut direct_linker).map_err(anyhow::Error::from)?;
-        Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut direct_linker, |s| s)
-            .map_err(anyhow::Error::from)?;
+        if redis {
+            use self::bindings::wasmgate::plugin::{clock, header_rules, http, log};
+            type D = HasSelf<HostState>;
+            let l = &mut direct_linker;
+            http::add_to_linker::<HostState, D>(l, |s| s)
+                .and_then(|()| header_rules::add_to_linker::<HostState, D>(l, |s| s))
+                .and_then(|()| log::add_to_linker::<HostState, D>(l, |s| s))
+                .and_then(|()| clock::add_to_linker::<HostState, D>(l, |s| s))
+                .map_err(anyhow::Error::from)?;
+            linker.allow_shadowing(true);
+            crate::capabilities::kv::add_redis_to_linker(&mut linker, bindings::KV_INTERFACE)
+                .and_then(|()| {
+                    crate::capabilities::rate_limit::add_redis_to_linker(
+                        &mut linker,
+                        bindings::RATE_LIMIT_INTERFACE,
+                    )
+                })
+                .map_err(anyhow::Error::from)?;
+            linker.allow_shadowing(false);
+        } else {
+            Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut direct_linker, |s| s)
+                .map_err(anyhow::Error::from)?;
+        }
 
         // Epoch interruption needs a clock: advance the epoch every tick, for the process's life.
         let ticker_engine = engine.weak();

@@ -22,6 +22,8 @@ pub struct StageContext {
     /// The largest value the plugin may store in kv (its `kv_max_value_bytes`).
     pub kv_max_value: usize,
     pub limiters: Arc<rate_limit::Registry>,
+    /// `[state] backend = "redis"`: where kv and rate-limit keep their state instead.
+    pub redis: Option<Arc<crate::state::Redis>>,
     /// The plugin's log budget, shared by every route it runs on.
     pub log: Arc<log::Budget>,
     /// Where its outbound calls may go; `None` refuses them all.

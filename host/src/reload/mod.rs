@@ -406,6 +406,12 @@ fn fixed_settings(path: &Path, live: &Config, new: &Config) -> Vec<String> {
         })
     };
     changed("admin", admin(live), admin(new));
+    if live.state != new.state {
+        out.push(format!(
+            "{}: [state] changed, which needs a restart (the previous config stays live)",
+            path.display()
+        ));
+    }
     if format!("{:?}", live.wasm) != format!("{:?}", new.wasm) {
         out.push(format!(
             "{}: [wasm] changed, which needs a restart (the previous config stays live)",
