@@ -46,6 +46,10 @@ enum Target {
     NginxLua,
     Haproxy,
     Wasmgate,
+    /// The gateway with `[state] backend = "redis"`, on a redis-server of the suite's own.
+    WasmgateRedis,
+    /// The same, with approximate rate limits (`sync_ms = 50`).
+    WasmgateRedisSync,
 }
 
 impl Target {
@@ -56,6 +60,8 @@ impl Target {
             Target::NginxLua => "nginx + Lua",
             Target::Haproxy => "HAProxy",
             Target::Wasmgate => "wasmgate",
+            Target::WasmgateRedis => "wasmgate, state on Redis",
+            Target::WasmgateRedisSync => "wasmgate, state on Redis, sync_ms = 50",
         }
     }
 }
@@ -70,16 +76,25 @@ const GATEWAY: &[Target] = &[Target::Wasmgate];
 /// The proxies that have a TLS listener.
 const TLS_PEERS: &[Target] = &[Target::Nginx, Target::Haproxy, Target::Wasmgate];
 const NGINX_LUA: &[Target] = &[Target::NginxLua];
+const ON_REDIS: &[Target] = &[Target::WasmgateRedis];
+const ON_REDIS_SYNC: &[Target] = &[Target::WasmgateRedisSync];
 
-/// The scenarios of `--quick`: the plain path, in front of four targets and over TLS, one
-/// pooled plugin and its nginx + Lua counterpart, and a pipeline of three.
+/// The scenarios of `--quick`: the plain path, answered from the cache, in front of four
+/// targets and over TLS; one pooled plugin and its nginx + Lua counterpart; the pipelines of
+/// three (S4 in memory and on Redis, S9); and S10's aggregation beside its counterparts.
 const QUICK: &[&str] = &[
     "S1",
+    "S1-hit",
     "S1-4t",
     "S1-TLS",
     "S3-pooled",
     "S3-lua",
     "S4",
+    "S4-c1",
+    "S4-redis",
+    "S4-redis-c1",
+    "S4-redis-sync",
+    "S9",
     "S10",
     "S10-part",
     "S10-lua",
@@ -88,6 +103,12 @@ const QUICK: &[&str] = &[
 /// The response headers of S3's header work (and S4's), which the check before any load wants
 /// in the answer.
 const S3_HEADERS: &[&str] = &["x-request-id", "x-served-by"];
+
+/// S9's request headers: its API key, and the page's origin that CORS allows.
+const S9_HEADERS: &[(&str, &str)] = &[
+    ("X-API-Key", payloads::API_KEY),
+    ("Origin", "https://app.example.com"),
+];
 
 /// S8's healthy route (no plugins) and its noisy neighbour, whose plugin loops until its
 /// deadline; both on the gateway's workers alike.
@@ -115,6 +136,9 @@ impl Scenario {
             response_headers: &[],
             tls: false,
             h2: false,
+            request_headers: &[],
+            new_query: false,
+            primed: false,
         }
     }
 
@@ -160,6 +184,24 @@ impl Scenario {
         self.response_headers = headers;
         self
     }
+
+    const fn sending(mut self, headers: &'static [(&'static str, &'static str)]) -> Self {
+        self.request_headers = headers;
+        self
+    }
+
+    /// Each request with a query of its own (`?n=THREAD-COUNT`), so no two share a cache key.
+    const fn each_new(mut self) -> Self {
+        self.new_query = true;
+        self
+    }
+
+    /// The check sends the request once before the one it checks (a cache's first answer is a
+    /// miss).
+    const fn primed(mut self) -> Self {
+        self.primed = true;
+        self
+    }
 }
 
 #[derive(Debug)]
@@ -175,8 +217,13 @@ struct Scenario {
     plugins: u32,
     /// One connection instead of `--connections`: latency without queueing.
     single: bool,
-    /// Response headers the check before any load wants in the answer.
+    /// Response headers the check before any load wants in the answer: a name, or `name: value`
+    /// for that value exactly.
     response_headers: &'static [&'static str],
+    /// Request headers sent besides the token.
+    request_headers: &'static [(&'static str, &'static str)],
+    new_query: bool,
+    primed: bool,
     /// Over TLS (the peers' TLS listeners), and with HTTP/2.
     tls: bool,
     h2: bool,
@@ -195,6 +242,15 @@ const SCENARIOS: &[Scenario] = &[
     .one_connection()
     .wanting(S3_HEADERS),
     Scenario::new("S1", "empty pipeline, keep-alive", "/plain/hello", 0).on(ALL),
+    // S1's request answered by the cache plugin: what a hit costs against proxying.
+    Scenario::new(
+        "S1-hit",
+        "S1's request, a cache HIT (cache plugin)",
+        "/cached/hello",
+        1,
+    )
+    .primed()
+    .wanting(&["x-cache: HIT", "age"]),
     Scenario::new(
         "S1-4t",
         "empty pipeline, keep-alive, a 4-target upstream with health checks and a breaker",
@@ -278,6 +334,44 @@ const SCENARIOS: &[Scenario] = &[
     )
     .with_token()
     .wanting(S3_HEADERS),
+    // S4 with its rate limit (and jwt-auth's kv) on Redis, and both at one connection, for
+    // the latency a check on Redis adds.
+    Scenario::new(
+        "S4-redis",
+        "S4 with [state] on Redis: the rate limit checked there (GCRA, EVALSHA)",
+        "/auth/hello",
+        3,
+    )
+    .on(ON_REDIS)
+    .with_token()
+    .wanting(S3_HEADERS),
+    Scenario::new(
+        "S4-redis-sync",
+        "S4-redis with approximate rate limits (sync_ms = 50)",
+        "/auth/hello",
+        3,
+    )
+    .on(ON_REDIS_SYNC)
+    .with_token()
+    .wanting(S3_HEADERS),
+    Scenario::new("S4-c1", "S4, one connection", "/auth/hello", 3)
+        .one_connection()
+        .with_token()
+        .wanting(S3_HEADERS),
+    Scenario::new("S4-redis-c1", "S4-redis, one connection", "/auth/hello", 3)
+        .on(ON_REDIS)
+        .one_connection()
+        .with_token()
+        .wanting(S3_HEADERS),
+    Scenario::new(
+        "S9",
+        "api-key + cors + cache MISS (a query of its own per request: lookup, upstream, store)",
+        "/s9/hello",
+        3,
+    )
+    .sending(S9_HEADERS)
+    .each_new()
+    .wanting(&["x-cache: MISS", "access-control-allow-origin", "vary"]),
     Scenario::new(
         "S5",
         "transform: 1 KiB JSON POST to SOAP 1.1 and the SOAP answer back to JSON",

@@ -1,5 +1,5 @@
-//! What the load sends and the upstream answers: the JSON and SOAP bodies, and the JWT that S4
-//! presents.
+//! What the load sends and the upstream answers: the JSON and SOAP bodies, S4's JWT and S9's
+//! API key.
 
 use std::io::Read as _;
 use std::process::{Command, Stdio};
@@ -26,7 +26,50 @@ fn b64url(data: &[u8]) -> String {
     out
 }
 
-/// An HS256 token valid for a day, signed with openssl's HMAC (present wherever curl is).
+/// The API key S9 sends, in `X-API-Key`; the gateway's config holds its digest.
+pub(super) const API_KEY: &str = "bench-key-0123456789abcdef";
+
+/// [`API_KEY`]'s SHA-256, in hex, as api-key's `key_sha256` takes it.
+pub(super) fn api_key_sha256() -> Result<String> {
+    Ok(sha256(API_KEY.as_bytes(), None)?
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// SHA-256 of `input`, or its HMAC under `hmac_key`, by openssl (present wherever curl is).
+fn sha256(input: &[u8], hmac_key: Option<&str>) -> Result<Vec<u8>> {
+    let mut c = Command::new("openssl");
+    c.args(["dgst", "-sha256", "-binary"]);
+    if let Some(key) = hmac_key {
+        c.args(["-hmac", key]);
+    }
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running openssl dgst")?;
+    {
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .context("openssl stdin")?
+            .write_all(input)?;
+    }
+    let mut digest = Vec::new();
+    child
+        .stdout
+        .take()
+        .context("openssl stdout")?
+        .read_to_end(&mut digest)?;
+    if !child.wait()?.success() || digest.len() != 32 {
+        bail!("openssl dgst -sha256 failed");
+    }
+    Ok(digest)
+}
+
+/// An HS256 token valid for a day, signed with openssl's HMAC.
 pub(super) fn hs256_token() -> Result<String> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -40,29 +83,7 @@ pub(super) fn hs256_token() -> Result<String> {
         .as_bytes(),
     );
     let input = format!("{header}.{claims}");
-    let mut child = Command::new("openssl")
-        .args(["dgst", "-sha256", "-binary", "-hmac", JWT_SECRET])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("running openssl to sign the benchmark's JWT")?;
-    {
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .context("openssl stdin")?
-            .write_all(input.as_bytes())?;
-    }
-    let mut mac = Vec::new();
-    child
-        .stdout
-        .take()
-        .context("openssl stdout")?
-        .read_to_end(&mut mac)?;
-    if !child.wait()?.success() || mac.len() != 32 {
-        bail!("openssl dgst -hmac failed");
-    }
+    let mac = sha256(input.as_bytes(), Some(JWT_SECRET))?;
     Ok(format!("{input}.{}", b64url(&mac)))
 }
 
@@ -118,4 +139,16 @@ pub(super) fn soap_answer() -> String {
     }
     s.push_str(tail);
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_api_key_digest_is_its_sha256() {
+        // `printf %s bench-key-0123456789abcdef | sha256sum`
+        assert_eq!(
+            super::api_key_sha256().unwrap(),
+            "95ab1ab43a1c769ff93ba02eec3f4f81c077398c1691a00ae8628abd43901779"
+        );
+    }
 }

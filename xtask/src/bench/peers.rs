@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::arguments::Args;
-use super::payloads::{JWT_SECRET, json_answer, soap_answer};
+use super::payloads::{JWT_SECRET, api_key_sha256, json_answer, soap_answer};
 use super::processes::{Proc, children_of, free_ports};
 use super::{BIG_BYTES, Target};
 use crate::packages::{self, Tool};
@@ -26,6 +26,8 @@ pub(super) struct Peers {
     pub(super) tls_pids: BTreeMap<Target, Vec<u32>>,
     /// The certificate every TLS listener serves (ECDSA P-256, for 127.0.0.1).
     pub(super) cert: PathBuf,
+    /// The redis-server of the gateway whose state is on Redis.
+    pub(super) redis: Option<RedisPeer>,
     // Dropped in reverse order of starting: the proxies before their upstream.
     procs: Vec<Proc>,
 }
@@ -38,6 +40,39 @@ impl Drop for Peers {
     }
 }
 
+/// The suite's redis-server: one process, no persistence.
+pub(super) struct RedisPeer {
+    pub(super) pid: u32,
+    port: u16,
+}
+
+impl RedisPeer {
+    /// The rate-limit checks it has run: its `EVALSHA` calls (`INFO commandstats`; the
+    /// commands the script runs are counted apart, under their own names).
+    pub(super) fn checks(&self) -> Result<u64> {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["INFO", "commandstats"])
+            .output()
+            .context("running redis-cli")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let Some(line) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_evalsha:"))
+        else {
+            // No check yet.
+            return Ok(0);
+        };
+        line.split(',')
+            .find_map(|f| f.strip_prefix("calls="))
+            .and_then(|n| n.trim().parse().ok())
+            .context("redis-cli INFO commandstats: no calls= for evalsha")
+    }
+}
+
+/// redis-server's config: its port, loopback only, nothing written to disk.
+const REDIS_CONF: &str = "port {{PORT}}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndir {{DIR}}\n";
+
 fn fill(template: &str, vars: &[(&str, String)]) -> String {
     let mut s = template.to_owned();
     for (k, v) in vars {
@@ -47,8 +82,10 @@ fn fill(template: &str, vars: &[(&str, String)]) -> String {
 }
 
 /// The tools the end-to-end suite runs: nginx, its Lua module (S3-lua), HAProxy, wrk, h2load
-/// (S1-h2), curl and openssl (which signs the JWT and makes the TLS scenarios' certificate).
+/// (S1-h2), curl and openssl (which signs the JWT and makes the TLS scenarios' certificate),
+/// and redis-server (S4-redis).
 const BENCH_TOOLS: &[Tool] = &[
+    Tool::Command("redis-server", "redis-server"),
     Tool::Command("nginx", "nginx"),
     Tool::Command("haproxy", "haproxy"),
     Tool::Command("wrk", "wrk"),
@@ -250,9 +287,10 @@ pub(super) fn start_peers(args: &Args, dir: &Path, with_big: bool) -> Result<Pee
     let read = |f: &str| {
         fs::read_to_string(templates.join(f)).with_context(|| format!("reading bench/{f}"))
     };
-    let p = free_ports(8)?;
+    let p = free_ports(11)?;
     let (up, ngx, lua, hap, gw) = (p[0], p[1], p[2], p[3], p[4]);
     let (ngx_tls, hap_tls, gw_tls) = (p[5], p[6], p[7]);
+    let (redis, gw_redis, gw_redis_sync) = (p[8], p[9], p[10]);
     let (cert, key, cert_key) = make_certificate(dir)?;
     for d in ["upstream-tmp", "proxy-tmp", "lua-tmp", "www"] {
         fs::create_dir_all(dir.join(d))?;
@@ -287,6 +325,7 @@ pub(super) fn start_peers(args: &Args, dir: &Path, with_big: bool) -> Result<Pee
             root.join("tests/fixtures").display().to_string(),
         ),
         ("JWT_SECRET", JWT_SECRET.to_owned()),
+        ("API_KEY_SHA256", api_key_sha256()?),
         ("CERT", cert.display().to_string()),
         ("KEY", key.display().to_string()),
         ("CERT_KEY", cert_key.display().to_string()),
@@ -297,6 +336,7 @@ pub(super) fn start_peers(args: &Args, dir: &Path, with_big: bool) -> Result<Pee
         tls_ports: BTreeMap::new(),
         tls_pids: BTreeMap::new(),
         cert: cert.clone(),
+        redis: None,
         procs: Vec::new(),
     };
 
@@ -431,6 +471,48 @@ pub(super) fn start_peers(args: &Args, dir: &Path, with_big: bool) -> Result<Pee
         &mut vars,
         &gateway_cmd,
     )?;
+    // S4-redis: the same gateway with its state on a redis-server of its own.
+    let redis_pid = start(
+        "redis-server",
+        None,
+        0,
+        REDIS_CONF,
+        "redis.conf",
+        redis,
+        &mut vars,
+        &|conf| {
+            let mut c = Command::new(tool_path("redis-server"));
+            c.arg(conf);
+            c
+        },
+    )?[0];
+    let on_redis = format!(
+        "{gateway_conf}\n[state]\nbackend = \"redis\"\n[state.redis]\nurl = \"redis://127.0.0.1:{redis}/0\"\n"
+    );
+    start(
+        "wasmgate (state on Redis)",
+        Some(Target::WasmgateRedis),
+        0,
+        &on_redis,
+        "gateway-redis.toml",
+        gw_redis,
+        &mut vars,
+        &gateway_cmd,
+    )?;
+    start(
+        "wasmgate (state on Redis, sync_ms = 50)",
+        Some(Target::WasmgateRedisSync),
+        0,
+        &format!("{on_redis}sync_ms = 50\n"),
+        "gateway-redis-sync.toml",
+        gw_redis_sync,
+        &mut vars,
+        &gateway_cmd,
+    )?;
+    peers.redis = Some(RedisPeer {
+        pid: redis_pid,
+        port: redis,
+    });
     peers.tls_pids.insert(Target::Wasmgate, tls);
     peers.tls_ports.insert(Target::Wasmgate, gw_tls);
     for (t, port) in [(Target::Nginx, ngx_tls), (Target::Haproxy, hap_tls)] {

@@ -421,6 +421,8 @@ fn targets(o: &mut String, sum: &BTreeMap<(&str, Target), Summary>) -> Result<()
         ("S3-fresh-call", "S3 fresh, its work in a call", 0.6),
         ("S4", "S4", 0.8),
         ("S1-4t", "S1-4t (4 targets, health checks, a breaker)", 0.98),
+        // A hit must be cheaper than the proxying it saves.
+        ("S1-hit", "S1-hit (a cache HIT)", 1.2),
     ] {
         if let (Some(m), Some(s1)) = (get(id, Target::Wasmgate), s1) {
             writeln!(
@@ -431,6 +433,7 @@ fn targets(o: &mut String, sum: &BTreeMap<(&str, Target), Summary>) -> Result<()
             )?;
         }
     }
+    redis_state(o, &get)?;
     let s3 = get("S3-pooled", Target::Wasmgate);
     for (id, label) in [
         ("S3-pooled", "the headers plugin (header rules) adds"),
@@ -504,6 +507,56 @@ fn targets(o: &mut String, sum: &BTreeMap<(&str, Target), Summary>) -> Result<()
     Ok(())
 }
 
+/// S4 with its state on Redis against S4 in memory: throughput, the latency a check adds at one
+/// connection (per check on Redis), and what Redis spends.
+fn redis_state<'a>(
+    o: &mut String,
+    get: &dyn Fn(&'static str, Target) -> Option<&'a Summary>,
+) -> Result<()> {
+    let on_redis = get("S4-redis", Target::WasmgateRedis);
+    if let (Some(r), Some(m)) = (on_redis, get("S4", Target::Wasmgate)) {
+        writeln!(
+            o,
+            "| S4-redis (state on Redis) req/s ≥ 0.8× S4 (in memory) | {} | {} |",
+            ratio(r.rps, m.rps),
+            verdict(r.rps >= 0.8 * m.rps)
+        )?;
+    }
+    if let (Some(r), Some(m)) = (
+        get("S4-redis-sync", Target::WasmgateRedisSync),
+        get("S4", Target::Wasmgate),
+    ) {
+        writeln!(
+            o,
+            "| S4-redis-sync (approximate, sync_ms = 50) req/s ≥ 0.8× S4 (in memory) | {} | {} |",
+            ratio(r.rps, m.rps),
+            verdict(r.rps >= 0.8 * m.rps)
+        )?;
+    }
+    let checks = on_redis.and_then(|r| r.redis).map(|(_, c)| c);
+    if let (Some(r), Some(m)) = (
+        get("S4-redis-c1", Target::WasmgateRedis),
+        get("S4-c1", Target::Wasmgate),
+    ) {
+        let added = r.p50 - m.p50;
+        let per = checks.filter(|c| *c >= 1.0).map_or_else(
+            || "—".into(),
+            |c| format!("{:.0} µs per check, {c:.1} checks per request", added / c),
+        );
+        writeln!(
+            o,
+            "| p50 added by Redis at one connection (S4-redis-c1 − S4-c1) | {added:.0} µs ({per}) | measured |"
+        )?;
+    }
+    if let Some((cpu, _)) = on_redis.and_then(|r| r.redis) {
+        writeln!(
+            o,
+            "| redis-server CPU per 10k requests (S4-redis) | {cpu:.3} s | measured |"
+        )?;
+    }
+    Ok(())
+}
+
 pub(super) fn write_results(report: &str) -> Result<()> {
     let path = root().join("BENCHMARKS.md");
     let text = fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n\n".into());
@@ -534,6 +587,7 @@ mod tests {
             rss_kib: None,
             errors: 0,
             requests: 1000,
+            redis: None,
         }
     }
 
@@ -570,6 +624,30 @@ mod tests {
             (
                 ("S1-4t", Target::Wasmgate),
                 m(48_500.0, 950.0, 2_100.0, 26.0),
+            ),
+            (
+                ("S4-redis", Target::WasmgateRedis),
+                Summary {
+                    redis: Some((0.25, 2.0)),
+                    ..m(34_000.0, 1_500.0, 3_000.0, 40.0)
+                },
+            ),
+            (
+                ("S4-redis-sync", Target::WasmgateRedisSync),
+                m(39_000.0, 1_300.0, 2_800.0, 36.0),
+            ),
+            (
+                ("S4-redis-sync", Target::WasmgateRedisSync),
+                m(39_000.0, 1_300.0, 2_800.0, 36.0),
+            ),
+            (("S4-c1", Target::Wasmgate), m(9_000.0, 100.0, 150.0, 70.0)),
+            (
+                ("S4-redis-c1", Target::WasmgateRedis),
+                m(6_000.0, 160.0, 220.0, 80.0),
+            ),
+            (
+                ("S1-hit", Target::Wasmgate),
+                m(59_000.0, 800.0, 1_800.0, 21.0),
             ),
             (
                 ("S10", Target::Wasmgate),
@@ -622,6 +700,18 @@ mod tests {
             row("| S1-4t (4 targets, health checks, a breaker) req/s ≥ 0.98× S1")
                 .contains("| 0.97× | **not met** |")
         );
+        assert!(row("| S1-hit (a cache HIT) req/s ≥ 1.2× S1").contains("| 1.18× | **not met** |"));
+        // 34k against 41k; 60 µs more at one connection, over 2 checks.
+        assert!(row("| S4-redis (state on Redis) req/s ≥ 0.8× S4").contains("| 0.83× | **met** |"));
+        assert!(
+            row("| S4-redis-sync (approximate, sync_ms = 50) req/s ≥ 0.8× S4")
+                .contains("| 0.95× | **met** |")
+        );
+        assert!(
+            row("| p50 added by Redis at one connection")
+                .contains("| 60 µs (30 µs per check, 2.0 checks per request) | measured |")
+        );
+        assert!(row("| redis-server CPU per 10k requests").contains("| 0.250 s |"));
         assert!(
             row("| the headers plugin (header rules) adds ≤ 5 µs of CPU")
                 .contains("| 4.0 µs | **met** |")

@@ -36,12 +36,15 @@ pub(super) struct Summary {
     pub(super) rss_kib: Option<u64>,
     pub(super) errors: u64,
     pub(super) requests: u64,
+    /// redis-server's CPU seconds per 10k requests and checks per request (medians).
+    pub(super) redis: Option<(f64, f64)>,
 }
 
 pub(super) fn summarize(runs: &[Run]) -> Summary {
     let col = |f: fn(&Run) -> f64| runs.iter().map(f).collect::<Vec<_>>();
     let (rps, p50, p99) = (col(|r| r.rps), col(|r| r.p50_us), col(|r| r.p99_us));
     let cpus: Vec<f64> = runs.iter().filter_map(|r| r.cpu_s_per_10k).collect();
+    let redis: Vec<(f64, f64)> = runs.iter().filter_map(|r| r.redis).collect();
     Summary {
         rps: median(&rps),
         rps_range: min_max(&rps),
@@ -53,6 +56,10 @@ pub(super) fn summarize(runs: &[Run]) -> Summary {
         rss_kib: runs.iter().filter_map(|r| r.rss_kib).max(),
         errors: runs.iter().map(|r| r.errors).sum(),
         requests: runs.iter().map(|r| r.requests).sum(),
+        redis: (!redis.is_empty()).then(|| {
+            let col = |f: fn(&(f64, f64)) -> f64| redis.iter().map(f).collect::<Vec<_>>();
+            (median(&col(|r| r.0)), median(&col(|r| r.1)))
+        }),
     }
 }
 

@@ -25,6 +25,9 @@ pub(super) struct Run {
     pub(super) errors: u64,
     pub(super) cpu_s_per_10k: Option<f64>,
     pub(super) rss_kib: Option<u64>,
+    /// On the gateway with its state on Redis: redis-server's CPU seconds per 10k requests,
+    /// and the rate-limit checks (`EVALSHA`) it ran per request.
+    pub(super) redis: Option<(f64, f64)>,
 }
 
 const LUA_DONE: &str = r#"
@@ -33,6 +36,20 @@ done = function(summary, latency, requests)
   io.write(string.format("WRKRESULT %d %d %d %d %d\n", summary.requests, summary.duration,
     latency:percentile(50), latency:percentile(99),
     e.connect + e.read + e.write + e.timeout + e.status))
+end
+"#;
+
+/// A query of its own for each request: the thread's number and a count.
+const LUA_NEW_QUERY: &str = r#"
+local threads = 0
+setup = function(thread)
+  threads = threads + 1
+  thread:set("id", threads)
+end
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, wrk.path .. "?n=" .. id .. "-" .. n)
 end
 "#;
 
@@ -78,6 +95,9 @@ impl Ctx<'_> {
             writeln!(lua, "wrk.body = [[{}]]", json_body())?;
             writeln!(lua, "wrk.headers[\"Content-Type\"] = \"application/json\"")?;
         }
+        if s.new_query {
+            lua.push_str(LUA_NEW_QUERY);
+        }
         lua.push_str(LUA_DONE);
         fs::write(&path, lua)?;
         Ok(path)
@@ -86,6 +106,13 @@ impl Ctx<'_> {
     /// Checks with curl that the scenario's request gets a 200, with the response headers the
     /// scenario's header work adds, before load is put on it.
     pub(super) fn check(&self, s: &Scenario, t: Target) -> Result<()> {
+        if s.primed {
+            self.check_once(s, t, &[])?;
+        }
+        self.check_once(s, t, s.response_headers)
+    }
+
+    fn check_once(&self, s: &Scenario, t: Target, wanted: &[&str]) -> Result<()> {
         let mut c = Command::new("curl");
         // The head on stdout (-D -), and the status code after it (-w).
         c.args([
@@ -102,6 +129,9 @@ impl Ctx<'_> {
         if s.auth {
             c.arg("-H")
                 .arg(format!("Authorization: Bearer {}", self.token));
+        }
+        for (name, value) in s.request_headers {
+            c.arg("-H").arg(format!("{name}: {value}"));
         }
         if s.post_json {
             c.args(["-H", "Content-Type: application/json", "--data-binary"])
@@ -135,14 +165,20 @@ impl Ctx<'_> {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        for name in s.response_headers {
+        for want in wanted {
+            let (name, value) = match want.split_once(": ") {
+                Some((n, v)) => (n, Some(v)),
+                None => (*want, None),
+            };
             let present = head.lines().any(|l| {
-                l.split_once(':')
-                    .is_some_and(|(n, v)| n.eq_ignore_ascii_case(name) && !v.trim().is_empty())
+                l.split_once(':').is_some_and(|(n, v)| {
+                    n.eq_ignore_ascii_case(name)
+                        && value.map_or(!v.trim().is_empty(), |want| v.trim() == want)
+                })
             });
             if !present {
                 bail!(
-                    "{} via {}: no {name} header in the answer:\n{head}",
+                    "{} via {}: no {want} header in the answer:\n{head}",
                     s.id,
                     t.name()
                 );
@@ -175,8 +211,28 @@ impl Ctx<'_> {
             c.arg("-H")
                 .arg(format!("Authorization: Bearer {}", self.token));
         }
+        for (name, value) in s.request_headers {
+            c.arg("-H").arg(format!("{name}: {value}"));
+        }
         c.arg(self.scenario_url(s, t));
-        self.measure(pids, &mut c, "wrk", wrk_result)
+        let on_redis = matches!(t, Target::WasmgateRedis | Target::WasmgateRedisSync);
+        let Some(redis) = self.peers.redis.as_ref().filter(|_| on_redis) else {
+            return self.measure(pids, &mut c, "wrk", wrk_result);
+        };
+        let (ticks, checks) = (cpu_ticks(&[redis.pid]), redis.checks()?);
+        let mut run = self.measure(pids, &mut c, "wrk", wrk_result)?;
+        let (ticks, checks) = (
+            cpu_ticks(&[redis.pid]) - ticks,
+            redis.checks()?.saturating_sub(checks),
+        );
+        if run.requests > 0 {
+            let requests = run.requests as f64;
+            run.redis = Some((
+                ticks as f64 / self.tck / requests * 10_000.0,
+                checks as f64 / requests,
+            ));
+        }
+        Ok(run)
     }
 
     /// Runs a load tool, reads its numbers with `parse`, and adds the CPU and peak memory of
@@ -368,6 +424,7 @@ fn h2load_result(text: &str) -> Result<Run> {
         errors: count("failed") + count("errored") + count("timeout"),
         cpu_s_per_10k: None,
         rss_kib: None,
+        redis: None,
     })
 }
 
@@ -408,6 +465,7 @@ fn wrk_result(text: &str) -> Result<Run> {
         errors: errors as u64,
         cpu_s_per_10k: None,
         rss_kib: None,
+        redis: None,
     })
 }
 
