@@ -601,12 +601,30 @@ config = {{ respond = {{ status = 200, body = "{body}" }} }}
     // The answer comes once the new table is live.
     assert_eq!(c.get(&gw.url("/a")).await.text(), "three");
 
+    // Admin errors say what went wrong, as proxy errors do.
     let r = c.get(&gw.admin_url("/admin/reload")).await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.json()["message"], "/admin/reload takes POST");
     let r = c
         .request(Method::POST, &gw.admin_url("/admin/status"), &[], "")
         .await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.json()["error"], "method_not_allowed");
+    assert!(
+        r.json()["message"].as_str().unwrap().contains("GET"),
+        "{}",
+        r.text()
+    );
+    let r = c.get(&gw.admin_url("/admin/nope")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("/admin/status"),
+        "{}",
+        r.text()
+    );
 
     let (ok, failed) = load.finish().await;
     assert!(failed.is_empty(), "{failed:?}");

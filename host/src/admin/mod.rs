@@ -35,7 +35,7 @@ pub async fn handle(
         if req.method() != Method::POST {
             return json(
                 StatusCode::METHOD_NOT_ALLOWED,
-                r#"{"error":"method_not_allowed"}"#.into(),
+                r#"{"error":"method_not_allowed","message":"/admin/reload takes POST"}"#.into(),
             );
         }
         let outcome = reload.reload().await;
@@ -52,7 +52,8 @@ pub async fn handle(
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return json(
             StatusCode::METHOD_NOT_ALLOWED,
-            r#"{"error":"method_not_allowed"}"#.into(),
+            r#"{"error":"method_not_allowed","message":"this admin endpoint takes GET or HEAD"}"#
+                .into(),
         );
     }
     match req.uri().path() {
@@ -82,7 +83,11 @@ pub async fn handle(
             );
             json(StatusCode::OK, status.to_string())
         }
-        _ => json(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#.into()),
+        _ => json(
+            StatusCode::NOT_FOUND,
+            r#"{"error":"not_found","message":"no such admin endpoint: GET /health, /metrics, /admin/routes, /admin/upstreams or /admin/status, POST /admin/reload"}"#
+                .into(),
+        ),
     }
 }
 
