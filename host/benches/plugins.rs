@@ -63,6 +63,7 @@ fn init(
         kv_max_value: wasmgate_rules::kv::MAX_VALUE_BYTES,
         limiters: Arc::new(rate_limit::Registry::default()),
         redis: None,
+        kv_redis_prefix: String::new(),
         log: log::Budgets::default().get(&loaded.name, &Limits::default(), &Metrics::new()),
         outbound: None,
     });
@@ -353,6 +354,7 @@ fn sandbox_overhead(c: &mut Criterion) {
             kv_max_value: wasmgate_rules::kv::MAX_VALUE_BYTES,
             limiters: Arc::new(rate_limit::Registry::default()),
             redis: None,
+            kv_redis_prefix: String::new(),
             log: log::Budgets::default().get(&transform.name, &Limits::default(), &Metrics::new()),
             outbound: None,
         });

@@ -332,6 +332,9 @@ impl Gateway {
                         .map_or(wasmgate_rules::kv::MAX_VALUE_BYTES, |n| n as usize),
                     limiters: shared.limiters.clone(),
                     redis: shared.redis.clone(),
+                    kv_redis_prefix: shared.redis.as_ref().map_or_else(String::new, |r| {
+                        crate::capabilities::kv::redis_prefix(r, &plugin.name)
+                    }),
                     log: shared
                         .log_budgets
                         .get(&plugin.name, &limits, &shared.metrics),

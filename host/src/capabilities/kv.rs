@@ -26,7 +26,7 @@ use wasmtime::component::Linker;
 use crate::config::OnUnavailable;
 use crate::plugins::bindings::wasmgate::plugin::kv::{Error, Host};
 use crate::plugins::refusals::Refusal;
-use crate::plugins::state::HostState;
+use crate::plugins::state::{HostState, StageContext};
 use crate::state::Redis;
 
 #[derive(Clone)]
@@ -177,9 +177,17 @@ impl Host for HostState {
     }
 }
 
+/// What a plugin's kv keys are put after in Redis, made once per pipeline entry.
+pub fn redis_prefix(redis: &Redis, plugin: &str) -> String {
+    redis.key(&["kv", &plugin.len().to_string(), plugin, ""])
+}
+
 /// The Redis key of a plugin's kv key.
-fn redis_key(redis: &Redis, plugin: &str, key: &str) -> String {
-    redis.key(&["kv", &plugin.len().to_string(), plugin, key])
+fn redis_key(ctx: &StageContext, key: &str) -> String {
+    let mut k = String::with_capacity(ctx.kv_redis_prefix.len() + key.len());
+    k.push_str(&ctx.kv_redis_prefix);
+    k.push_str(key);
+    k
 }
 
 fn redis_of(store: &StoreContextMut<'_, HostState>) -> Result<Arc<Redis>> {
@@ -201,7 +209,7 @@ pub fn add_redis_to_linker(linker: &mut Linker<HostState>, interface: &str) -> R
             Box::new(async move {
                 let redis = redis_of(&store)?;
                 let ctx = store.data().ctx.clone();
-                let answer = match redis.get(&redis_key(&redis, &ctx.plugin, &key)).await {
+                let answer = match redis.get(&redis_key(&ctx, &key)).await {
                     Ok(v) => v,
                     Err(_) if redis.policy == OnUnavailable::Local => {
                         ctx.kv.get(&key).map(|b| b.to_vec())
@@ -223,7 +231,7 @@ pub fn add_redis_to_linker(linker: &mut Linker<HostState>, interface: &str) -> R
                 let result = match fits(&key, &value, ctx.kv_max_value) {
                     Err(e) => Err(e),
                     Ok(()) => {
-                        let rkey = redis_key(&redis, &ctx.plugin, &key);
+                        let rkey = redis_key(&ctx, &key);
                         match redis.set(&rkey, &value, ttl_ms).await {
                             Ok(()) => Ok(()),
                             Err(_) if redis.policy == OnUnavailable::Local => {
@@ -243,10 +251,7 @@ pub fn add_redis_to_linker(linker: &mut Linker<HostState>, interface: &str) -> R
             Box::new(async move {
                 let redis = redis_of(&store)?;
                 let ctx = store.data().ctx.clone();
-                if redis
-                    .delete(&redis_key(&redis, &ctx.plugin, &key))
-                    .await
-                    .is_err()
+                if redis.delete(&redis_key(&ctx, &key)).await.is_err()
                     && redis.policy == OnUnavailable::Local
                 {
                     ctx.kv.delete(&key);

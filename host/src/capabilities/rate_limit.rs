@@ -33,7 +33,7 @@ use crate::config::OnUnavailable;
 use crate::plugins::bindings::wasmgate::plugin::rate_limit::{Host, HostLimiter, Quota, Verdict};
 use crate::plugins::refusals::Refusal;
 use crate::plugins::state::HostState;
-use crate::state::Redis;
+use crate::state::{GcraVerdict, Redis};
 
 type Keyed =
     RateLimiter<String, DashMapStateStore<String>, DefaultClock, StateInformationMiddleware>;
@@ -130,7 +130,6 @@ impl Registry {
 
 impl Limiter {
     fn check(&self, key: &str, cost: u32) -> Verdict {
-        let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
         let denied = |retry: Duration| Verdict {
             allowed: false,
             limit: self.burst,
@@ -173,13 +172,23 @@ impl Limiter {
 impl Limiter {
     /// The verdict of `on_unavailable = "allow"` or `"deny"` when Redis cannot answer.
     fn fallback(&self, allowed: bool) -> Verdict {
-        let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
         Verdict {
             allowed,
             limit: self.burst,
             remaining: if allowed { self.burst } else { 0 },
             reset_after_ms: 0,
             retry_after_ms: if allowed { 0 } else { ms(self.interval).max(1) },
+        }
+    }
+
+    /// A verdict from Redis (or its estimate), for this quota.
+    fn verdict(&self, v: &GcraVerdict) -> Verdict {
+        Verdict {
+            allowed: v.allowed,
+            limit: self.burst,
+            remaining: v.remaining,
+            reset_after_ms: v.reset_after_ms,
+            retry_after_ms: v.retry_after_ms,
         }
     }
 
@@ -193,13 +202,7 @@ impl Limiter {
             && (redis.is_up() || redis.policy == OnUnavailable::Local)
             && let Some(v) = approx.check(&rkey, self.interval, self.burst, cost)
         {
-            return Verdict {
-                allowed: v.allowed,
-                limit: self.burst,
-                remaining: v.remaining,
-                reset_after_ms: v.reset_after_ms,
-                retry_after_ms: v.retry_after_ms,
-            };
+            return self.verdict(&v);
         }
         match redis
             .gcra(&rkey, self.interval, self.burst, cost, false)
@@ -209,13 +212,7 @@ impl Limiter {
                 if let Some(approx) = &redis.approx {
                     approx.seed(&rkey, self.interval, self.burst, &v);
                 }
-                Verdict {
-                    allowed: v.allowed,
-                    limit: self.burst,
-                    remaining: v.remaining,
-                    reset_after_ms: v.reset_after_ms,
-                    retry_after_ms: v.retry_after_ms,
-                }
+                self.verdict(&v)
             }
             Err(_) => match redis.policy {
                 OnUnavailable::Local => self.check(key, cost),
@@ -262,6 +259,10 @@ impl HostState {
 }
 
 impl Host for HostState {}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128) as u64
+}
 
 impl HostLimiter for HostState {
     fn open(

@@ -24,6 +24,8 @@ pub struct StageContext {
     pub limiters: Arc<rate_limit::Registry>,
     /// `[state] backend = "redis"`: where kv and rate-limit keep their state instead.
     pub redis: Option<Arc<crate::state::Redis>>,
+    /// With Redis, what the plugin's kv keys are put after there (`PREFIX kv:LEN:PLUGIN:`).
+    pub kv_redis_prefix: String,
     /// The plugin's log budget, shared by every route it runs on.
     pub log: Arc<log::Budget>,
     /// Where its outbound calls may go; `None` refuses them all.

@@ -190,4 +190,19 @@ mod tests {
         std::thread::sleep(Duration::from_millis(25));
         assert!(a.check("fast", fast, 1, 1).unwrap().allowed);
     }
+
+    #[test]
+    fn estimates_are_kept_for_at_most_max_keys() {
+        let a = Approx::new(Duration::from_millis(50));
+        let interval = Duration::from_secs(1);
+        for i in 0..MAX_KEYS {
+            a.seed(&i.to_string(), interval, 5, &full(5));
+        }
+        // A new key past the bound has none, and is checked exactly; a known one still does.
+        a.seed("one more", interval, 5, &full(5));
+        assert!(a.check("one more", interval, 5, 1).is_none());
+        assert!(a.check("7", interval, 5, 1).is_some());
+        a.seed("7", interval, 5, &full(2));
+        assert_eq!(a.check("7", interval, 5, 1).unwrap().remaining, 1);
+    }
 }

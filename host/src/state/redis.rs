@@ -16,7 +16,7 @@
 //! supervisor's connection. Every new connection loads the GCRA script.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
@@ -48,7 +48,7 @@ const GCRA: &str = include_str!("gcra.lua");
 #[derive(Clone, Copy)]
 enum Slot {
     Local(usize),
-    Shared(usize),
+    Own,
 }
 
 /// The calling worker's connections (one `Redis` per process; `owner` tells them apart in
@@ -82,8 +82,7 @@ pub struct GcraVerdict {
 
 pub struct Redis {
     /// The supervisor's connection.
-    slots: Box<[ArcSwapOption<MultiplexedConnection>]>,
-    next: AtomicUsize,
+    own: ArcSwapOption<MultiplexedConnection>,
     client: Client,
     /// Connections each worker keeps.
     per_worker: usize,
@@ -168,8 +167,7 @@ impl Redis {
         }
         .map_err(|e| anyhow::anyhow!("state.redis.url: `{url}`: {e}"))?;
         let this = Arc::new(Self {
-            slots: vec![ArcSwapOption::empty()].into_boxed_slice(),
-            next: AtomicUsize::new(0),
+            own: ArcSwapOption::empty(),
             client: client.clone(),
             per_worker: (cfg.pool_size / workers.max(1)).max(1),
             timeout: Duration::from_millis(cfg.timeout_ms),
@@ -295,7 +293,8 @@ impl Redis {
         Fut: Future<Output = RedisResult<T>>,
     {
         let picked = if self.health.up.load(Ordering::Relaxed) {
-            self.local().or_else(|| self.pick())
+            self.local()
+                .or_else(|| self.own.load_full().map(|c| (Slot::Own, c)))
         } else {
             None
         };
@@ -399,22 +398,10 @@ impl Redis {
         LOCAL.with(|l| l.borrow_mut().connecting = false);
     }
 
-    /// The supervisor's next connection that is up.
-    fn pick(&self) -> Option<(Slot, Arc<MultiplexedConnection>)> {
-        let n = self.slots.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n).find_map(|i| {
-            let slot = (start + i) % n;
-            self.slots[slot]
-                .load_full()
-                .map(|c| (Slot::Shared(slot), c))
-        })
-    }
-
     /// Drops a connection that failed: a worker's own, or the supervisor's.
     fn drop_failed(&self, slot: Slot, conn: &Arc<MultiplexedConnection>, why: &str) {
         match slot {
-            Slot::Shared(i) => self.drop_connection(i, conn, why),
+            Slot::Own => self.drop_own(conn, why),
             Slot::Local(i) => LOCAL.with(|l| {
                 let mut l = l.borrow_mut();
                 if l.conns
@@ -431,25 +418,28 @@ impl Redis {
         }
     }
 
-    fn drop_connection(&self, slot: usize, conn: &Arc<MultiplexedConnection>, why: &str) {
-        let prev = self.slots[slot].compare_and_swap(&Some(conn.clone()), None);
+    fn drop_own(&self, conn: &Arc<MultiplexedConnection>, why: &str) {
+        let prev = self.own.compare_and_swap(&Some(conn.clone()), None);
         if prev.as_ref().is_some_and(|p| Arc::ptr_eq(p, conn)) {
-            tracing::debug!(slot, error = why, "state: redis connection dropped");
+            tracing::debug!(error = why, "state: redis connection dropped");
             self.note_health(Some(why.to_owned()));
             self.wake.notify_one();
         }
     }
 
-    /// Connects every empty slot; the error of the first that fails.
+    /// Connects the supervisor's connection if it is down; why that failed.
     async fn fill(&self, client: &Client) -> Option<String> {
-        for slot in self.slots.iter().filter(|s| s.load().is_none()) {
-            match tokio::time::timeout(CONNECT_TIMEOUT, self.connect(client)).await {
-                Ok(Ok(c)) => slot.store(Some(Arc::new(c))),
-                Ok(Err(e)) => return Some(e.to_string()),
-                Err(_) => return Some(format!("no connection within {CONNECT_TIMEOUT:?}")),
-            }
+        if self.own.load().is_some() {
+            return None;
         }
-        None
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.connect(client)).await {
+            Ok(Ok(c)) => {
+                self.own.store(Some(Arc::new(c)));
+                None
+            }
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("no connection within {CONNECT_TIMEOUT:?}")),
+        }
     }
 
     async fn connect(&self, client: &Client) -> RedisResult<MultiplexedConnection> {
@@ -463,10 +453,10 @@ impl Redis {
         Ok(c)
     }
 
-    /// Up when any connection is; logs each change once, and the first state at start.
+    /// Up when the supervisor's connection is; logs each change once, and the first state at
+    /// start.
     fn note_health(&self, error: Option<String>) {
-        let connections = self.slots.iter().filter(|s| s.load().is_some()).count();
-        let up = connections > 0;
+        let up = self.own.load().is_some();
         let mut status = self.health.status.lock();
         if status.up == Some(up) {
             if !up && error.is_some() {
@@ -521,25 +511,16 @@ impl Redis {
         let mut backoff = MIN_BACKOFF;
         loop {
             let failed = self.fill(&client).await;
-            // Every connection at once, so a hung server costs one PING_TIMEOUT, not one each.
-            let mut pings = tokio::task::JoinSet::new();
-            for (i, slot) in self.slots.iter().enumerate() {
-                let Some(c) = slot.load_full() else { continue };
-                pings.spawn(async move {
-                    let mut conn = (*c).clone();
-                    let cmd = redis::cmd("PING");
-                    let ping = cmd.query_async::<()>(&mut conn);
-                    let why = match tokio::time::timeout(PING_TIMEOUT, ping).await {
-                        Ok(Ok(())) => None,
-                        Ok(Err(e)) => Some(e.to_string()),
-                        Err(_) => Some(format!("no answer to PING within {PING_TIMEOUT:?}")),
-                    };
-                    (i, c, why)
-                });
-            }
-            while let Some(Ok((i, c, why))) = pings.join_next().await {
-                if let Some(why) = why {
-                    self.drop_connection(i, &c, &why);
+            if let Some(c) = self.own.load_full() {
+                let mut conn = (*c).clone();
+                let cmd = redis::cmd("PING");
+                let ping = cmd.query_async::<()>(&mut conn);
+                match tokio::time::timeout(PING_TIMEOUT, ping).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => self.drop_own(&c, &e.to_string()),
+                    Err(_) => {
+                        self.drop_own(&c, &format!("no answer to PING within {PING_TIMEOUT:?}"))
+                    }
                 }
             }
             self.note_health(failed.clone());
